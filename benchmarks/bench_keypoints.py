@@ -1,0 +1,170 @@
+"""Benchmark: fast keypoint sampling vs. the naive reading of PSC6K Appendix A.1.
+
+Both methods run on the same sketches and the same object masks:
+
+* fast  - ``psc6k.keypoints.analyze_sketch`` (whole pipeline from the image: binarise, mask,
+          grid-subsampled kNN spectral clustering, connected parts, centroid keypoints);
+* naive - scikit-learn ``SpectralClustering(8, affinity="nearest_neighbors")`` over every mask
+          pixel (``psc6k.keypoints.reference_pseudo_parts``), keypoint = cluster centroid, as the
+          paper describes (its time counts the clustering only, not the mask).
+
+Quality: coverage cost = mean distance (px) from a mask pixel to its nearest keypoint (lower is
+better), share of sketches whose 8 parts are each connected, share of keypoints on the mask.
+
+Usage::
+
+    python benchmarks/bench_keypoints.py                    # 24 generated sketches, both methods
+    python benchmarks/bench_keypoints.py --n 60 --sample    # + sketches of the bundled sample
+    python benchmarks/bench_keypoints.py --throughput 6250 --workers 2   # build-keypoints batch
+
+Sketches are Sketchy-like drawings generated with OpenCV (closed and gappy outlines, open limbs,
+interior strokes, 1-3 px anti-aliased lines, 256 x 256) by ``benchmarks/_sketchgen.py``;
+``--sample`` adds the PNG sketches of ``psc6k/data/sample`` when it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _sketchgen import make_sketch  # noqa: E402
+
+from psc6k import keypoints as K  # noqa: E402
+
+
+def _sample_sketches(limit: int) -> list[np.ndarray]:
+    root = Path(K.__file__).resolve().parent / "data" / "sample"
+    paths = sorted(p for p in root.rglob("*.png") if "sketch" in str(p.relative_to(root)))
+    return [K.load_sketch(p) for p in paths[:limit]]
+
+
+def _naive_keypoints(parts: np.ndarray, k: int) -> np.ndarray:
+    rows, cols = np.nonzero(parts >= 0)
+    lab = parts[rows, cols]
+    cnt = np.bincount(lab, minlength=k)
+    return np.column_stack([np.bincount(lab, cols, k) / cnt, np.bincount(lab, rows, k) / cnt])
+
+
+def _inside(mask: np.ndarray, kps: np.ndarray) -> np.ndarray:
+    r = np.clip(np.rint(kps[:, 1]).astype(int), 0, mask.shape[0] - 1)
+    c = np.clip(np.rint(kps[:, 0]).astype(int), 0, mask.shape[1] - 1)
+    return mask[r, c]
+
+
+def compare(images, k: int = 8, seed: int = 0, repeats: int = 3, naive: bool = True) -> dict:
+    rows = []
+    for i, img in enumerate(images):
+        best = np.inf
+        for _ in range(repeats):  # min of a few runs: the machine is shared
+            t = time.perf_counter()
+            res = K.analyze_sketch(img, k, seed)
+            best = min(best, time.perf_counter() - t)
+        row = {
+            "area": int(res.mask.sum()), "dil": res.dilation_iterations, "nodes": res.n_nodes,
+            "fast_s": best, "fast_cov": K.coverage_cost(res.mask, res.keypoints),
+            "fast_conn": K.parts_connected(res.parts, k),
+            "fast_in": float(_inside(res.mask, res.keypoints).mean()),
+        }
+        if naive:
+            t = time.perf_counter()
+            ref = K.reference_pseudo_parts(res.mask, k, seed)
+            row["naive_s"] = time.perf_counter() - t
+            kps = _naive_keypoints(ref, k)
+            row["naive_cov"] = K.coverage_cost(res.mask, kps)
+            row["naive_conn"] = K.parts_connected(ref, k)
+            row["naive_in"] = float(_inside(res.mask, kps).mean())
+        rows.append(row)
+        print(f"  sketch {i:3d}: mask {row['area']:6d} px, {row['dil']} dilations, {row['nodes']} nodes, "
+              f"fast {1000 * row['fast_s']:6.1f} ms cov {row['fast_cov']:.2f}"
+              + (f" | naive {1000 * row['naive_s']:7.1f} ms cov {row['naive_cov']:.2f}" if naive else ""),
+              flush=True)
+    return rows
+
+
+def report(rows, naive: bool = True) -> None:
+    def col(name):
+        return np.array([r[name] for r in rows], dtype=float)
+
+    print()
+    print(f"{len(rows)} sketches, median mask {int(np.median(col('area')))} px")
+    print(f"{'':28s}{'fast':>14s}" + (f"{'naive':>14s}{'ratio':>10s}" if naive else ""))
+    ft = np.median(col("fast_s")) * 1000
+    line = f"{'median time / sketch (ms)':28s}{ft:14.1f}"
+    if naive:
+        nt = np.median(col("naive_s")) * 1000
+        line += f"{nt:14.1f}{nt / ft:9.1f}x"
+    print(line)
+    fc = col("fast_cov").mean()
+    line = f"{'mean coverage cost (px)':28s}{fc:14.3f}"
+    if naive:
+        nc = col("naive_cov").mean()
+        line += f"{nc:14.3f}{fc / nc:10.3f}"
+    print(line)
+    if naive:
+        rel = col("fast_cov") / col("naive_cov")
+        print(f"{'per-sketch cost ratio':28s}  median {np.median(rel):.3f}, worst {rel.max():.3f}, best {rel.min():.3f}")
+    line = f"{'parts connected (%)':28s}{100 * col('fast_conn').mean():14.1f}"
+    if naive:
+        line += f"{100 * col('naive_conn').mean():14.1f}"
+    print(line)
+    line = f"{'keypoints on the mask (%)':28s}{100 * col('fast_in').mean():14.1f}"
+    if naive:
+        line += f"{100 * col('naive_in').mean():14.1f}"
+    print(line)
+
+
+def throughput(n: int, workers: int, seed: int = 0) -> None:
+    """Write ``n`` generated sketches as PNGs and time ``psc6k build-keypoints`` on them."""
+    import cv2
+
+    from psc6k.cli import main
+
+    rng = np.random.default_rng(seed)
+    pool = [make_sketch(rng) for _ in range(min(n, 500))]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "sketches"
+        for i in range(n):
+            d = src / f"c{i % 125:03d}"
+            d.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(d / f"s{i:05d}.png"), pool[i % len(pool)])
+        out = Path(tmp) / "kps.csv"
+        t = time.perf_counter()
+        status = main(["build-keypoints", str(src), "--out", str(out), "--workers", str(workers),
+                       "--keep-going"])
+        dt = time.perf_counter() - t
+    print(f"build-keypoints: {n} sketches, {workers} workers: {dt:.1f} s "
+          f"({1000 * dt / n:.1f} ms/sketch, exit {status}); load average now {os.getloadavg()[0]:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=24, help="generated sketches to compare on")
+    ap.add_argument("--sample", action="store_true", help="also use the bundled sample's sketches")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-naive", action="store_true", help="time the fast method only")
+    ap.add_argument("--throughput", type=int, default=0, metavar="N",
+                    help="also time build-keypoints on N generated sketches")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    rng = np.random.default_rng(args.seed)
+    images = [make_sketch(rng) for _ in range(args.n)]
+    if args.sample:
+        images += _sample_sketches(args.n)
+    if images:
+        rows = compare(images, seed=args.seed, naive=not args.no_naive)
+        report(rows, naive=not args.no_naive)
+    if args.throughput:
+        throughput(args.throughput, args.workers, args.seed)
+
+
+if __name__ == "__main__":
+    main()

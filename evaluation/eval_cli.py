@@ -1,0 +1,58 @@
+"""Score a submission (flows or keypoints) against PSC6K annotations by PCK, as the paper does.
+
+Prints a table (overall, per direction, per category, mean error in px, bootstrap 95% CI), or
+with --json one JSON object whose "overall" maps "pck@0.05" / "pck@0.10" to percentages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("submission", help="submission file: .json, .json.gz or .npz (docs/submission.md)")
+    parser.add_argument("--annotations", "-a", default=None,
+                        help="test_pairs_ps.csv or test_pairs_st.csv (default: the bundled sample's)")
+    parser.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.10],
+                        help="PCK thresholds as fractions of the 256 px image side")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score the pairs present instead of failing on missing ones; reports coverage")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI (0: off)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--per-pair", action="store_true", help="with --json: add per-pair keypoint errors")
+    parser.add_argument("--no-categories", action="store_true", help="table without the per-category rows")
+
+
+def run(args: argparse.Namespace) -> int:
+    from psc6k.errors import Psc6kError
+    from psc6k.formats import read_annotations
+    from psc6k.pck import evaluate
+    from psc6k.submission import load_submission
+
+    from evaluation.pckeval import format_table
+
+    if any(not 0 < a < 1 for a in args.alpha):
+        raise Psc6kError(f"--alpha values must lie in (0, 1), got {args.alpha}")
+    if args.bootstrap < 0:
+        raise Psc6kError("--bootstrap must be >= 0")
+    ann_path = args.annotations
+    if ann_path is None:
+        try:
+            from psc6k.data import sample_path
+        except ImportError:
+            raise Psc6kError("--annotations is required (no bundled sample in this install)") from None
+        ann_path = sample_path() / "test_pairs_ps.csv"
+        print(f"psc6k eval: no --annotations given, using the bundled sample: {ann_path}", file=sys.stderr)
+    ann = read_annotations(ann_path)
+    sub = load_submission(args.submission)
+    res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
+                   seed=args.seed)
+    if args.json:
+        json.dump(res.to_dict(per_pair=args.per_pair, ann=ann), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(res, categories=not args.no_categories))
+    return 0

@@ -1,0 +1,138 @@
+"""Scoring for the server: exactly ``psc6k eval``'s code path, wrapped for HTTP.
+
+:func:`psc6k.submission.load_submission` validates, :func:`psc6k.pck.evaluate` scores and
+``EvalResult.to_dict()`` is the reply, with the defaults of ``psc6k eval`` (alphas 0.05 and
+0.10, no partial submissions, 1000 bootstrap resamples, seed 0). Nothing here recomputes or
+re-validates a number; it only maps errors to HTTP statuses and, in private mode, drops the
+non-aggregate parts of the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+
+from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
+
+from psc6k.errors import Psc6kError, SubmissionError
+from psc6k.formats import read_annotations
+from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
+from psc6k.submission import load_submission
+
+from .body import Payload
+from .settings import ServerSettings
+
+log = logging.getLogger("psc6k.server")
+
+#: Keys of ``EvalResult.to_dict()`` returned in private mode: aggregates over the whole split only.
+PRIVATE_KEYS = ("method", "kind", "overall", "per_direction", "mean_error_px", "ci95", "n_pairs", "n_annotated",
+                "coverage", "protocol", "scorer_version")
+
+
+def json_safe(value):
+    """Replace non-finite floats by None (JSON has no NaN; a reply must never fail to encode)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def aggregate_only(result: dict) -> dict:
+    """The private-mode reply: overall, per direction, mean error, CI and counts; no per-category
+    and never per-pair output."""
+    return {k: result[k] for k in PRIVATE_KEYS if k in result}
+
+
+@dataclass
+class Scored:
+    result: dict  # the reply body (before submission_id), already private-filtered if needed
+    full: dict  # EvalResult.to_dict(), for storage
+    method: str
+    kind: str
+
+
+class Scorer:
+    """Holds the annotations and the concurrency limits of one server process."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.annotations = read_annotations(settings.annotations)
+        with open(settings.annotations, "rb") as fh:
+            self.annotations_sha256 = hashlib.sha256(fh.read()).hexdigest()
+        self.scorer_version = SCORER_VERSION
+        self._loop = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._admitted = 0  # running + waiting
+
+    # -- concurrency ---------------------------------------------------------------------------
+    def _sem(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._loop is not loop:  # one per event loop (tests start several)
+            self._semaphore = asyncio.Semaphore(max(1, self.settings.max_concurrent_scoring))
+            self._loop = loop
+        return self._semaphore
+
+    def admit(self) -> None:
+        """Refuse (503) when too many scorings are running or waiting in this process."""
+        capacity = max(1, self.settings.max_concurrent_scoring) + max(0, self.settings.max_pending_scoring)
+        if self._admitted >= capacity:
+            raise HTTPException(status_code=503, detail=f"the scorer is busy ({self._admitted} submissions "
+                                "in progress); retry shortly", headers={"Retry-After": "5"})
+        self._admitted += 1
+
+    def release(self) -> None:
+        self._admitted -= 1
+
+    async def score(self, payload: Payload) -> Scored:
+        """Validate and score ``payload`` in a worker thread (CPU work; keeps the event loop free)."""
+        async with self._sem():
+            return await run_in_threadpool(self.score_sync, payload)
+
+    # -- the work ------------------------------------------------------------------------------
+    def score_sync(self, payload: Payload) -> Scored:
+        settings = self.settings
+        try:
+            sub = load_submission(payload.data, source=payload.filename,
+                                  max_decompressed=settings.max_decompressed_bytes)
+        except Psc6kError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except MemoryError:
+            raise HTTPException(status_code=413, detail="submission too large to load in memory") from None
+        except (ValueError, OverflowError, TypeError, RecursionError, KeyError, IndexError) as exc:
+            # load_submission should turn every bad input into SubmissionError; never let a gap
+            # there become a 500 (the traceback is logged for the maintainers).
+            log.warning("load_submission raised %s instead of SubmissionError", type(exc).__name__, exc_info=True)
+            raise HTTPException(status_code=422, detail=f"{payload.filename}: cannot read the submission "
+                                f"({type(exc).__name__}: {exc})") from None
+        try:
+            res = evaluate(self.annotations, sub, DEFAULT_ALPHAS, allow_partial=False,
+                           n_bootstrap=settings.n_bootstrap, seed=settings.seed)
+        except SubmissionError as exc:
+            detail = self._private_alignment_error(sub) if settings.private else str(exc)
+            raise HTTPException(status_code=422, detail=detail) from None
+        except Psc6kError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except MemoryError:
+            raise HTTPException(status_code=413, detail="submission too large to score in memory") from None
+        full = json_safe(res.to_dict())
+        reply = aggregate_only(full) if settings.private else dict(full)
+        return Scored(result=reply, full=full, method=sub.method, kind=sub.kind)
+
+    def _private_alignment_error(self, sub) -> str:
+        """Alignment errors without naming pairs of the hidden split (only the submitter's own)."""
+        index = self.annotations.index()
+        submitted = list(zip(sub.photo, sub.sketch))
+        unknown = [p for p in submitted if p not in index]
+        if unknown:
+            first = ", ".join(f"(photo={p!r}, sketch={s!r})" for p, s in unknown[:3])
+            return (f"{len(unknown)} submitted pair(s) are not in the hidden split: {first}"
+                    f"{' ...' if len(unknown) > 3 else ''}; paths must match the published pair list exactly")
+        missing = len(self.annotations) - len(set(submitted) & set(index))
+        return f"{missing} of {len(self.annotations)} pairs of the hidden split are missing from the submission"

@@ -1,0 +1,91 @@
+"""Configuration of one server process.
+
+Settings travel to uvicorn worker processes as JSON in the environment variable
+``PSC6K_SERVER_SETTINGS`` (several workers cannot share Python objects), hence the plain
+dataclass with JSON-friendly fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+ENV_SETTINGS = "PSC6K_SERVER_SETTINGS"
+ENV_ADMIN_TOKEN = "PSC6K_ADMIN_TOKEN"
+
+MB = 1024 * 1024
+
+
+@dataclass
+class ServerSettings:
+    """Everything a server process needs to know.
+
+    Parameters
+    ----------
+    annotations : str
+        Path of the ground truth (``test_pairs_ps.csv`` or ``test_pairs_st.csv``).
+    db_url : str
+        SQLAlchemy URL of the leaderboard database (SQLite file by default; PostgreSQL
+        ``postgresql+psycopg://...`` when several workers share it).
+    private : bool
+        Hidden split: replies carry only aggregate numbers (overall, per direction, CI, counts),
+        never per-category or per-pair output, and ``POST /score`` needs a token and counts
+        against its quota (otherwise it would be an unlimited oracle on the hidden keypoints).
+    max_body_bytes : int
+        Largest request body accepted by the scoring endpoints (bytes on the wire) -> 413 beyond.
+    max_decompressed_bytes : int
+        Largest submission after gzip / zip decompression -> 413 beyond.
+    max_concurrent_scoring : int
+        Scorings running at once in this process (each holds a parsed submission in memory).
+    max_pending_scoring : int
+        Requests allowed to wait for a scoring slot; beyond, 503 with ``Retry-After``.
+    daily_quota : int
+        Default number of accepted leaderboard submissions per token per UTC day.
+    admin_token : str or None
+        Token of the administrator (create / revoke tokens). Read from ``PSC6K_ADMIN_TOKEN``
+        when not given; without it the admin API answers 403.
+    model_scores : str or None
+        JSON file with scores of the model-zoo checkpoints (``GET /models``): either one
+        ``psc6k eval --json`` result (for the first model) or ``{model_name: result}``.
+    n_bootstrap, seed : int
+        Passed to :func:`psc6k.pck.evaluate` (same defaults as ``psc6k eval``).
+    split_name : str
+        Label stored with every leaderboard entry (e.g. ``test`` or ``hidden``).
+    """
+
+    annotations: str
+    db_url: str = "sqlite:///psc6k_leaderboard.sqlite"
+    private: bool = False
+    max_body_bytes: int = 200 * MB
+    max_decompressed_bytes: int = 1024 * MB
+    max_concurrent_scoring: int = 2
+    max_pending_scoring: int = 32
+    daily_quota: int = 5
+    admin_token: str | None = None
+    model_scores: str | None = None
+    n_bootstrap: int = 1000
+    seed: int = 0
+    split_name: str = "test"
+    seed_published: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def resolved_admin_token(self) -> str | None:
+        return self.admin_token or os.environ.get(ENV_ADMIN_TOKEN) or None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServerSettings":
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_env(cls) -> "ServerSettings":
+        text = os.environ.get(ENV_SETTINGS)
+        if not text:
+            raise RuntimeError(f"{ENV_SETTINGS} is not set; start the server with 'psc6k serve'")
+        return cls.from_json(text)

@@ -1,0 +1,120 @@
+"""MoCo v2 head and queue used to pre-train the PSCNet encoder on photo-sketch pairs (SPEC §6).
+
+State-dict names follow the released checkpoints: ``encoder_q``, ``encoder_k``, ``fc_q.0/2``,
+``fc_k.0/2``, ``queue`` [dim, K], ``queue_ptr`` [1] (int64).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model_zoo.resnet_cbn import ResNetCBN
+
+__all__ = ["MoCo", "concat_all_gather"]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@torch.no_grad()
+def concat_all_gather(tensor: Tensor) -> Tensor:
+    """Concatenate ``tensor`` from every process along dim 0 (identity without DDP; no gradient)."""
+    if not _distributed():
+        return tensor
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor.contiguous())
+    return torch.cat(gathered, dim=0)
+
+
+class MoCo(nn.Module):
+    """Momentum contrast (He et al. 2020; v2: MLP head) over two conditional-BN encoders.
+
+    Parameters
+    ----------
+    encoder_q, encoder_k : ResNetCBN
+        Query encoder (trained) and key encoder (momentum copy; initialised from the query).
+    dim : int
+        Embedding size (128).
+    queue_size : int
+        Negative keys K (8192 in the released models).
+    momentum : float
+        Key-encoder momentum m (0.999).
+    temperature : float
+        Softmax temperature T (0.07).
+    """
+
+    def __init__(self, encoder_q: ResNetCBN, encoder_k: ResNetCBN, dim: int = 128, queue_size: int = 8192,
+                 momentum: float = 0.999, temperature: float = 0.07):
+        super().__init__()
+        self.queue_size, self.momentum, self.temperature = queue_size, momentum, temperature
+        # Buffers are registered before the child modules so that the state-dict order is the
+        # released one (framework.queue, framework.queue_ptr, framework.encoder_q ...).
+        self.register_buffer("queue", F.normalize(torch.randn(dim, queue_size), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.encoder_q = encoder_q
+        self.encoder_k = encoder_k
+        hidden = encoder_q.channels["layer4"]
+        self.fc_q = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        self.fc_k = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        self.reset_key_encoder()
+
+    @torch.no_grad()
+    def reset_key_encoder(self) -> None:
+        """Copy the query encoder and head into the key side and freeze the key side."""
+        for q, k in zip(self._query_params(), self._key_params()):
+            k.data.copy_(q.data)
+            k.requires_grad = False
+
+    def _query_params(self):
+        return list(self.encoder_q.parameters()) + list(self.fc_q.parameters())
+
+    def _key_params(self):
+        return list(self.encoder_k.parameters()) + list(self.fc_k.parameters())
+
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        for q, k in zip(self._query_params(), self._key_params()):
+            k.data.mul_(self.momentum).add_(q.data.detach(), alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def _enqueue(self, keys: Tensor) -> None:
+        keys = concat_all_gather(keys)
+        n = keys.shape[0]
+        ptr = int(self.queue_ptr)
+        # wrap around instead of requiring K % batch == 0 (small CPU batches)
+        idx = (torch.arange(n, device=keys.device) + ptr) % self.queue_size
+        self.queue[:, idx] = keys.T.to(self.queue.dtype)
+        self.queue_ptr[0] = (ptr + n) % self.queue_size
+
+    @torch.no_grad()
+    def _shuffled_keys(self, im_k: Tensor, cond_k: int) -> Tensor:
+        """Key embeddings computed on a batch shuffled across processes (shuffle-BN, MoCo §3.3)."""
+        if not _distributed():
+            return F.normalize(self.fc_k(self.encoder_k.pooled(im_k, cond_k)[0]), dim=1)
+        local = im_k.shape[0]
+        gathered = concat_all_gather(im_k)
+        world, rank = dist.get_world_size(), dist.get_rank()
+        perm = torch.randperm(gathered.shape[0], device=im_k.device)
+        dist.broadcast(perm, src=0)
+        mine = perm.view(world, -1)[rank]
+        k = F.normalize(self.fc_k(self.encoder_k.pooled(gathered[mine], cond_k)[0]), dim=1)
+        k_all = concat_all_gather(k)
+        unshuffle = torch.argsort(perm)
+        return k_all[unshuffle.view(world, -1)[rank]][:local]
+
+    def forward(self, im_q: Tensor, im_k: Tensor, cond_q: int, cond_k: int) -> tuple[Tensor, Tensor]:
+        """Contrastive logits [N, 1 + K] (positive first) and labels (zeros) for a query/key batch."""
+        q = F.normalize(self.fc_q(self.encoder_q.pooled(im_q, cond_q)[0]), dim=1)
+        with torch.no_grad():
+            self._momentum_update()
+            k = self._shuffled_keys(im_k, cond_k)
+        l_pos = (q * k.to(q.dtype)).sum(dim=1, keepdim=True)
+        l_neg = q @ self.queue.clone().detach().to(q.dtype)
+        logits = torch.cat([l_pos, l_neg], dim=1) / self.temperature
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        self._enqueue(k.float())
+        return logits, labels

@@ -1,0 +1,5 @@
+import sys
+
+from psc6k.cli import main
+
+sys.exit(main())

@@ -1,0 +1,245 @@
+"""PCK, exactly as the PSC6K paper evaluates it (SPEC §5). The one place PCK is computed.
+
+Protocol, for direction ``sketch_to_photo`` (``photo_to_sketch`` is the mirror image):
+
+1. upsample the flow ``[H, W, 2]`` bilinearly to 256 x 256 with ``align_corners=True``;
+2. round each sketch keypoint (XB, YB) to the nearest pixel, half to even (``torch.round``);
+3. read the flow there and convert to pixels, ``x = (u + 1) * (256 - 1) / 2``;
+4. a keypoint is correct when its Euclidean distance to (XA, YA) is ``<= alpha * 256``.
+
+PCK is the mean over pairs x both directions x 8 keypoints, in percent. Only the 8 rounded
+points of a flow are ever read, so step 1 is evaluated *at those points* — bilinear
+interpolation at an integer output pixel is exactly what the upsampled field holds there — which
+gives the identical number without materialising 256 x 256 fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from psc6k import IMAGE_SIZE, NUM_KEYPOINTS, __version__
+from psc6k.submission import DIRECTIONS, Submission, align_submission
+
+#: Stored with every score; bump when a change could alter any number.
+SCORER_VERSION = f"psc6k-pck/1 (psc6k {__version__})"
+DEFAULT_ALPHAS = (0.05, 0.10)
+
+
+def alpha_key(alpha: float) -> str:
+    """``0.05 -> "pck@0.05"``, ``0.1 -> "pck@0.10"``, ``0.125 -> "pck@0.125"``."""
+    text = f"{float(alpha):.10g}"
+    if "e" in text:
+        text = f"{float(alpha):.10f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"pck@{whole}.{frac.ljust(2, '0')}"
+
+
+def flow_to_pixels(uv, size: int = IMAGE_SIZE):
+    """Normalised flow coordinates (``align_corners=True``) -> pixels: ``(uv + 1) * (size - 1) / 2``."""
+    return (np.asarray(uv, dtype=np.float64) + 1.0) * ((size - 1) / 2.0)
+
+
+def pixels_to_flow(xy, size: int = IMAGE_SIZE):
+    """Pixels -> normalised flow coordinates, the inverse of :func:`flow_to_pixels`."""
+    return np.asarray(xy, dtype=np.float64) * (2.0 / (size - 1)) - 1.0
+
+
+def round_keypoints(points_px, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Nearest pixel, half to even (as ``torch.round``), clipped to the image; int64 ``[..., 2]``.
+
+    Clipping only matters for annotated points on the outer half pixel (e.g. x = 255.5).
+    """
+    return np.clip(np.round(np.asarray(points_px, dtype=np.float64)), 0, size - 1).astype(np.int64)
+
+
+def sample_flow(flows, points_px, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Value of the ``size`` x ``size`` bilinear (``align_corners=True``) upsample of each flow,
+    at the rounded source points.
+
+    Parameters
+    ----------
+    flows : array, shape (N, H, W, 2)
+        Flow fields on the source grid, any H, W >= 2.
+    points_px : array, shape (N, K, 2)
+        Source points (x, y) in pixels of the ``size`` x ``size`` source image.
+
+    Returns
+    -------
+    ndarray of float64, shape (N, K, 2)
+        Normalised flow values (u, v) read at ``round_keypoints(points_px)``.
+    """
+    flows = np.asarray(flows)
+    n, h, w, _ = flows.shape
+    rc = round_keypoints(points_px, size)  # (N, K, 2) as (col, row)
+    # Source coordinate of output pixel i under align_corners=True: i * (in - 1) / (out - 1).
+    sx = rc[..., 0] * ((w - 1) / (size - 1))
+    sy = rc[..., 1] * ((h - 1) / (size - 1))
+    x0 = np.minimum(np.floor(sx).astype(np.int64), w - 2)
+    y0 = np.minimum(np.floor(sy).astype(np.int64), h - 2)
+    fx = (sx - x0)[..., None]
+    fy = (sy - y0)[..., None]
+    b = np.arange(n)[:, None]
+    f = flows.astype(np.float64, copy=False) if flows.dtype != np.float64 else flows
+    top = f[b, y0, x0] * (1 - fx) + f[b, y0, x0 + 1] * fx
+    bottom = f[b, y0 + 1, x0] * (1 - fx) + f[b, y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def transfer_keypoints(flows, points_px, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Move source keypoints through flows, per the official protocol; returns target pixels.
+
+    Parameters
+    ----------
+    flows : array, shape (N, H, W, 2)
+        Normalised flows laid on the source grid (SPEC §5).
+    points_px : array, shape (N, K, 2)
+        Source keypoints (x, y), pixels.
+
+    Returns
+    -------
+    ndarray of float64, shape (N, K, 2)
+        Predicted (x, y) pixels in the target image.
+
+    Examples
+    --------
+    >>> from psc6k.submission import identity_flow
+    >>> transfer_keypoints(identity_flow(1, 16), [[[10.4, 200.5]]]).round(6).tolist()
+    [[[10.0, 200.0]]]
+    """
+    return flow_to_pixels(sample_flow(flows, points_px, size), size)
+
+
+def keypoint_errors(pred_px, target_px) -> np.ndarray:
+    """Euclidean distances in pixels, shape ``pred.shape[:-1]``."""
+    d = np.asarray(pred_px, dtype=np.float64) - np.asarray(target_px, dtype=np.float64)
+    return np.sqrt((d * d).sum(axis=-1))
+
+
+def pck_correct(pred_px, target_px, alpha: float, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Boolean array: keypoint within ``alpha * size`` pixels of its target (``<=``, SPEC §5)."""
+    return keypoint_errors(pred_px, target_px) <= alpha * size
+
+
+@dataclass
+class EvalResult:
+    """Scores of one submission against one annotation set.
+
+    ``overall``, ``per_direction[direction]`` and ``per_category[category]`` map
+    ``alpha_key(alpha)`` to PCK in percent. Per-pair arrays are kept for pictures and reports:
+    ``pred[direction]`` ``[n, 8, 2]`` predicted pixels, ``errors[direction]`` ``[n, 8]`` pixel
+    distances, ``ann_index`` ``[n]`` the annotation row of each scored pair.
+    """
+
+    method: str
+    kind: str
+    alphas: tuple
+    overall: dict
+    per_direction: dict
+    per_category: dict
+    mean_error_px: dict
+    ci95: dict
+    n_pairs: int
+    n_annotated: int
+    protocol: dict
+    scorer_version: str = SCORER_VERSION
+    pred: dict = field(default_factory=dict, repr=False)
+    errors: dict = field(default_factory=dict, repr=False)
+    ann_index: np.ndarray | None = field(default=None, repr=False)
+    per_pair_pck: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def coverage(self) -> float:
+        return self.n_pairs / self.n_annotated if self.n_annotated else 0.0
+
+    def to_dict(self, *, per_pair: bool = False, ann=None) -> dict:
+        """The JSON of ``psc6k eval --json`` (and of the server's ``/score``)."""
+        out = {
+            "method": self.method, "kind": self.kind,
+            "overall": self.overall, "per_direction": self.per_direction, "per_category": self.per_category,
+            "mean_error_px": self.mean_error_px, "ci95": self.ci95,
+            "n_pairs": self.n_pairs, "n_annotated": self.n_annotated, "coverage": round(self.coverage, 6),
+            "protocol": self.protocol, "scorer_version": self.scorer_version,
+        }
+        if per_pair and ann is not None:
+            rows = []
+            for k, i in enumerate(self.ann_index):
+                rows.append({"photo": ann.photo[i], "sketch": ann.sketch[i], "category": ann.category[i],
+                             **{f"{d}_error_px": self.errors[d][k].round(4).tolist() for d in DIRECTIONS}})
+            out["per_pair"] = rows
+        return out
+
+
+def _pct(x) -> float:
+    return float(100.0 * np.mean(x)) if np.size(x) else float("nan")
+
+
+def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool = False,
+             n_bootstrap: int = 1000, seed: int = 0, size: int = IMAGE_SIZE) -> EvalResult:
+    """Score a submission by PCK@alpha (SPEC §5).
+
+    Parameters
+    ----------
+    ann : psc6k.formats.Annotations
+    sub : psc6k.submission.Submission
+    alphas : sequence of float
+        Thresholds as fractions of the image side (``alpha * size`` pixels).
+    allow_partial : bool
+        Score the covered pairs only instead of raising on missing pairs.
+    n_bootstrap : int
+        Resamples of pairs for the 95% confidence interval (0 to skip).
+    seed : int
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    EvalResult
+    """
+    alphas = tuple(float(a) for a in alphas)
+    ann_idx, sub_idx = align_submission(sub, ann, allow_partial=allow_partial)
+    if len(ann_idx) == 0:
+        from psc6k.errors import SubmissionError
+        raise SubmissionError("no submitted pair is in the annotations")
+    photo_kps, sketch_kps = ann.photo_kps[ann_idx], ann.sketch_kps[ann_idx]
+    source_target = {"sketch_to_photo": (sketch_kps, photo_kps), "photo_to_sketch": (photo_kps, sketch_kps)}
+    pred, errors = {}, {}
+    for d in DIRECTIONS:
+        values = np.asarray(getattr(sub, d))[sub_idx]
+        src, tgt = source_target[d]
+        pred[d] = transfer_keypoints(values, src, size) if sub.kind == "flow" else values.astype(np.float64)
+        errors[d] = keypoint_errors(pred[d], tgt)
+
+    all_err = np.stack([errors[d] for d in DIRECTIONS], axis=1)  # (n, 2, 8)
+    overall, per_direction, ci95, per_pair = {}, {d: {} for d in DIRECTIONS}, {}, {}
+    categories = np.array([ann.category[i] for i in ann_idx])
+    cat_names = sorted(set(categories.tolist()), key=list(ann.categories).index)
+    per_category = {c: {"n_pairs": int((categories == c).sum())} for c in cat_names}
+    rng = np.random.default_rng(seed)
+    n = len(ann_idx)
+    boot = rng.integers(0, n, size=(n_bootstrap, n)) if n_bootstrap > 0 else None
+    for a in alphas:
+        key = alpha_key(a)
+        correct = all_err <= a * size
+        overall[key] = _pct(correct)
+        for j, d in enumerate(DIRECTIONS):
+            per_direction[d][key] = _pct(correct[:, j])
+        pair_pck = correct.reshape(n, -1).mean(axis=1)
+        per_pair[key] = pair_pck
+        for c in cat_names:
+            per_category[c][key] = _pct(pair_pck[categories == c])
+        if boot is not None:
+            means = pair_pck[boot].mean(axis=1) * 100.0
+            lo, hi = np.percentile(means, [2.5, 97.5])
+            ci95[key] = [float(lo), float(hi)]
+    mean_error = {"overall": float(all_err.mean()), **{d: float(errors[d].mean()) for d in DIRECTIONS}}
+    protocol = {
+        "threshold_basis": "image_size", "image_size": size, "alphas": list(alphas),
+        "thresholds_px": [a * size for a in alphas], "comparison": "distance <= threshold",
+        "directions": list(DIRECTIONS), "keypoints_per_pair": NUM_KEYPOINTS,
+        "flow_upsampling": "bilinear, align_corners=True", "keypoint_rounding": "nearest, half to even",
+        "pooling": "mean over pairs x directions x keypoints (equals the mean of per-pair PCK)",
+        "ci95": f"percentile bootstrap over pairs, {n_bootstrap} resamples, seed {seed}",
+    }
+    return EvalResult(sub.method, sub.kind, alphas, overall, per_direction, per_category, mean_error, ci95,
+                      n, len(ann), protocol, SCORER_VERSION, pred, errors, ann_idx, per_pair)

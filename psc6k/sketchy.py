@@ -1,0 +1,110 @@
+"""The Sketchy database layout (SPEC §2): category names, ids, paths and list files.
+
+All paths handed around in psc6k are relative to the Sketchy root and use ``/``, exactly as in
+the PSC6K CSVs, e.g. ``rendered_256x256/256x256/photo/tx_000100000000/airplane/n02691156_10151.jpg``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The 125 Sketchy categories in alphabetical order; PSC6K's ``class`` is the 1-based index here.
+SKETCHY_CATEGORIES: tuple[str, ...] = tuple(sorted("""
+airplane alarm_clock ant ape apple armor axe banana bat bear bee beetle bell bench bicycle blimp
+bread butterfly cabin camel candle cannon car_(sedan) castle cat chair chicken church couch cow
+crab crocodilian cup deer dog dolphin door duck elephant eyeglasses fan fish flower frog geyser
+giraffe guitar hamburger hammer harp hat hedgehog helicopter hermit_crab horse hot-air_balloon
+hotdog hourglass jack-o-lantern jellyfish kangaroo knife lion lizard lobster motorcycle mouse
+mushroom owl parrot pear penguin piano pickup_truck pig pineapple pistol pizza pretzel rabbit
+raccoon racket ray rhinoceros rifle rocket sailboat saw saxophone scissors scorpion sea_turtle
+seagull seal shark sheep shoe skyscraper snail snake songbird spider spoon squirrel starfish
+strawberry swan sword table tank teapot teddy_bear tiger tree trumpet turtle umbrella violin
+volcano wading_bird wheelchair windmill window wine_bottle zebra
+""".split()))
+assert len(SKETCHY_CATEGORIES) == 125
+
+PHOTO_DIR = "rendered_256x256/256x256/photo/tx_000100000000"
+SKETCH_DIR = "rendered_256x256/256x256/sketch/tx_000100000000"
+INVALID_LISTS = ("error", "pose", "ambiguous", "context")
+PHOTO_EXT = ".jpg"
+SKETCH_EXT = ".png"
+
+
+def photo_relpath(category: str, photo_id: str) -> str:
+    """Path of a photo relative to the Sketchy root."""
+    return f"{PHOTO_DIR}/{category}/{photo_id}{PHOTO_EXT}"
+
+
+def sketch_relpath(category: str, sketch_id: str) -> str:
+    """Path of a sketch relative to the Sketchy root."""
+    return f"{SKETCH_DIR}/{category}/{sketch_id}{SKETCH_EXT}"
+
+
+def category_of(relpath: str) -> str:
+    """Category of an image path (its parent folder's name)."""
+    parts = relpath.replace("\\", "/").split("/")
+    if len(parts) < 2:
+        raise ValueError(f"path {relpath!r} has no category folder")
+    return parts[-2]
+
+
+def image_id(relpath: str) -> str:
+    """Photo or sketch id of a path: file name without extension."""
+    return os.path.splitext(relpath.replace("\\", "/").rsplit("/", 1)[-1])[0]
+
+
+def photo_id_of_sketch(sketch_id: str) -> str:
+    """``n02691156_10151-3`` -> ``n02691156_10151``."""
+    base = image_id(sketch_id)
+    head, sep, tail = base.rpartition("-")
+    return head if sep and tail.isdigit() else base
+
+
+def class_index(category: str, categories=SKETCHY_CATEGORIES) -> int:
+    """1-based index of ``category`` in ``categories`` (alphabetical), PSC6K's ``class``."""
+    return list(categories).index(category) + 1
+
+
+def read_id_list(path) -> list[str]:
+    """Read a Sketchy list file tolerantly.
+
+    Accepts ids with or without a ``category/`` prefix and with or without an extension, blank
+    lines, CRLF and surrounding spaces. Returns the bare ids in file order.
+
+    Examples
+    --------
+    >>> import io, tempfile, os
+    >>> p = tempfile.mktemp(); open(p, "w").write("airplane/n02691156_10151.jpg\\r\\n\\n n02691156_58 \\n")
+    >>> read_id_list(p)
+    ['n02691156_10151', 'n02691156_58']
+    """
+    ids = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            ids.append(image_id(line))
+    return ids
+
+
+def read_id_list_with_category(path) -> list[tuple[str | None, str]]:
+    """Like :func:`read_id_list` but keeps the category prefix when a line has one."""
+    out = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for line in fh:
+            line = line.strip().replace("\\", "/")
+            if not line or line.startswith("#"):
+                continue
+            cat = line.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in line else None
+            out.append((cat, image_id(line)))
+    return out
+
+
+def list_categories(root) -> list[str]:
+    """Categories present under the photo folder of a Sketchy root, sorted."""
+    photo_root = Path(root) / PHOTO_DIR
+    if not photo_root.is_dir():
+        raise FileNotFoundError(f"{photo_root}: not a Sketchy root (no {PHOTO_DIR} folder)")
+    return sorted(p.name for p in photo_root.iterdir() if p.is_dir())

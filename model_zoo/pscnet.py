@@ -98,8 +98,15 @@ class PSCNet(nn.Module):
         self.stn = WarpEstimator(config.corr_layers, config.feat_size, config.flow_size, config.block_sizes,
                                  config.stn_layers)
         # not in the state dict: the normalisation is part of the code, not of the weights
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.empty(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.empty(1, 3, 1, 1), persistent=False)
+        self.reset_constants()
+
+    def reset_constants(self) -> None:
+        """(Re)set the buffers that are code, not weights (also after building on the meta device)."""
+        device = self.pos_map.device if self.pos_map.device.type != "meta" else None
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     # ------------------------------------------------------------------ encoder
     def normalize(self, images: Tensor) -> Tensor:

@@ -22,8 +22,10 @@ __all__ = ["WarpEstimator", "identity_grid", "correlation", "warp"]
 
 def identity_grid(size: int, *, device=None, dtype=torch.float32) -> Tensor:
     """The identity flow [1, size, size, 2] in ``align_corners=True`` coordinates (u = x first)."""
-    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], device=device, dtype=dtype)
-    return F.affine_grid(theta, [1, 1, size, size], align_corners=True)
+    # equal to F.affine_grid(identity, [1, 1, size, size], align_corners=True), without its cost
+    lin = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype)
+    v, u = torch.meshgrid(lin, lin, indexing="ij")
+    return torch.stack([u, v], dim=-1).unsqueeze(0)
 
 
 def correlation(target: Tensor, source: Tensor) -> Tensor:

@@ -188,9 +188,6 @@ def photo_foreground(photo: np.ndarray, prior: np.ndarray | None = None, iterati
         far = cv2.dilate(prior, _disk(40 * scale)) > 0
         gc_mask[far] = cv2.GC_PR_BGD
         gc_mask[near] = cv2.GC_PR_FGD
-        core = cv2.erode(prior, _disk(7 * scale)) > 0
-        if core.sum() > 0.02 * h * w:
-            gc_mask[core] = cv2.GC_FGD
         fallback = prior > 0
     else:
         m = int(round(0.06 * min(h, w)))

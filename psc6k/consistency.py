@@ -189,14 +189,15 @@ def compute_consistency(clicks, submissions=(), annotations=None, n_slots: int |
 
 def _human_agreement(clicks) -> dict:
     """Human agreement PCK from the aggregation module (the one implementation)."""
-    from psc6k.aggregate import human_agreement
+    from psc6k.aggregate import aggregate_clicks, human_agreement
 
-    result = human_agreement(clicks)
+    # scored on the inliers of the 3-sigma rule, the clicks the ground truth is built from
+    result = human_agreement(clicks, kept=aggregate_clicks(clicks).kept)
     if hasattr(result, "to_dict"):
         result = result.to_dict()
     if isinstance(result, dict):
-        return {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
-                for k, v in result.items()}
+        return {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)
+                    if isinstance(v, (float, np.floating)) else v) for k, v in result.items()}
     return {"value": float(result)}
 
 

@@ -312,6 +312,12 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
     if not photo:
         raise FormatError("no pairs in file (only a header)", file=path)
     cats = _resolve_categories(photo, categories)
+    if categories is None and cats != SKETCHY_CATEGORIES:
+        strangers = [c for c in cats if c not in SKETCHY_CATEGORIES]
+        if len(strangers) < len(cats) / 2:  # mostly Sketchy names: the others are typos, not a custom set
+            line = next(ln for p, ln in zip(photo, lines) if category_of(p) in strangers)
+            raise FormatError(f"unknown category {strangers[0]!r}: not one of the 125 Sketchy categories",
+                              file=path, row=line, column=names[0])
     lookup = {c: i + 1 for i, c in enumerate(cats)}
     category = []
     for p, c, line in zip(photo, cls_vals, lines):
@@ -324,8 +330,11 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
             raise FormatError(f"unknown category {cat!r} (not among the {len(cats)} categories)",
                               file=path, row=line, column=names[0])
         if c != lookup[cat]:
+            hint = ""
+            if cat not in SKETCHY_CATEGORIES and set(cats) & set(SKETCHY_CATEGORIES):
+                hint = f"; note {cat!r} is not one of the 125 Sketchy categories"
             raise FormatError(f"class {c} does not match category {cat!r} (expected class {lookup[cat]}, "
-                              f"its 1-based alphabetical index among {len(cats)} categories)",
+                              f"its 1-based alphabetical index among {len(cats)} categories{hint})",
                               file=path, row=line, column="class")
         category.append(cat)
     ann = Annotations(photo, sketch, category, np.array(cls_vals, dtype=np.int64), photo_kps,

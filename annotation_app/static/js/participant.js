@@ -185,6 +185,13 @@
     }
     applySession(data);
     if (S.queue.length) drain();
+    if (data.status === "expired" && firstOpenIndex() >= 0) {
+      const mins = S.study && S.study.lease_minutes ? ` (${Math.round(S.study.lease_minutes)} minutes)` : "";
+      showError("Your time slot has expired",
+        `The time reserved for your session${mins} has run out, so the remaining images went to other participants.`,
+        { retry: false, hint: "The answers you gave are kept. Please return the study on Prolific, or contact the researchers there." });
+      return;
+    }
     const open = firstOpenIndex();
     if (S.trials.length && open < 0) { finish(); return; }
     const resumed = S.trials.length > 0 && doneCount() > 0;
@@ -239,15 +246,22 @@
 
   function showPracticeFeedback() {
     const item = S.items[S.pos];
-    const ans = item.answer || [0, 0];
-    const tol = Number(item.tolerance_px) || 12.8;
-    const d = Math.hypot(S.marker[0] - ans[0], S.marker[1] - ans[1]);
-    const g = $("answer");
-    g.setAttribute("transform", `translate(${ans[0]} ${ans[1]})`);
-    g.setAttribute("visibility", "visible");
+    const ans = Array.isArray(item.answer) ? item.answer : null;
     const fb = $("feedback");
     fb.hidden = false;
-    if (d <= tol) {
+    const d = ans ? Math.hypot(S.marker[0] - ans[0], S.marker[1] - ans[1]) : NaN;
+    const tol = Number(item.tolerance_px) || 25.6;
+    if (ans) {
+      const g = $("answer");
+      g.setAttribute("transform", `translate(${ans[0]} ${ans[1]})`);
+      g.setAttribute("visibility", "visible");
+    }
+    fb.dataset.result = !ans ? "none" : d <= tol ? "good" : "miss";
+    if (!ans) {
+      fb.className = "feedback good";
+      fb.textContent = "Thank you. This practice image has no reference answer to compare with; " +
+        "in the study, click the same part of the object as precisely as you can.";
+    } else if (d <= tol) {
       fb.className = "feedback good";
       fb.textContent = `Well done! Your click is ${d.toFixed(0)} px from the matching point (green circle with a tick).`;
     } else {
@@ -256,6 +270,7 @@
         "Look at which part of the object the ring marks on the sketch, and click that same part on the photo.";
     }
     $("confirm").hidden = true;
+    $("keys-help").hidden = true;
     const next = $("practice-next");
     next.hidden = false;
     next.textContent = S.pos + 1 < S.items.length ? "Next practice image" : "Finish the practice";
@@ -354,12 +369,18 @@
     S.focusCount = 0;
     const item = S.items[pos];
     const practice = S.mode === "practice";
+    const screen = $("screen-trial");
+    screen.dataset.mode = S.mode;
+    screen.dataset.pos = String(pos);
+    screen.dataset.trialId = practice ? "" : String(item.trial_id);
+    screen.dataset.ready = "false";
     $("trial-title").textContent = practice ? "Practice" : (S.study.title || "Study");
     $("practice-badge").hidden = !practice;
     $("marker").setAttribute("visibility", "hidden");
     $("answer").setAttribute("visibility", "hidden");
     $("feedback").hidden = true;
     $("practice-next").hidden = true;
+    $("keys-help").hidden = false;
     const confirm = $("confirm");
     confirm.hidden = false;
     confirm.disabled = true;
@@ -382,6 +403,7 @@
     if (gen !== S.gen) return;
     loading.hidden = true;
     S.ready = true;
+    screen.dataset.ready = "true";
     S.shownAt = performance.now();
     preloadAfter(pos);
     const pb = $("photo-box");

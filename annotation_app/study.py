@@ -1,0 +1,202 @@
+"""``psc6k annotate init``: register a study (pairs, keypoints, images) in the database.
+
+One task per (pair, keypoint), each with ``annotators_per_keypoint`` slots; catch trials are
+extra tasks with a known answer and no slots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, insert, select
+
+from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
+from psc6k.errors import FormatError, Psc6kError
+from psc6k.formats import COORD_MAX, COORD_MIN, read_annotations, read_keypoints_csv, read_pair_list
+from psc6k.sketchy import category_of
+
+from . import db
+from .config import ItemSpec, StudyConfig
+
+
+def safe_relpath(rel: str, *, what: str) -> str:
+    """A registered image path: relative, ``/``-separated, no ``..``; else Psc6kError."""
+    norm = rel.replace("\\", "/")
+    parts = norm.split("/")
+    if not norm or norm.startswith("/") or (len(norm) > 1 and norm[1] == ":") or ".." in parts \
+            or any(p in ("", ".") for p in parts) or "\x00" in norm:
+        raise Psc6kError(f"{what} path {rel!r} must be relative to the images root, without '..'")
+    return norm
+
+
+def resolve_image(root, rel: str) -> Path:
+    """Absolute path of a registered image, refusing anything that resolves outside ``root``."""
+    root = Path(root).resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise Psc6kError(f"image path {rel!r} leaves the images root")
+    return path
+
+
+def _xy_ok(xy) -> bool:
+    return all(np.isfinite(v) and COORD_MIN <= v <= COORD_MAX for v in xy)
+
+
+def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoints_csv=None,
+               *, force: bool = False) -> dict:
+    """Create the study in the database at ``db_url``.
+
+    Parameters
+    ----------
+    db_url : str
+        SQLAlchemy URL (``sqlite:///study.db`` or ``postgresql+psycopg://...``) or a file path.
+    pairs_csv : path
+        Any CSV with ``photo,sketch[,class]`` columns. When it is a ``test_pairs_ps.csv`` /
+        ``test_pairs_st.csv`` its XA/YA are kept as known answers (practice trials) and its
+        XB/YB are the sketch keypoints unless ``keypoints_csv`` is given.
+    images_root : path
+        The Sketchy root the CSV paths are relative to; every image must exist.
+    config : StudyConfig
+    keypoints_csv : path, optional
+        ``sketch,X,Y`` (``psc6k build-keypoints``); needed unless the pairs CSV has XB/YB.
+    force : bool
+        Replace a study already in the database (drops all its data).
+
+    Returns
+    -------
+    dict
+        Counts: pairs, tasks, slots, categories, minimum complete sessions.
+    """
+    config.finalise()
+    root = Path(images_root)
+    if not root.is_dir():
+        raise Psc6kError(f"--images {root}: not a directory")
+    root = root.resolve()
+    pair_list = read_pair_list(pairs_csv)
+    known = None
+    try:
+        known = read_annotations(pairs_csv, categories=pair_list.categories)
+    except FormatError:
+        known = None  # a plain photo,sketch,class list: no known answers
+    known_index = known.index() if known is not None else {}
+    if keypoints_csv is not None:
+        sketch_kps = read_keypoints_csv(keypoints_csv)
+    elif known is not None:
+        sketch_kps = {s: known.sketch_kps[i] for (p, s), i in known_index.items()}
+    else:
+        raise Psc6kError(f"{pairs_csv} has no XB/YB columns: give --keypoints keypoints.csv "
+                         f"(the output of psc6k build-keypoints)")
+
+    categories = list(pair_list.categories)
+    config.categories = categories
+    rows = []
+    for i, (photo, sketch, cls) in enumerate(zip(pair_list.photo, pair_list.sketch, pair_list.cls)):
+        safe_relpath(photo, what=f"{pairs_csv}: pair {i + 1} photo")
+        safe_relpath(sketch, what=f"{pairs_csv}: pair {i + 1} sketch")
+        kps = sketch_kps.get(sketch)
+        if kps is None:
+            raise Psc6kError(f"{keypoints_csv or pairs_csv}: no keypoints for sketch {sketch!r} "
+                             f"(pair {i + 1} of {pairs_csv})")
+        kps = np.asarray(kps, dtype=np.float64)
+        if not _xy_ok(kps.ravel()):
+            raise Psc6kError(f"keypoints of sketch {sketch!r} lie outside the {IMAGE_SIZE}x{IMAGE_SIZE} image")
+        j = known_index.get((photo, sketch))
+        photo_kps = known.photo_kps[j].tolist() if j is not None else None
+        rows.append({"photo": photo, "sketch": sketch, "category": category_of(photo), "cls": int(cls),
+                     "sketch_kps_json": json.dumps(kps.tolist()),
+                     "photo_kps_json": json.dumps(photo_kps) if photo_kps is not None else None})
+    missing = [p for r in rows for p in (r["photo"], r["sketch"]) if not (root / p).is_file()]
+    if missing:
+        raise Psc6kError(f"{len(missing)} image(s) of {pairs_csv} are missing under --images {root}, "
+                         f"e.g. {missing[:3]}")
+
+    # Practice and catch items name pairs that may not be study pairs: register those too.
+    pair_key = {(r["photo"], r["sketch"]): r for r in rows}
+    extra_rows = []
+    for kind, items in (("practice", config.practice_items), ("catch", config.catch_items)):
+        for n, item in enumerate(items):
+            where = f"study config [[{kind}.items]] #{n + 1}"
+            safe_relpath(item.photo, what=f"{where}: photo")
+            safe_relpath(item.sketch, what=f"{where}: sketch")
+            for p in (item.photo, item.sketch):
+                if not (root / p).is_file():
+                    raise Psc6kError(f"{where}: image {p!r} not found under --images {root}")
+            if item.sketch_keypoint is None:
+                kps = sketch_kps.get(item.sketch)
+                if kps is None:
+                    raise Psc6kError(f"{where}: no sketch_keypoint given and sketch {item.sketch!r} "
+                                     f"is not in the keypoints")
+                item.sketch_keypoint = [float(v) for v in np.asarray(kps)[item.keypoint]]
+            for key in ("sketch_keypoint", "answer"):
+                v = getattr(item, key)
+                if v is not None and not _xy_ok(v):
+                    raise Psc6kError(f"{where}: {key} {v} lies outside the image")
+            if kind == "catch" and (item.photo, item.sketch) not in pair_key:
+                try:
+                    cat = category_of(item.photo)
+                except ValueError:
+                    raise Psc6kError(f"{where}: photo path {item.photo!r} has no category folder") from None
+                kps = np.full((NUM_KEYPOINTS, 2), np.nan)
+                kps[item.keypoint] = item.sketch_keypoint
+                row = {"photo": item.photo, "sketch": item.sketch, "category": cat,
+                       "cls": categories.index(cat) + 1 if cat in categories else 0,
+                       "sketch_kps_json": json.dumps([[None if np.isnan(v) else v for v in p] for p in kps.tolist()]),
+                       "photo_kps_json": None}
+                pair_key[(item.photo, item.sketch)] = row
+                extra_rows.append(row)
+
+    write, _ = db.make_engines(db_url)
+    try:
+        with write.begin() as conn:
+            if force:
+                db.metadata.drop_all(conn)
+            db.metadata.create_all(conn)
+            if conn.execute(select(func.count()).select_from(db.study)).scalar_one():
+                raise Psc6kError(f"{db_url} already holds a study; use --force to replace it "
+                                 f"(this deletes its sessions and clicks)")
+            conn.execute(insert(db.study), [{"id": 1, "config_json": json.dumps(config.to_dict()),
+                                              "salt": secrets.token_hex(16), "image_root": str(root),
+                                              "created_at": db.now()}])
+            conn.execute(insert(db.pairs), rows + extra_rows)
+            pair_ids = {(r.photo, r.sketch): r.id for r in conn.execute(select(db.pairs.c.id, db.pairs.c.photo, db.pairs.c.sketch))}
+            n = config.annotators_per_keypoint
+            rng = np.random.default_rng(config.seed)
+            ranks = rng.permutation(len(rows) * NUM_KEYPOINTS)
+            task_rows = []
+            for i, r in enumerate(rows):
+                pid = pair_ids[(r["photo"], r["sketch"])]
+                for k in range(NUM_KEYPOINTS):
+                    task_rows.append({"pair_id": pid, "keypoint": k, "is_catch": False, "category": r["category"],
+                                      "n_free": n, "rank": int(ranks[i * NUM_KEYPOINTS + k]),
+                                      "answer_x": None, "answer_y": None, "tolerance_px": None})
+            for item in config.catch_items:
+                task_rows.append({"pair_id": pair_ids[(item.photo, item.sketch)], "keypoint": item.keypoint,
+                                  "is_catch": True, "category": category_of(item.photo), "n_free": 0, "rank": 0,
+                                  "answer_x": float(item.answer[0]), "answer_y": float(item.answer[1]),
+                                  "tolerance_px": float(item.tolerance_px or config.catch_tolerance_px)})
+            conn.execute(insert(db.tasks), task_rows)
+            task_ids = conn.execute(select(db.tasks.c.id).where(db.tasks.c.is_catch == False)  # noqa: E712
+                                    .order_by(db.tasks.c.id)).scalars().all()
+            slot_rows = [{"task_id": t, "slot_index": s, "holder_session_id": None, "filled": False}
+                         for t in task_ids for s in range(n)]
+            for start in range(0, len(slot_rows), 20000):
+                conn.execute(insert(db.slots), slot_rows[start:start + 20000])
+    finally:
+        write.dispose()
+    per_category: dict[str, int] = {}
+    for r in rows:
+        per_category[r["category"]] = per_category.get(r["category"], 0) + NUM_KEYPOINTS * n
+    n_slots = len(rows) * NUM_KEYPOINTS * n
+    # Each session takes at most one slot per category per round: the busiest category bounds it.
+    per_session = config.trials_per_participant
+    n_cat = len(per_category)
+    rounds = -(-per_session // n_cat) if n_cat else 0
+    min_sessions = max(-(-n_slots // per_session), -(-max(per_category.values(), default=0) // max(rounds, 1)))
+    return {"pairs": len(rows), "tasks": len(rows) * NUM_KEYPOINTS, "slots": n_slots,
+            "categories": n_cat, "catch_tasks": len(config.catch_items),
+            "trials_per_participant": per_session, "minimum_complete_sessions": min_sessions,
+            "completion_code": config.completion_code, "redirect_url": config.redirect_url}

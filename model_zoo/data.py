@@ -1,0 +1,92 @@
+"""Image loading for PSCNet: photo-sketch pairs of a Sketchy-shaped tree as float tensors.
+
+Paths come from the PSC6K CSVs (read by :mod:`psc6k.formats`) and are relative to the Sketchy
+root. Images are RGB in [0, 1], [3, S, S] with S = ``image_size`` (256 for the released models;
+other sizes are resized bilinearly).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from psc6k.errors import Psc6kError
+
+__all__ = ["ImageError", "load_image", "PairDataset", "TrainPairDataset"]
+
+
+class ImageError(Psc6kError):
+    """An image named by a CSV is missing or unreadable."""
+
+
+def load_image(root, relpath: str, image_size: int = 256, *, context: str = "") -> torch.Tensor:
+    """Read ``root/relpath`` as RGB float [3, image_size, image_size] in [0, 1].
+
+    Transparent pixels (RGBA sketches) are composited on white, as sketches are drawn on white.
+    """
+    path = Path(root) / relpath
+    where = f" ({context})" if context else ""
+    if not path.is_file():
+        raise ImageError(f"image {relpath!r}{where} not found under {str(root)!r} (looked for {str(path)!r})")
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, rgba)
+            im = im.convert("RGB")
+            if im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            array = np.asarray(im, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageError(f"cannot read image {str(path)!r}{where}: {exc}") from None
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+class PairDataset(Dataset):
+    """The (photo, sketch) pairs of an annotation set, for prediction.
+
+    Items are ``(index, photo [3,S,S], sketch [3,S,S])`` in annotation order.
+    """
+
+    def __init__(self, photos, sketches, root, image_size: int = 256):
+        if len(photos) != len(sketches):
+            raise ValueError("photos and sketches differ in length")
+        self.photos, self.sketches = list(photos), list(sketches)
+        self.root, self.image_size = Path(root), image_size
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, i: int):
+        ctx = f"pair {i + 1}: photo={self.photos[i]!r}, sketch={self.sketches[i]!r}"
+        return (i, load_image(self.root, self.photos[i], self.image_size, context=ctx),
+                load_image(self.root, self.sketches[i], self.image_size, context=ctx))
+
+
+class TrainPairDataset(Dataset):
+    """Training pairs (:class:`psc6k.formats.TrainPairs`) with the horizontal-flip copies.
+
+    ``train_pairs_ps.csv`` lists every pair twice (flip 0 and 1); item ``2 * i + f`` is pair ``i``
+    with both images mirrored when ``f`` is 1 (``flip=False`` keeps only the unflipped copies).
+    """
+
+    def __init__(self, pairs, root, image_size: int = 256, flip: bool = True):
+        self.photos, self.sketches = list(pairs.photo), list(pairs.sketch)
+        self.root, self.image_size, self.flip = Path(root), image_size, flip
+
+    def __len__(self) -> int:
+        return len(self.photos) * (2 if self.flip else 1)
+
+    def __getitem__(self, item: int):
+        i, f = divmod(item, 2) if self.flip else (item, 0)
+        ctx = f"train pair {i + 1}"
+        photo = load_image(self.root, self.photos[i], self.image_size, context=ctx)
+        sketch = load_image(self.root, self.sketches[i], self.image_size, context=ctx)
+        if f:
+            photo, sketch = photo.flip(-1), sketch.flip(-1)
+        return photo, sketch

@@ -1,0 +1,436 @@
+"""A static HTML report of one or more submissions, readable offline.
+
+``write_report`` scores every submission with :func:`psc6k.pck.evaluate` (the one scorer) and
+writes into one folder, with only relative links to files it wrote itself:
+
+- ``index.html``: the leaderboard (PCK@0.05 / PCK@0.10 with bootstrap 95% CIs, per direction,
+  mean error), the figures below, and the protocol;
+- ``pck_curve.png``: PCK against alpha from 0.01 to 0.20;
+- ``per_category.png``: PCK@0.10 per category and method;
+- ``examples/pair_XX.png``: example pairs with ground-truth and predicted keypoints and the
+  correspondence lines sketch -> photo (like paper Fig. 1 and 9);
+- ``consistency.png`` / ``.csv`` / ``.json``: human-model consistency (paper Fig. 5), when clicks
+  are given;
+- ``results.json``: every score, as ``psc6k eval --json`` prints it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
+from psc6k.errors import Psc6kError
+
+#: alphas of the PCK curve
+CURVE_ALPHAS: tuple[float, ...] = tuple(round(a, 2) for a in np.arange(1, 21) / 100.0)
+#: the two alphas of the leaderboard (SPEC §1)
+MAIN_ALPHAS = (0.05, 0.10)
+#: distinct colours for the 8 keypoints
+KEYPOINT_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")
+
+
+@dataclass
+class MethodScores:
+    """Scores of one submission: the leaderboard evaluation and the curve evaluation."""
+
+    name: str
+    submission: object
+    main: object   # psc6k.pck.EvalResult at MAIN_ALPHAS with CIs
+    curve: object  # psc6k.pck.EvalResult at CURVE_ALPHAS, no bootstrap
+
+
+def score_submissions(ann, submissions, *, allow_partial: bool = False, n_bootstrap: int = 1000,
+                      seed: int = 0) -> list[MethodScores]:
+    """Evaluate each submission (``psc6k.pck.evaluate``), ranked by PCK@0.10 then PCK@0.05.
+
+    Method names are made unique (``name``, ``name (2)``, ...). A method whose scores are not
+    finite is never ranked above one whose scores are.
+    """
+    from psc6k.pck import alpha_key, evaluate
+
+    out, seen = [], {}
+    for sub in submissions:
+        name = sub.method or "unnamed"
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{name} ({seen[name]})"
+        main = evaluate(ann, sub, MAIN_ALPHAS, allow_partial=allow_partial, n_bootstrap=n_bootstrap, seed=seed)
+        curve = evaluate(ann, sub, CURVE_ALPHAS, allow_partial=allow_partial, n_bootstrap=0)
+        out.append(MethodScores(name, sub, main, curve))
+
+    k10, k05 = alpha_key(0.10), alpha_key(0.05)
+
+    def rank_key(m):
+        a, b = m.main.overall[k10], m.main.overall[k05]
+        finite = np.isfinite(a) and np.isfinite(b)
+        return (0 if finite else 1, -(a if finite else 0.0), -(b if finite else 0.0))
+
+    return sorted(out, key=rank_key)
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def plot_pck_curves(scores: list[MethodScores], path, human: dict | None = None) -> None:
+    """PCK (%) against alpha for each method; dotted verticals at 0.05 and 0.10."""
+    from psc6k.pck import alpha_key
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=110)
+    alphas = np.array(CURVE_ALPHAS)
+    for m in scores:
+        ys = [m.curve.overall[alpha_key(a)] for a in alphas]
+        ax.plot(alphas, ys, marker="o", ms=3, lw=2, label=m.name)
+    if human:
+        pts = [(a, human.get(alpha_key(a))) for a in MAIN_ALPHAS]
+        pts = [(a, v) for a, v in pts if v is not None and np.isfinite(v)]
+        if pts:
+            ax.scatter(*zip(*pts), marker="*", s=140, color="black", zorder=5, label="human agreement")
+    for a in MAIN_ALPHAS:
+        ax.axvline(a, color="0.6", ls=":", lw=1)
+    ax.set_xlim(0, alphas[-1] + 0.005)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel(f"alpha (threshold = alpha x {IMAGE_SIZE} px)")
+    ax.set_ylabel("PCK (%)")
+    ax.set_title("PCK against the threshold, both directions")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_per_category(scores: list[MethodScores], path, alpha: float = 0.10) -> None:
+    """Horizontal grouped bars: PCK@alpha per category (rows) and method (colours)."""
+    from psc6k.pck import alpha_key
+
+    plt = _plt()
+    key = alpha_key(alpha)
+    cats = []
+    for m in scores:
+        for c in m.main.per_category:
+            if c not in cats:
+                cats.append(c)
+    n_m = max(len(scores), 1)
+    dots = len(cats) * n_m > 60   # many categories (the full 125): one row each, a dot per method
+    height = max(3.0, (0.19 * len(cats) if dots else 0.16 * len(cats) * n_m) + 1.4)
+    fig, ax = plt.subplots(figsize=(7.0, height), dpi=110)
+    bar = 0.8 / n_m
+    y = np.arange(len(cats))
+    for j, m in enumerate(scores):
+        vals = [m.main.per_category.get(c, {}).get(key, np.nan) for c in cats]
+        if dots:
+            ax.plot(vals, y, "o", ms=5, alpha=0.85, label=m.name)
+        else:
+            ax.barh(y + (j - (n_m - 1) / 2) * bar, vals, height=bar, label=m.name)
+    ax.set_yticks(y, [c.replace("_", " ") for c in cats])
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"PCK@{alpha:.2f} (%)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylim(len(cats) - 0.5, -0.5)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0 + 0.35 / height), ncol=min(n_m, 4), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def choose_examples(ann, n: int) -> list[int]:
+    """Up to ``n`` annotation rows for example figures: the first pair of evenly spread categories."""
+    first_of: dict[str, int] = {}
+    for i, c in enumerate(ann.category):
+        first_of.setdefault(c, i)
+    rows = list(first_of.values())
+    if len(rows) < n:  # few categories: add further pairs, spread over the file
+        extra = [i for i in np.linspace(0, len(ann) - 1, n * 2).round().astype(int) if i not in rows]
+        rows += extra
+    if len(rows) > n:
+        rows = [rows[i] for i in np.linspace(0, len(rows) - 1, n).round().astype(int)]
+    return sorted(dict.fromkeys(rows))[:n]
+
+
+def _load_rgb(root, relpath):
+    import cv2
+
+    path = Path(root) / relpath
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise Psc6kError(f"{path}: image not found or unreadable (listed in the annotations as {relpath!r}; "
+                         "is --images the Sketchy root?)")
+    if img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    return img[:, :, ::-1]
+
+
+def plot_example(ann, row: int, images_root, systems, path, alpha: float = 0.10) -> None:
+    """One example pair: a panel per system, sketch | photo with lines from each sketch keypoint
+    to where the system puts it on the photo.
+
+    Parameters
+    ----------
+    systems : list of (name, points [8, 2] or None)
+        ``None`` means the ground truth itself. Predicted points within ``alpha * 256`` of the
+        ground truth are drawn as filled dots, misses as crosses; the ground truth as rings.
+    """
+    plt = _plt()
+    sketch = _load_rgb(images_root, ann.sketch[row])
+    photo = _load_rgb(images_root, ann.photo[row])
+    gap = 12
+    canvas = np.full((IMAGE_SIZE, 2 * IMAGE_SIZE + gap, 3), 255, np.uint8)
+    canvas[:, :IMAGE_SIZE] = sketch
+    canvas[:, IMAGE_SIZE + gap:] = photo
+    off = IMAGE_SIZE + gap
+    n = len(systems)
+    ncols = 2 if n > 1 else 1
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 2.75 * nrows), dpi=100, squeeze=False)
+    src = ann.sketch_kps[row]
+    gt = ann.photo_kps[row]
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (name, pts) in zip(axes.ravel(), systems):
+        ax.imshow(canvas)
+        target = gt if pts is None else np.asarray(pts)
+        ok = np.linalg.norm(target - gt, axis=-1) <= alpha * IMAGE_SIZE
+        for k in range(NUM_KEYPOINTS):
+            col = KEYPOINT_COLORS[k % len(KEYPOINT_COLORS)]
+            ax.plot([src[k, 0], target[k, 0] + off], [src[k, 1], target[k, 1]], color=col, lw=1.3, alpha=0.85)
+            ax.plot(src[k, 0], src[k, 1], "o", ms=5, color=col, mec="white", mew=0.8)
+            if pts is not None:
+                ax.plot(gt[k, 0] + off, gt[k, 1], "o", ms=8, mfc="none", mec=col, mew=1.5)
+                marker = "o" if ok[k] else "X"
+                ax.plot(target[k, 0] + off, target[k, 1], marker, ms=6, color=col, mec="black", mew=0.6)
+            else:
+                ax.plot(target[k, 0] + off, target[k, 1], "o", ms=6, color=col, mec="white", mew=0.8)
+        label = "ground truth" if pts is None else f"{name}: {int(ok.sum())}/{NUM_KEYPOINTS} within {alpha:.2f}"
+        ax.set_title(label, fontsize=10)
+        ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
+        ax.set_ylim(IMAGE_SIZE - 0.5, -0.5)
+    fig.suptitle(f"{ann.category[row].replace('_', ' ')}: sketch {Path(ann.sketch[row]).stem} -> "
+                 f"photo {Path(ann.photo[row]).stem}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+main{max-width:1100px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:1.7rem;margin:0 0 4px}
+h2{font-size:1.2rem;margin:34px 0 10px;border-bottom:1px solid #ddd;padding-bottom:4px}
+p.sub{color:#555;margin:0 0 18px}
+table{border-collapse:collapse;width:100%;background:#fff;font-variant-numeric:tabular-nums}
+th,td{padding:6px 10px;vertical-align:top;border-bottom:1px solid #e5e5e5;text-align:right;white-space:nowrap}
+th{background:#f0f0f3;font-weight:600}
+th:nth-child(2),td:nth-child(2){text-align:left}
+tr.best td{background:#eef7ee}
+tr.human td{color:#555;font-style:italic;background:#f7f7f7}
+td .ci{display:block;color:#888;font-size:.78em;font-weight:400}
+th small{font-weight:400;color:#666}
+.table-wrap{overflow-x:auto}
+td.main{font-weight:600}
+figure{margin:12px 0 22px;background:#fff;border:1px solid #e5e5e5;padding:10px}
+figure img{max-width:100%;height:auto;display:block;margin:0 auto}
+figcaption{color:#555;font-size:.9rem;margin-top:6px}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:14px}
+@media (max-width:800px){.grid2{grid-template-columns:1fr}}
+code{background:#f0f0f3;padding:1px 4px;border-radius:3px}
+ul.proto{columns:2;font-size:.9rem;color:#333}
+"""
+
+
+def _fmt(v, digits=2):
+    return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def leaderboard_rows(scores: list[MethodScores]) -> list[dict]:
+    """Leaderboard as plain rows (what the HTML table and ``psc6k demo --json`` show)."""
+    from psc6k.pck import alpha_key
+
+    rows = []
+    for rank, m in enumerate(scores, start=1):
+        r = m.main
+        row = {"rank": rank, "method": m.name, "n_pairs": r.n_pairs, "coverage": round(r.coverage, 4),
+               "mean_error_px": r.mean_error_px["overall"]}
+        for a in MAIN_ALPHAS:
+            key = alpha_key(a)
+            row[key] = r.overall[key]
+            row[f"{key}_ci95"] = r.ci95.get(key)
+            for d, vals in r.per_direction.items():
+                row[f"{key}_{d}"] = vals[key]
+        rows.append(row)
+    return rows
+
+
+def _leaderboard_html(scores, human) -> str:
+    from psc6k.pck import alpha_key
+
+    k05, k10 = alpha_key(0.05), alpha_key(0.10)
+    head = ("<tr><th>#</th><th>method</th><th>PCK@0.05<br><small>95% CI</small></th>"
+            "<th>PCK@0.10<br><small>95% CI</small></th><th>sketch→photo<br><small>PCK@0.10</small></th>"
+            "<th>photo→sketch<br><small>PCK@0.10</small></th><th>mean error<br><small>px</small></th>"
+            "<th>pairs</th></tr>")
+    body = []
+    for row in leaderboard_rows(scores):
+        def cell(key):
+            ci = row.get(f"{key}_ci95")
+            ci_txt = f'<span class="ci">{_fmt(ci[0], 1)} – {_fmt(ci[1], 1)}</span>' if ci else ""
+            return f'<td class="main">{_fmt(row[key])}{ci_txt}</td>'
+        cls = ' class="best"' if row["rank"] == 1 and len(scores) > 1 else ""
+        cov = "" if row["coverage"] >= 1 else f" ({100 * row['coverage']:.0f}%)"
+        body.append(f"<tr{cls}><td>{row['rank']}</td><td>{html.escape(row['method'])}</td>{cell(k05)}{cell(k10)}"
+                    f"<td>{_fmt(row[f'{k10}_sketch_to_photo'])}</td><td>{_fmt(row[f'{k10}_photo_to_sketch'])}</td>"
+                    f"<td>{_fmt(row['mean_error_px'], 1)}</td><td>{row['n_pairs']}{cov}</td></tr>")
+    if human:
+        body.append(f'<tr class="human"><td></td><td>human agreement (upper bound)</td>'
+                    f"<td>{_fmt(human.get(k05))}</td><td>{_fmt(human.get(k10))}</td><td>–</td><td>–</td>"
+                    f"<td>{_fmt(human.get('mean_error_px'), 1)}</td><td>{human.get('n_clicks', '–')} clicks</td></tr>")
+    return (f'<div class="table-wrap"><table>\n<thead>{head}</thead>\n<tbody>\n' + "\n".join(body)
+            + "\n</tbody></table></div>")
+
+
+def _figure(src, alt, caption) -> str:
+    return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}" loading="lazy">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: str = "PSC6K report",
+                 n_examples: int = 6, allow_partial: bool = False, n_bootstrap: int = 1000,
+                 subtitle: str | None = None, progress: bool = False) -> Path:
+    """Score ``submissions`` on ``ann`` and write the report folder; returns ``index.html``.
+
+    Parameters
+    ----------
+    ann : psc6k.formats.Annotations
+    submissions : sequence of psc6k.submission.Submission
+    images_root : path
+        Sketchy root the annotation paths are relative to (for the example pictures).
+    out_dir : path
+        Created if needed; files of the same names are overwritten.
+    clicks : pandas.DataFrame, optional
+        Raw crowd clicks: adds the consistency heatmap and the human agreement row.
+    n_examples : int
+        Example pairs drawn.
+    """
+    from tqdm import tqdm
+
+    from psc6k.pck import alpha_key
+
+    submissions = list(submissions)
+    if not submissions:
+        raise Psc6kError("no submissions to report on")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "examples").mkdir(exist_ok=True)
+    steps = tqdm(total=4 + n_examples, desc="report", unit="step", disable=not progress, leave=False)
+
+    scores = score_submissions(ann, submissions, allow_partial=allow_partial, n_bootstrap=n_bootstrap)
+    steps.update(1)
+
+    human, consistency = None, None
+    if clicks is not None:
+        from psc6k.consistency import compute_consistency, write_consistency
+
+        consistency = compute_consistency(clicks, [(m.name, m.submission) for m in scores], ann)
+        write_consistency(consistency, out_dir)
+        human = consistency.human_agreement or None
+    steps.update(1)
+
+    plot_pck_curves(scores, out_dir / "pck_curve.png", human)
+    plot_per_category(scores, out_dir / "per_category.png")
+    steps.update(1)
+
+    example_files = []
+    for j, row in enumerate(choose_examples(ann, n_examples)):
+        systems = [("ground truth", None)]
+        for m in scores:
+            hit = np.flatnonzero(m.main.ann_index == row)
+            if hit.size:
+                systems.append((m.name, m.main.pred["sketch_to_photo"][hit[0]]))
+        name = f"examples/pair_{j + 1:02d}.png"
+        plot_example(ann, row, images_root, systems, out_dir / name)
+        example_files.append((name, row))
+        steps.update(1)
+
+    results = {"title": title, "methods": [m.main.to_dict() for m in scores],
+               "leaderboard": leaderboard_rows(scores),
+               "curve": {m.name: {alpha_key(a): m.curve.overall[alpha_key(a)] for a in CURVE_ALPHAS} for m in scores},
+               "human_agreement": human,
+               "consistency": consistency.to_dict() if consistency is not None else None}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n",
+                                          encoding="utf-8")
+
+    page = _page(ann, scores, human, consistency, example_files, title, subtitle)
+    index = out_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    steps.update(1)
+    steps.close()
+    return index
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def _page(ann, scores, human, consistency, example_files, title, subtitle) -> str:
+    proto = scores[0].main.protocol
+    n_cat = len(set(ann.category))
+    sub = subtitle or (f"{len(ann)} photo-sketch pairs, {n_cat} categories, {NUM_KEYPOINTS} keypoints each; "
+                       f"{len(scores)} method{'s' if len(scores) != 1 else ''}.")
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{html.escape(title)}</h1>", f'<p class="sub">{html.escape(sub)}</p>',
+        "<h2>Leaderboard</h2>",
+        _leaderboard_html(scores, human),
+        '<p class="sub" style="margin-top:8px">PCK: share of keypoints moved within alpha x 256 px of the '
+        "ground truth, over both directions (sketch→photo and photo→sketch), in percent; 95% CI: percentile "
+        "bootstrap over pairs. Human agreement: each click against the centroid of the other clicks of its "
+        "keypoint.</p>",
+        '<h2>PCK against alpha</h2>',
+        _figure("pck_curve.png", "PCK against alpha", "PCK for alpha from 0.01 to 0.20 (dotted: the reported 0.05 and 0.10)."),
+        '<h2>Per category</h2>',
+        _figure("per_category.png", "PCK@0.10 per category", "PCK@0.10 of each method in each category."),
+        '<h2>Examples</h2>',
+        '<p class="sub">Left: the sketch with its keypoints; right: the photo. Lines join each sketch keypoint to '
+        "where the system puts it on the photo (sketch→photo). Rings: ground truth; dots: predictions within "
+        "0.10 x 256 px; crosses: misses.</p>",
+    ]
+    parts += [_figure(name, f"example pair {j + 1}", html.escape(f"{ann.category[row]}: {ann.sketch[row]}"))
+              for j, (name, row) in enumerate(example_files)]
+    if consistency is not None:
+        parts += ['<h2>Human-model consistency</h2>',
+                  _figure("consistency.png", "consistency heatmap",
+                          "Mean distance between the photo points two systems give the same sketch keypoint, "
+                          "divided by 256 (paper Fig. 5): annotator slots 1-3 and each method's sketch→photo "
+                          'transfers. Numbers: <a href="consistency.csv">consistency.csv</a>.')]
+    parts += ["<h2>Protocol</h2>", '<ul class="proto">']
+    parts += [f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in proto.items()]
+    parts += [f"<li><b>scorer</b>: {html.escape(scores[0].main.scorer_version)}</li></ul>",
+              '<p class="sub">All numbers: <a href="results.json">results.json</a>.</p>',
+              "</main></body></html>"]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,184 @@
+"""PCK against independent references: a naive full-upsample implementation kept here,
+torch's own F.interpolate when available, and hand-worked cases."""
+
+import numpy as np
+import pytest
+
+from psc6k.formats import Annotations
+from psc6k.pck import alpha_key, evaluate, flow_to_pixels, pixels_to_flow, sample_flow, transfer_keypoints
+from psc6k.submission import Submission, identity_flow
+
+from conftest import make_annotations
+
+SIZE = 256
+
+
+def naive_upsample(flow, size=SIZE):
+    """Materialise the size x size bilinear upsample (align_corners=True) of one [H, W, 2] flow,
+    written from the textbook formula, independently of psc6k.pck."""
+    h, w, _ = flow.shape
+    sy = np.arange(size) * (h - 1) / (size - 1)
+    sx = np.arange(size) * (w - 1) / (size - 1)
+    y0 = np.minimum(np.floor(sy).astype(int), h - 2)
+    x0 = np.minimum(np.floor(sx).astype(int), w - 2)
+    fy = (sy - y0)[:, None, None]
+    fx = (sx - x0)[None, :, None]
+    f00 = flow[y0][:, x0]
+    f01 = flow[y0][:, x0 + 1]
+    f10 = flow[y0 + 1][:, x0]
+    f11 = flow[y0 + 1][:, x0 + 1]
+    return (1 - fy) * ((1 - fx) * f00 + fx * f01) + fy * ((1 - fx) * f10 + fx * f11)
+
+
+def naive_pck(flows_s2p, flows_p2s, photo_kps, sketch_kps, alpha, size=SIZE):
+    """The paper's loop: upsample each flow, read at rounded keypoints, count, pool at the end."""
+    correct = total = 0
+    for f_s2p, f_p2s, pk, sk in zip(flows_s2p, flows_p2s, photo_kps, sketch_kps):
+        for flow, src, tgt in ((f_s2p, sk, pk), (f_p2s, pk, sk)):
+            up = naive_upsample(flow, size)
+            for (x, y), (tx, ty) in zip(src, tgt):
+                c, r = int(np.clip(np.round(x), 0, size - 1)), int(np.clip(np.round(y), 0, size - 1))
+                u, v = up[r, c]
+                px, py = (u + 1) * (size - 1) / 2, (v + 1) * (size - 1) / 2
+                correct += np.hypot(px - tx, py - ty) <= alpha * size
+                total += 1
+    return 100.0 * correct / total
+
+
+def _flows(n, h, w, rng, spread=0.3):
+    return identity_flow(n, 2)[:, :1, :1] * 0 + rng.uniform(-1 - spread, 1 + spread, (n, h, w, 2))
+
+
+@pytest.mark.parametrize("h, w", [(2, 2), (16, 16), (64, 64), (5, 11), (256, 256)])
+def test_sample_flow_equals_materialised_upsample(h, w):
+    rng = np.random.default_rng(h * 100 + w)
+    flows = rng.uniform(-1.5, 1.5, (3, h, w, 2))
+    # keypoints at the borders, exact .5 values (round half to even) and random places
+    pts = np.array([[0, 0], [255, 255], [0.5, 1.5], [2.5, 3.5], [254.5, 127.5], [255.5, -0.5],
+                    [100.49, 100.51], [17.3, 203.9]], dtype=float)
+    pts = np.broadcast_to(pts, (3, 8, 2))
+    got = sample_flow(flows, pts)
+    for n in range(3):
+        up = naive_upsample(flows[n])
+        for k, (x, y) in enumerate(pts[n]):
+            c, r = int(np.clip(np.round(x), 0, 255)), int(np.clip(np.round(y), 0, 255))
+            np.testing.assert_allclose(got[n, k], up[r, c], rtol=0, atol=1e-12)
+
+
+def test_rounding_is_half_to_even():
+    # a flow whose value is the x pixel index itself lets us read back the rounded column
+    lin = np.linspace(-1, 1, 256)
+    flow = np.stack(np.meshgrid(lin, lin), axis=-1)[None]
+    pts = np.array([[[0.5, 0], [1.5, 0], [2.5, 0], [3.5, 0], [254.5, 0], [7.49, 0], [7.51, 0], [255.5, 0]]])
+    got = transfer_keypoints(flow, pts)[0, :, 0]
+    np.testing.assert_allclose(got, [0, 2, 2, 4, 254, 7, 8, 255], atol=1e-9)
+
+
+def test_matches_torch_interpolate_when_available():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(7)
+    flows = rng.uniform(-1, 1, (2, 16, 16, 2))
+    pts = rng.uniform(0, 255, (2, 8, 2))
+    up = F.interpolate(torch.from_numpy(flows).permute(0, 3, 1, 2), size=(256, 256), mode="bilinear",
+                       align_corners=True).permute(0, 2, 3, 1).numpy()
+    idx = torch.round(torch.from_numpy(pts)).long().numpy()
+    ref = np.stack([up[n, idx[n, :, 1], idx[n, :, 0]] for n in range(2)])
+    np.testing.assert_allclose(sample_flow(flows, pts), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("h, w", [(2, 2), (16, 16), (9, 23)])
+def test_evaluate_equals_naive_protocol(h, w):
+    rng = np.random.default_rng(h + w)
+    ann = make_annotations(6, seed=h)
+    # flows that move points near their targets, so both hits and misses occur
+    s2p = rng.uniform(-1.2, 1.2, (6, h, w, 2))
+    p2s = rng.uniform(-1.2, 1.2, (6, h, w, 2))
+    sub = Submission("rnd", "flow", ann.photo, ann.sketch, s2p, p2s)
+    res = evaluate(ann, sub, alphas=(0.05, 0.10, 0.5), n_bootstrap=0)
+    for a in (0.05, 0.10, 0.5):
+        assert res.overall[alpha_key(a)] == pytest.approx(naive_pck(s2p, p2s, ann.photo_kps, ann.sketch_kps, a), abs=1e-9)
+
+
+def test_hand_worked_case_threshold_is_inclusive():
+    # Keypoint submission: predictions are the sources themselves, so errors are exactly the shifts.
+    sk = np.array([[0.0, 10.0]] * 8)
+    shifts = np.array([0, 5, 12.8, 12.81, 20, 25.6, 25.61, 100])
+    pk = sk + np.stack([shifts, np.zeros(8)], axis=-1)
+    ann = Annotations.from_arrays(["r/photo/x/cat/p.jpg"], ["r/sketch/x/cat/p-1.png"], pk[None], sk[None],
+                                  categories=("cat",))
+    sub = Submission("kp", "keypoints", ann.photo, ann.sketch, sk[None].copy(), pk[None].copy())
+    res = evaluate(ann, sub, n_bootstrap=0)
+    # alpha 0.05 -> 12.8 px: shifts 0, 5, 12.8 are hits (<=), in both directions: 3/8
+    assert res.overall["pck@0.05"] == 100 * 3 / 8
+    assert res.overall["pck@0.10"] == 100 * 6 / 8
+    assert res.mean_error_px["overall"] == pytest.approx(shifts.mean(), abs=1e-12)
+
+
+def test_hand_worked_identity_flow():
+    sk = np.array([[10.0, 10.0]] * 8)
+    shifts = np.array([0, 5, 12, 13, 20, 25, 26, 100])
+    pk = sk + np.stack([shifts, np.zeros(8)], axis=-1)
+    ann = Annotations.from_arrays(["r/photo/x/cat/p.jpg"], ["r/sketch/x/cat/p-1.png"], pk[None], sk[None],
+                                  categories=("cat",))
+    sub = Submission("id", "flow", ann.photo, ann.sketch, identity_flow(1, 16), identity_flow(1, 16))
+    res = evaluate(ann, sub, n_bootstrap=0)
+    assert res.overall["pck@0.05"] == pytest.approx(100 * 3 / 8)
+    assert res.overall["pck@0.10"] == pytest.approx(100 * 6 / 8)
+    assert res.per_direction["sketch_to_photo"]["pck@0.10"] == pytest.approx(75.0)
+    # the identity flow moves (10, 10) to (10, 10) up to float rounding
+    np.testing.assert_allclose(res.pred["sketch_to_photo"][0], sk, atol=1e-9)
+
+
+def test_keypoint_submission_and_pooling_over_pairs():
+    ann = make_annotations(10, seed=3)
+    # pair i: i of the 8 sketch->photo keypoints exact, the rest 100 px off; photo->sketch all exact
+    s2p = ann.photo_kps.copy()
+    for i in range(10):
+        s2p[i, min(i, 8):] += 100.0
+    sub = Submission("kp", "keypoints", ann.photo, ann.sketch, s2p, ann.sketch_kps.copy())
+    res = evaluate(ann, sub, n_bootstrap=200)
+    expected_s2p = 100 * sum(min(i, 8) for i in range(10)) / 80
+    assert res.per_direction["sketch_to_photo"]["pck@0.05"] == pytest.approx(expected_s2p)
+    assert res.per_direction["photo_to_sketch"]["pck@0.05"] == 100.0
+    # the pooled number equals the mean of per-pair PCKs (all pairs carry 8 keypoints)
+    assert res.overall["pck@0.05"] == pytest.approx(np.mean(res.per_pair_pck["pck@0.05"]) * 100)
+    assert res.overall["pck@0.05"] == pytest.approx((expected_s2p + 100) / 2)
+    lo, hi = res.ci95["pck@0.05"]
+    assert lo < res.overall["pck@0.05"] < hi
+    # per-category numbers are each category's own mean, not the last pair's
+    for cat, row in res.per_category.items():
+        rows = [i for i in range(10) if ann.category[i] == cat]
+        want = 100 * np.mean([(min(i, 8) + 8) / 16 for i in rows])
+        assert row["pck@0.05"] == pytest.approx(want) and row["n_pairs"] == len(rows)
+
+
+def test_flow_outside_unit_square_misses_but_is_legal():
+    ann = make_annotations(2)
+    far = np.full((2, 4, 4, 2), 5.0)
+    res = evaluate(ann, Submission("far", "flow", ann.photo, ann.sketch, far, far), n_bootstrap=0)
+    assert res.overall["pck@0.10"] == 0.0
+
+
+def test_perfect_flow_scores_100():
+    ann = make_annotations(4)
+    # a flow field sampled from the exact constant translation of each pair
+    sub_flows = []
+    for i in range(4):
+        shift = ann.photo_kps[i, 0] - ann.sketch_kps[i, 0]
+        base = identity_flow(1, 256)[0]
+        sub_flows.append(pixels_to_flow(flow_to_pixels(base) + shift))
+    s2p = np.stack(sub_flows)
+    sk = ann.sketch_kps.copy()
+    sk[:] = sk[:, :1]  # all keypoints of a pair at one place: a translation maps them exactly
+    pk = sk + (ann.photo_kps[:, :1] - ann.sketch_kps[:, :1])
+    ann2 = Annotations.from_arrays(ann.photo, ann.sketch, pk, np.round(sk))
+    ann2.photo_kps = np.round(sk) + (ann.photo_kps[:, :1] - ann.sketch_kps[:, :1])
+    res = evaluate(ann2, Submission("t", "flow", ann.photo, ann.sketch, s2p, identity_flow(4, 8)), n_bootstrap=0)
+    assert res.per_direction["sketch_to_photo"]["pck@0.05"] == 100.0
+
+
+def test_alpha_keys():
+    assert [alpha_key(a) for a in (0.05, 0.1, 0.125, 0.2, 0.01)] == \
+        ["pck@0.05", "pck@0.10", "pck@0.125", "pck@0.20", "pck@0.01"]

@@ -1,0 +1,397 @@
+"""Leaderboard server: tokens, quotas, ranking, private mode, HTML, /models, token CLI.
+
+Every test runs on SQLite and on PostgreSQL (``PSC6K_TEST_POSTGRES_URL``; skipped when unset,
+except under ``CI=true`` where a missing PostgreSQL is a failure).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import os
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from evaluation.server import db
+from evaluation.server.app import create_app
+from evaluation.server.leaderboard import rank
+from evaluation.server.scoring import PRIVATE_KEYS
+from evaluation.server.seed import PUBLISHED
+from evaluation.server.settings import ServerSettings
+from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission
+from psc6k.cli import main as psc6k_main
+from psc6k.formats import write_test_pairs_ps
+from psc6k.submission import save_submission
+
+ADMIN = {"authorization": "Bearer admin-secret"}
+NPZ = {"content-type": "application/octet-stream"}
+POSTGRES_ENV = "PSC6K_TEST_POSTGRES_URL"
+
+
+def _postgres_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {POSTGRES_ENV} is not set: the leaderboard must be tested on PostgreSQL")
+        pytest.skip(f"{POSTGRES_ENV} not set")
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'leaderboard.sqlite'}"
+    url = _postgres_url()
+    engine = db.make_engine(url)
+    try:
+        db.Base.metadata.drop_all(engine)  # a clean board for every test
+    except Exception as exc:  # server down: a failure under CI, else a skip
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip(f"PostgreSQL at {POSTGRES_ENV} unreachable: {exc}")
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("board")
+    ann = make_annotations()
+    write_test_pairs_ps(ann, root / "test_pairs_ps.csv")
+    out = {"ann": ann, "csv": root / "test_pairs_ps.csv"}
+    out["good"] = save_submission(make_keypoint_submission(ann, noise_px=10), root / "good.npz").read_bytes()
+    out["better"] = save_submission(make_keypoint_submission(ann, noise_px=3, seed=5), root / "better.npz").read_bytes()
+    out["flow"] = save_submission(make_flow_submission(ann), root / "flow.npz").read_bytes()
+    bad = make_keypoint_submission(ann)
+    out["bad"] = save_submission(bad, root / "bad.json").read_bytes().replace(b'"pairs":[{', b'"pairs":[{"x":1,', 1)
+    out["bad"] = out["bad"].replace(b'"psc6k_submission":1', b'"psc6k_submission":7')
+    return out
+
+
+def make_client(files, db_url, **overrides) -> TestClient:
+    options = {"admin_token": "admin-secret", "n_bootstrap": 50, **overrides}
+    settings = ServerSettings(annotations=str(files["csv"]), db_url=db_url, **options)
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def client(files, db_url):
+    with make_client(files, db_url) as c:
+        yield c
+
+
+def new_token(client, name="team-a", quota=None) -> str:
+    r = client.post("/admin/tokens", json={"name": name, "daily_quota": quota}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    assert r.json()["token"].startswith("psc6k_")
+    return r.json()["token"]
+
+
+def submit(client, token, body, **params):
+    headers = {**NPZ, **({"authorization": f"Bearer {token}"} if token else {})}
+    if body[:1] == b"{":
+        headers["content-type"] = "application/json"
+    return client.post("/submissions", content=body, headers=headers, params=params)
+
+
+# --------------------------------------------------------------------------- seeds and ranking
+def test_board_is_seeded_with_the_published_numbers(client):
+    board = client.get("/leaderboard").json()
+    assert board["unranked"] == []
+    rows = board["ranked"]
+    assert len(rows) == len(PUBLISHED) == 8
+    assert all(r["reported_in_paper"] and r["scorer_version"] == "paper" for r in rows)
+    got = sorted((r["overall"]["pck@0.05"], r["overall"]["pck@0.10"]) for r in rows)
+    assert got == sorted([(56.38, 83.22), (58.00, 84.93), (56.78, 79.70), (43.55, 78.60), (19.19, 42.57),
+                          (52.36, 81.80), (50.55, 78.18), (17.20, 48.92)])
+    assert [r["rank"] for r in rows] == list(range(1, 9))
+    assert rows[0]["method"].startswith("PSCNet") and rows[0]["encoder"] == "ResNet-101"
+    by10 = client.get("/leaderboard", params={"sort_by": "pck@0.10"}).json()["ranked"]
+    assert [r["overall"]["pck@0.10"] for r in by10] == sorted((r["overall"]["pck@0.10"] for r in rows), reverse=True)
+
+
+def test_seeding_is_idempotent(files, db_url):
+    with make_client(files, db_url):
+        pass
+    with make_client(files, db_url) as c:
+        assert len(c.get("/leaderboard").json()["ranked"]) == 8
+
+
+def test_rank_never_ranks_missing_or_non_finite_scores():
+    now = dt.datetime(2024, 1, 1)
+    mk = lambda i, a, b, **kw: db.Entry(id=str(i), method=f"m{i}", scorer_version="v", pck05=a, pck10=b,  # noqa
+                                        ranked=kw.get("ranked", True), source=kw.get("source", "submitted"),
+                                        annotations_sha256=kw.get("sha", "S"), created_at=now + dt.timedelta(i))
+    entries = [mk(1, 50.0, 80.0), mk(2, float("nan"), 99.0), mk(3, None, 99.0), mk(4, 99.0, float("inf")),
+               mk(5, 60.0, 70.0), mk(6, 60.0, 70.0), mk(7, 99.9, 99.9, sha="OTHER"), mk(8, 99.0, 99.0, ranked=False),
+               mk(9, 60.0, 75.0), mk(10, 10.0, 10.0, source="paper", sha=None)]
+    ranked, unranked = rank(entries, "S")
+    assert [(r, e.id) for r, e in ranked] == [(1, "9"), (2, "5"), (2, "6"), (4, "1"), (5, "10")]
+    assert {e.id: why for why, e in unranked} == {
+        "2": "missing or non-finite score", "3": "missing or non-finite score", "4": "missing or non-finite score",
+        "7": "scored against different annotations than this server's", "8": "missing or non-finite score"}
+
+
+def test_stored_non_finite_scores_are_listed_unranked(client, files):
+    token = new_token(client)
+    r = submit(client, token, files["good"])
+    assert r.status_code == 200, r.text
+    entry_id = r.json()["entry_id"]
+    engine = client.app.state.psc6k.engine
+    with engine.begin() as conn:  # a broken re-run leaves NaN behind
+        conn.execute(update(db.Entry).where(db.Entry.id == entry_id).values(pck05=float("nan")))
+    board = client.get("/leaderboard").json()
+    assert entry_id not in [e["id"] for e in board["ranked"]]
+    (row,) = [e for e in board["unranked"] if e["id"] == entry_id]
+    assert row["unranked_reason"] == "missing or non-finite score" and row["overall"]["pck@0.05"] is None
+    assert "unranked" in client.get("/leaderboard.html").text
+
+
+# --------------------------------------------------------------------------- submissions and auth
+def test_submission_is_stored_with_metadata_and_ranked(client, files, capsys):
+    token = new_token(client)
+    r = submit(client, token, files["better"], method="My method", paper_url="https://example.org/paper",
+               encoder="ResNet-50", supervision="keypoint", description="test run")
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert reply["ranked"] and reply["rank"] == 1 and reply["quota_left_today"] == 4
+    # The stored scores are the scorer's, with its version.
+    capsys.readouterr()
+    path = files["csv"].parent / "better.npz"
+    assert psc6k_main(["eval", str(path), "--annotations", str(files["csv"]), "--json", "--bootstrap", "50"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert {k: reply[k] for k in expected} == expected
+    board = client.get("/leaderboard").json()
+    top = board["ranked"][0]
+    assert top["id"] == reply["entry_id"] and top["method"] == "My method" and top["encoder"] == "ResNet-50"
+    assert top["supervision"] == "keypoint" and top["paper_url"] == "https://example.org/paper"
+    assert top["submitter"] == "team-a" and not top["reported_in_paper"]
+    assert top["scorer_version"] == expected["scorer_version"]
+    assert top["overall"] == expected["overall"] and top["per_category"] == expected["per_category"]
+    assert client.get(f"/submissions/{reply['entry_id']}").json()["rank"] == 1
+    assert client.get("/submissions/nope").status_code == 404
+
+
+def test_submission_needs_a_valid_token(client, files):
+    assert submit(client, None, files["good"]).status_code == 401
+    assert submit(client, "psc6k_wrong", files["good"]).status_code == 401
+    r = client.post("/submissions", content=files["good"], headers={**NPZ, "authorization": "Basic abc"})
+    assert r.status_code == 401
+    token = new_token(client)
+    assert submit(client, token, files["good"]).status_code == 200
+    (info,) = client.get("/admin/tokens", headers=ADMIN).json()
+    assert "token" not in info and "token_hash" not in info and token.startswith(info["prefix"])
+    assert client.delete(f"/admin/tokens/{info['id']}", headers=ADMIN).status_code == 200
+    r = submit(client, token, files["good"])
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    assert client.delete("/admin/tokens/999", headers=ADMIN).status_code == 404
+
+
+def test_tokens_are_stored_hashed(client):
+    token = new_token(client)
+    with db.Session(client.app.state.psc6k.engine) as s:
+        (row,) = s.scalars(db.select(db.Token)).all()
+    assert row.token_hash == db.hash_token(token) and token not in (row.token_hash, row.prefix)
+
+
+def test_admin_api_needs_the_admin_token(client, files, db_url):
+    assert client.post("/admin/tokens", json={"name": "x"}).status_code == 401
+    assert client.post("/admin/tokens", json={"name": "x"}, headers={"authorization": "Bearer no"}).status_code == 403
+    token = new_token(client)
+    assert client.get("/admin/tokens", headers={"authorization": f"Bearer {token}"}).status_code == 403
+    assert client.post("/admin/tokens", json={"name": " "}, headers=ADMIN).status_code == 422
+    assert client.post("/admin/tokens", json={"name": "x", "daily_quota": -1}, headers=ADMIN).status_code == 422
+    with make_client(files, db_url, admin_token=None) as c:
+        if not os.environ.get("PSC6K_ADMIN_TOKEN"):
+            r = c.post("/admin/tokens", json={"name": "x"}, headers=ADMIN)
+            assert r.status_code == 403 and "PSC6K_ADMIN_TOKEN" in r.json()["detail"]
+
+
+def test_admin_can_hide_an_entry(client, files):
+    token = new_token(client)
+    entry_id = submit(client, token, files["good"]).json()["entry_id"]
+    assert client.patch(f"/admin/entries/{entry_id}", json={"hidden": True}, headers=ADMIN).json()["hidden"]
+    board = client.get("/leaderboard").json()
+    assert entry_id not in [e["id"] for e in board["ranked"] + board["unranked"]]
+    assert client.get(f"/submissions/{entry_id}").status_code == 404
+
+
+def test_bad_metadata_is_refused_before_scoring(client, files):
+    token = new_token(client, quota=1)
+    assert submit(client, token, files["good"], supervision="magic").status_code == 422
+    assert submit(client, token, files["good"], paper_url="javascript:alert(1)").status_code == 422
+    assert submit(client, token, files["good"], method="x" * 201).status_code == 422
+    assert client.get("/me", headers={"authorization": f"Bearer {token}"}).json()["quota_left_today"] == 1
+
+
+# --------------------------------------------------------------------------- quotas
+def test_quota_counts_only_accepted_submissions(client, files):
+    token = new_token(client, quota=2)
+    me = lambda: client.get("/me", headers={"authorization": f"Bearer {token}"}).json()  # noqa: E731
+    assert me()["quota_left_today"] == 2
+    for _ in range(3):  # validation failures never count
+        r = submit(client, token, files["bad"])
+        assert r.status_code == 422, r.text
+    assert submit(client, token, b"PK\x03\x04broken").status_code == 400
+    assert me()["quota_left_today"] == 2
+    assert submit(client, token, files["good"]).json()["quota_left_today"] == 1
+    assert submit(client, token, files["flow"]).json()["quota_left_today"] == 0
+    r = submit(client, token, files["good"])
+    assert r.status_code == 429 and "quota" in r.json()["detail"] and int(r.headers["retry-after"]) > 0
+    # Another token has its own quota; yesterday's submissions do not count today.
+    other = new_token(client, name="team-b", quota=1)
+    assert submit(client, other, files["good"]).status_code == 200
+    engine = client.app.state.psc6k.engine
+    with engine.begin() as conn:
+        conn.execute(update(db.Entry).values(created_at=db.utcnow() - dt.timedelta(days=1)))
+    assert me()["quota_left_today"] == 2
+    assert submit(client, token, files["good"]).status_code == 200
+
+
+def test_default_quota_from_settings(files, db_url):
+    with make_client(files, db_url, daily_quota=1) as c:
+        token = new_token(c)
+        assert submit(c, token, files["good"]).status_code == 200
+        assert submit(c, token, files["good"]).status_code == 429
+
+
+def test_quota_check_and_insert_is_atomic(client):
+    """Concurrent inserts (threads on the same database) never overrun the quota."""
+    engine = client.app.state.psc6k.engine
+    token_row, _ = db.create_token(engine, "racer", daily_quota=3)
+    results, barrier = [], threading.Barrier(8)
+
+    def worker(i):
+        barrier.wait()
+        entry = db.Entry(id=db.new_id(), method=f"m{i}", scorer_version="v", pck05=1.0, pck10=2.0, ranked=True)
+        try:
+            db.record_counted(engine, token_row.id, 5, entry)
+            results.append("ok")
+        except db.QuotaExceeded:
+            results.append("quota")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ok"] * 3 + ["quota"] * 5
+
+
+# --------------------------------------------------------------------------- private mode
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def _lists(obj):
+    if isinstance(obj, list):
+        yield obj
+        for v in obj:
+            yield from _lists(v)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _lists(v)
+
+
+def test_private_mode_replies_only_aggregates(files, db_url):
+    ann = files["ann"]
+    with make_client(files, db_url, private=True, split_name="hidden") as c:
+        assert c.post("/score", content=files["good"], headers=NPZ).status_code == 401  # no anonymous oracle
+        token = new_token(c, quota=3)
+        auth = {"authorization": f"Bearer {token}"}
+        replies = [c.post("/score", content=files["good"], headers={**NPZ, **auth}),
+                   submit(c, token, files["better"], method="hidden-test")]
+        for r in replies:
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert set(body) - {"submission_id", "entry_id", "ranked", "rank", "unranked_reason",
+                                "quota_left_today"} == set(PRIVATE_KEYS)
+            assert "per_category" not in body and "per_pair" not in body
+        everything = [r.json() for r in replies] + [c.get("/leaderboard").json(), c.get("/models").json(),
+                                                   c.get(f"/submissions/{replies[1].json()['entry_id']}").json()]
+        text = json.dumps(everything) + c.get("/leaderboard.html").text
+        for path in ann.photo + ann.sketch:  # no pair is ever named
+            assert path not in text
+        for category in set(ann.category):
+            assert f'"{category}"' not in text
+        numeric = [x for reply in everything for x in _lists(reply)
+                   if x and all(isinstance(v, (int, float)) for v in x)]
+        assert numeric and all(len(x) <= 4 for x in numeric)  # CI bounds, alphas; never per-pair arrays
+        for entry in everything[2]["ranked"]:
+            assert entry["per_category"] is None
+        # quota: the anonymous-oracle guard counts /score too (2 used of 3)
+        assert c.get("/me", headers=auth).json()["quota_left_today"] == 1
+        # errors do not name pairs of the hidden split, only the submitter's own
+        sub = make_keypoint_submission(ann)
+        sub.photo, sub.sketch = sub.photo[:-1], sub.sketch[:-1]
+        sub.sketch_to_photo, sub.photo_to_sketch = sub.sketch_to_photo[:-1], sub.photo_to_sketch[:-1]
+        buf = io.BytesIO()
+        np.savez(buf, photo=np.array(sub.photo), sketch=np.array(sub.sketch), sketch_to_photo=sub.sketch_to_photo,
+                 photo_to_sketch=sub.photo_to_sketch)
+        r = c.post("/score", content=buf.getvalue(), headers={**NPZ, **auth})
+        assert r.status_code == 422 and "1 of 12 pairs of the hidden split are missing" in r.json()["detail"]
+        assert ann.sketch[-1] not in r.text
+
+
+# --------------------------------------------------------------------------- pages and models
+def test_leaderboard_html_is_self_contained(client, files):
+    token = new_token(client)
+    submit(client, token, files["good"], method="<script>alert(1)</script>")
+    page = client.get("/leaderboard.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "reported in paper" in html and "56.38" in html and "84.93" in html
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "http://" not in html.replace('href="http', "") and "cdn" not in html.lower()
+    for asset in ("/static/leaderboard.js", "/static/leaderboard.css"):
+        assert asset in html and client.get(asset).status_code == 200
+    js = client.get("/static/leaderboard.js").text
+    assert "per_category" in js and "sort" in js
+    assert client.get("/", follow_redirects=False).headers["location"] == "/leaderboard.html"
+
+
+def test_models_lists_the_zoo_and_configured_scores(files, db_url, tmp_path, capsys):
+    registry = pytest.importorskip("model_zoo.registry")
+    capsys.readouterr()
+    path = files["csv"].parent / "flow.npz"
+    assert psc6k_main(["eval", str(path), "--annotations", str(files["csv"]), "--json"]) == 0
+    scores = tmp_path / "scores.json"
+    scores.write_text(capsys.readouterr().out)
+    with make_client(files, db_url) as c:
+        body = c.get("/models").json()
+        assert [m["name"] for m in body["models"]] == list(registry.MODELS)
+        assert all(m["scores"] is None for m in body["models"]) and "--model-scores" in body["note"]
+    with make_client(files, db_url, model_scores=str(scores)) as c:
+        first = c.get("/models").json()["models"][0]
+        assert first["name"] == list(registry.MODELS)[0]
+        assert first["scores"] == json.loads(scores.read_text())
+
+
+# --------------------------------------------------------------------------- token CLI
+def test_token_cli(db_url, capsys, files):
+    assert psc6k_main(["serve", "token", "create", "cli-team", "--quota", "1", "--json", "--db", db_url]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert psc6k_main(["serve", "token", "list", "--json", "--db", db_url]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["name"] == "cli-team" and listed["revoked_at"] is None and "token" not in listed
+    with make_client(files, db_url) as c:
+        assert submit(c, created["token"], files["good"]).status_code == 200
+        assert psc6k_main(["serve", "token", "revoke", str(created["id"]), "--db", db_url]) == 0
+        assert submit(c, created["token"], files["good"]).status_code == 401
+    assert psc6k_main(["serve", "token", "revoke", "12345", "--db", db_url]) == 2
+    assert "no token" in capsys.readouterr().err

@@ -1,0 +1,207 @@
+import gzip
+import io
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from psc6k.errors import SubmissionError
+from psc6k.formats import write_test_pairs_ps
+from psc6k.pck import evaluate
+from psc6k.submission import Submission, align_submission, identity_flow, load_submission, save_submission
+
+from conftest import make_annotations
+
+
+@pytest.fixture
+def ann():
+    return make_annotations(12, seed=1)
+
+
+@pytest.fixture
+def flow_sub(ann):
+    rng = np.random.default_rng(0)
+    f = identity_flow(len(ann), 8) + rng.normal(0, 0.05, (len(ann), 8, 8, 2))
+    return Submission("noisy", "flow", ann.photo, ann.sketch, f, f[:, ::-1].copy())
+
+
+@pytest.mark.parametrize("name", ["s.json", "s.json.gz", "s.npz"])
+def test_containers_give_identical_scores(tmp_path, ann, flow_sub, name):
+    ref = evaluate(ann, flow_sub, seed=3).to_dict()
+    path = save_submission(flow_sub, tmp_path / name)
+    got = evaluate(ann, load_submission(path), seed=3).to_dict()
+    assert got == ref
+
+
+def test_keypoint_submission_json_and_npz(tmp_path, ann):
+    sub = Submission("kp", "keypoints", ann.photo, ann.sketch, ann.photo_kps + 1, ann.sketch_kps - 1)
+    a = evaluate(ann, load_submission(save_submission(sub, tmp_path / "k.json")), n_bootstrap=0)
+    b = evaluate(ann, load_submission(save_submission(sub, tmp_path / "k.npz")), n_bootstrap=0)
+    assert a.overall == b.overall == {"pck@0.05": 100.0, "pck@0.10": 100.0}
+
+
+def _json(ann, **over):
+    obj = {"psc6k_submission": 1, "method": "m", "kind": "keypoints",
+           "pairs": [{"photo": p, "sketch": s, "sketch_to_photo": [[1, 2]] * 8, "photo_to_sketch": [[1, 2]] * 8}
+                     for p, s in zip(ann.photo, ann.sketch)]}
+    obj.update(over)
+    return obj
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda o: o.pop("psc6k_submission"), "missing \"psc6k_submission\""),
+    (lambda o: o.update(psc6k_submission=2), "unsupported format version 2"),
+    (lambda o: o.update(kind="dense"), "field 'kind'"),
+    (lambda o: o.update(pairs=[]), "no pairs"),
+    (lambda o: o["pairs"][3].pop("photo_to_sketch"), "pair .*field 'photo_to_sketch': missing"),
+    (lambda o: o["pairs"][2].update(sketch_to_photo=[[1, 2]] * 7), r"expected shape \[8, 2\], got \[7, 2\]"),
+    (lambda o: o["pairs"][2].update(sketch_to_photo=[[1, 2]] * 7 + [[1]]), "not a rectangular array"),
+    (lambda o: o["pairs"][5].update(sketch_to_photo=[[1, "x"]] * 8), "not a rectangular array|rectangular"),
+    (lambda o: o["pairs"][1].update(photo=7), r"pairs\[1\].photo must be a non-empty string"),
+    (lambda o: o["pairs"].append(dict(o["pairs"][0])), "duplicate pair"),
+    (lambda o: o["pairs"][4].update(sketch_to_photo=[[1e300, 2]] * 8), "beyond"),
+])
+def test_json_errors_name_the_pair_and_field(ann, mutate, match):
+    obj = _json(ann)
+    mutate(obj)
+    with pytest.raises(SubmissionError, match=match):
+        load_submission(json.dumps(obj).encode())
+
+
+def test_nan_inf_are_rejected_with_pair_named(ann):
+    text = json.dumps(_json(ann)).replace("[1, 2]", "[NaN, 2]", 20).encode()
+    with pytest.raises(SubmissionError, match=r"pair \(photo=.*NaN or Inf"):
+        load_submission(text)
+
+
+def test_bytes_that_are_not_a_submission():
+    for data, match in [(b"{\"psc6k", "malformed JSON"), (b"", "empty"), (b"\xff\xfe\x00", "not JSON|malformed"),
+                        (gzip.compress(b"{}")[:-6], "truncated gzip|corrupt"), (b"PK\x03\x04garbage", "NPZ"),
+                        (b"[1, 2]", "top level")]:
+        with pytest.raises(SubmissionError, match=match):
+            load_submission(data)
+
+
+def test_npz_with_object_array_is_refused(tmp_path, ann):
+    buf = io.BytesIO()
+    np.savez(buf, photo=np.array(ann.photo, dtype=object), sketch=np.array(ann.sketch),
+             sketch_to_photo=ann.photo_kps, photo_to_sketch=ann.sketch_kps)
+    with pytest.raises(SubmissionError, match="pickle"):
+        load_submission(buf.getvalue())
+
+
+def test_zip_bomb_is_refused_before_decompressing():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("sketch_to_photo.npy", b"\0" * (50 * 1024 * 1024))
+    assert len(buf.getvalue()) < 200_000
+    with pytest.raises(SubmissionError, match="over the limit"):
+        load_submission(buf.getvalue(), max_decompressed=10 * 1024 * 1024)
+    with pytest.raises(SubmissionError, match="decompresses to more than"):
+        load_submission(gzip.compress(b" " * (20 * 1024 * 1024)), max_decompressed=10 * 1024 * 1024)
+
+
+def test_flows_must_share_one_size(ann):
+    obj = _json(ann, kind="flow")
+    for p in obj["pairs"]:
+        p["sketch_to_photo"] = p["photo_to_sketch"] = identity_flow(1, 4)[0].tolist()
+    obj["pairs"][6]["photo_to_sketch"] = identity_flow(1, 5)[0].tolist()
+    with pytest.raises(SubmissionError, match="differs from the first pair's"):
+        load_submission(json.dumps(obj).encode())
+    obj["pairs"][6]["photo_to_sketch"] = [[[0, 0]]]
+    with pytest.raises(SubmissionError, match="H, W >= 2"):
+        load_submission(json.dumps(obj).encode())
+
+
+def test_alignment_missing_and_unknown_pairs(ann, flow_sub):
+    part = Submission("p", "flow", flow_sub.photo[:5], flow_sub.sketch[:5], flow_sub.sketch_to_photo[:5],
+                      flow_sub.photo_to_sketch[:5])
+    with pytest.raises(SubmissionError, match="7 of 12 annotated pairs are missing"):
+        align_submission(part, ann)
+    ai, si = align_submission(part, ann, allow_partial=True)
+    assert ai.tolist() == [0, 1, 2, 3, 4]
+    res = evaluate(ann, part, allow_partial=True, n_bootstrap=0)
+    assert res.n_pairs == 5 and res.coverage == pytest.approx(5 / 12)
+    stranger = Submission("s", "flow", ["x/photo/y/airplane/z.jpg"], ["x/sketch/y/airplane/z-1.png"],
+                          identity_flow(1, 4), identity_flow(1, 4))
+    with pytest.raises(SubmissionError, match="1 pair\\(s\\) are not in the annotations"):
+        align_submission(stranger, ann, allow_partial=True)
+
+
+def test_order_of_pairs_does_not_matter(ann, flow_sub):
+    perm = np.random.default_rng(5).permutation(len(ann))
+    shuffled = Submission("noisy", "flow", [flow_sub.photo[i] for i in perm], [flow_sub.sketch[i] for i in perm],
+                          flow_sub.sketch_to_photo[perm], flow_sub.photo_to_sketch[perm])
+    assert evaluate(ann, shuffled).to_dict() == evaluate(ann, flow_sub).to_dict()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "psc6k", *map(str, args)], capture_output=True, text=True)
+
+
+def test_eval_cli_json_and_errors(tmp_path, ann, flow_sub):
+    csv = tmp_path / "test_pairs_ps.csv"
+    write_test_pairs_ps(ann, csv)
+    sub = save_submission(flow_sub, tmp_path / "s.npz")
+    r = _cli("eval", sub, "--annotations", csv, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out["overall"]) == {"pck@0.05", "pck@0.10"}
+    assert out["overall"] == evaluate(ann, flow_sub).overall
+    assert set(out["per_direction"]) == {"sketch_to_photo", "photo_to_sketch"}
+    assert set(out["per_category"]) == set(ann.category)
+    r = _cli("eval", sub, "--annotations", csv)
+    assert r.returncode == 0 and "PCK@0.05" in r.stdout and "sketch_to_photo" in r.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"psc6k_submission": 1, "kind": "flow", "pairs": [}')
+    r = _cli("eval", bad, "--annotations", csv)
+    assert r.returncode == 2 and "malformed JSON" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("eval", tmp_path / "nope.npz", "--annotations", csv)
+    assert r.returncode == 2 and "file not found" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("eval", sub, "--annotations", tmp_path / "missing.csv")
+    assert r.returncode == 2 and "missing.csv" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_import_psc6k_stays_light():
+    code = ("import sys, psc6k, psc6k.formats, psc6k.pck, psc6k.submission, psc6k.cli, evaluation.eval_cli;"
+            "bad = [m for m in ('torch', 'fastapi', 'sqlalchemy', 'uvicorn', 'pandas') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("indent", [None, 1])
+@pytest.mark.parametrize("kind", ["flow", "keypoints"])
+def test_fast_json_path_equals_plain_json(monkeypatch, ann, indent, kind):
+    import psc6k.submission as S
+
+    rng = np.random.default_rng(2)
+    shape = (len(ann), 5, 7, 2) if kind == "flow" else (len(ann), 8, 2)
+    a, b = rng.normal(0, 1, shape), rng.normal(0, 1e-7, shape)
+    sub = Submission("m", kind, ann.photo, ann.sketch, a, b)
+    text = json.dumps(sub.to_json_dict(), indent=indent).encode()
+    monkeypatch.setattr(S, "FAST_JSON_MIN_BYTES", 0)
+    assert S._from_json_fast(text, "x") is not None
+    fast = load_submission(text)
+    monkeypatch.setattr(S, "FAST_JSON_MIN_BYTES", 1 << 62)
+    slow = load_submission(text)
+    for d in ("sketch_to_photo", "photo_to_sketch"):
+        np.testing.assert_array_equal(getattr(fast, d), getattr(slow, d))
+        np.testing.assert_array_equal(getattr(fast, d), getattr(sub, d))
+    assert fast.photo == slow.photo and fast.kind == slow.kind
+
+
+def test_fast_json_path_falls_back_for_errors(monkeypatch, ann):
+    import psc6k.submission as S
+
+    monkeypatch.setattr(S, "FAST_JSON_MIN_BYTES", 0)
+    obj = _json(ann)
+    obj["pairs"][2]["sketch_to_photo"] = [[1, 2]] * 7 + [[1, 2, 3]]
+    with pytest.raises(SubmissionError, match="not a rectangular array"):
+        load_submission(json.dumps(obj).encode())
+    text = json.dumps(_json(ann)).replace("[1, 2]", "[NaN, 2]", 3).encode()
+    with pytest.raises(SubmissionError, match="NaN or Inf"):
+        load_submission(text)

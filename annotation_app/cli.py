@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     s.add_argument("--images", default=None, help="override the images root stored at init")
     s.add_argument("--log-level", default="warning")
+    s.add_argument("--sqlite-synchronous", choices=["full", "normal"], default=None,
+                   help="SQLite only: 'full' (default) fsyncs every click, surviving power loss; 'normal' "
+                        "survives a crash of the server (kill -9) but not of the machine, and is faster")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     except ApiError as exc:
         raise Psc6kError(exc.detail) from None
     os.environ["PSC6K_ANNOT_DB"] = url
+    if args.sqlite_synchronous:
+        os.environ["PSC6K_SQLITE_SYNCHRONOUS"] = args.sqlite_synchronous
     if args.images:
         os.environ["PSC6K_ANNOT_IMAGES"] = args.images
     if not os.environ.get("PSC6K_ADMIN_TOKEN"):

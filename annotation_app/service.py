@@ -7,18 +7,22 @@ Every method opens its own transaction; an error the caller can act on raises :c
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
 import math
+import os
 import random
 import secrets
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import and_, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from psc6k import NUM_KEYPOINTS
 
@@ -27,6 +31,22 @@ from .config import StudyConfig
 from .study import resolve_image
 
 T, P, S, TR, C, SL = db.tasks, db.pairs, db.sessions, db.trials, db.clicks, db.slots
+
+
+# The click path's statements, built once: constructing SQLAlchemy expressions costs more CPU
+# than running them on SQLite.
+_Q_SESSION = select(S).where(S.c.token == bindparam("token"))
+_Q_EARLIER = select(C.c.trial_id, C.c.client_id, C.c.reply_json).where(
+    C.c.session_id == bindparam("sid"), or_(C.c.client_id == bindparam("cid"), C.c.trial_id == bindparam("tid")))
+_Q_TRIAL = (select(TR.c.task_id, TR.c.slot_index, TR.c.is_catch, T.c.answer_x, T.c.answer_y, T.c.tolerance_px)
+            .select_from(TR.join(T, T.c.id == TR.c.task_id))
+            .where(TR.c.id == bindparam("tid"), TR.c.session_id == bindparam("sid")))
+_U_FILL = (update(SL).where(SL.c.task_id == bindparam("task"), SL.c.slot_index == bindparam("slot"),
+                            SL.c.holder_session_id == bindparam("sid"), SL.c.filled == False)  # noqa: E712
+           .values(filled=True))
+_Q_PROGRESS = (select(func.count(C.c.id), func.min(case((and_(C.c.id.is_(None), TR.c.id != bindparam("tid")), TR.c.idx))))
+               .select_from(TR.outerjoin(C, C.c.trial_id == TR.c.id)).where(TR.c.session_id == bindparam("sid")))
+_I_CLICK = insert(C)
 
 
 class ApiError(Exception):
@@ -61,23 +81,63 @@ class StudyService:
         import time
 
         self.clock = clock or time.time
-        self.write, self.read = db.make_engines(db_url, pool_size=pool_size)
+        from sqlalchemy.engine import make_url
+
+        url = db.normalise_url(db_url)
+        shown = make_url(url).render_as_string(hide_password=True)
+        if db.is_sqlite(url):
+            path = make_url(url).database
+            if not path or not Path(path).is_file():
+                raise ApiError(500, f"no study database at {path} (run psc6k annotate init first)")
+        self.write, self.read = db.make_engines(url, pool_size=pool_size)
         self.is_sqlite = db.is_sqlite(self.write)
         try:
             with self.read.connect() as conn:
                 row = conn.execute(select(db.study)).first()
-        except OperationalError as exc:
-            raise ApiError(500, f"cannot open the study database: {exc.orig}") from None
-        except Exception as exc:  # a missing table: the database was never initialised
-            raise ApiError(500, f"{db_url} holds no study (run psc6k annotate init first): {exc}") from None
+        except (OperationalError, ProgrammingError) as exc:
+            self.close_engines()
+            raise ApiError(500, f"{shown} holds no study (run psc6k annotate init first): "
+                                f"{str(exc.orig).strip().splitlines()[0]}") from None
         if row is None:
-            raise ApiError(500, f"{db_url} holds no study (run psc6k annotate init first)")
+            self.close_engines()
+            raise ApiError(500, f"{shown} holds no study (run psc6k annotate init first)")
+        self._thread_lock = threading.Lock()
+        self._lock_fd = None
+        if self.is_sqlite:
+            # One writer at a time across threads and worker processes, queued on a lock file:
+            # flock wakes the next writer at once, where SQLite's busy timeout polls with sleeps
+            # of up to 100 ms (a p99 killer under load).
+            lock_path = str(self.write.url.database) + ".writelock"
+            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         self.config = StudyConfig.from_dict(json.loads(row.config_json))
         self.salt = row.salt
         self.image_root = Path(image_root or row.image_root).resolve()
         self._practice = None
 
+    @contextmanager
+    def _write_tx(self):
+        """A write transaction (BEGIN IMMEDIATE on SQLite, behind the writer lock file)."""
+        if self._lock_fd is None:
+            with self.write.begin() as conn:
+                yield conn
+            return
+        with self._thread_lock:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                with self.write.begin() as conn:
+                    yield conn
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close_engines(self):
+        self.write.dispose()
+        if self.read is not self.write:
+            self.read.dispose()
+
     def close(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         self.write.dispose()
         if self.read is not self.write:
             self.read.dispose()
@@ -93,7 +153,7 @@ class StudyService:
             conn.execute(select(db.study.c.id).where(db.study.c.id == 1).with_for_update())
 
     def _session_by_token(self, conn, token: str):
-        sess = conn.execute(select(S).where(S.c.token == token)).first()
+        sess = conn.execute(_Q_SESSION, {"token": token}).first()
         if sess is None:
             raise ApiError(404, "unknown session token (start again from the study link)", field="token")
         return sess
@@ -161,10 +221,9 @@ class StudyService:
         ids = conn.execute(select(S.c.id).where(S.c.status == "active", S.c.expires_at < now)).scalars().all()
         if not ids:
             return 0
-        task_ids = conn.execute(select(SL.c.task_id).where(SL.c.holder_session_id.in_(ids),
-                                                           SL.c.filled == False)).scalars().all()  # noqa: E712
-        conn.execute(update(SL).where(SL.c.holder_session_id.in_(ids), SL.c.filled == False)  # noqa: E712
-                     .values(holder_session_id=None))
+        # RETURNING: exactly the slots released here (a click may fill one concurrently on PostgreSQL)
+        task_ids = conn.execute(update(SL).where(SL.c.holder_session_id.in_(ids), SL.c.filled == False)  # noqa: E712
+                                .values(holder_session_id=None).returning(SL.c.task_id)).scalars().all()
         self._add_free(conn, task_ids, +1)
         conn.execute(update(S).where(S.c.id.in_(ids)).values(status="expired"))
         return len(ids)
@@ -179,7 +238,7 @@ class StudyService:
                          [{"tid": t, "d": delta * c} for t, c in counts.items()])
 
     def release_expired(self) -> int:
-        with self.write.begin() as conn:
+        with self._write_tx() as conn:
             self._lock(conn)
             return self._release_expired(conn, self.clock())
 
@@ -216,10 +275,19 @@ class StudyService:
             catch = rng.sample(list(catch_tasks), min(cfg.catch_per_session, len(catch_tasks)))
         avoid = {(c.pair_id, c.keypoint) for c in catch}
         chosen = []  # (task_id, category)
+        if alloc:
+            # One query for all categories: the best few tasks of each (most free slots, then rank).
+            k = max(alloc.values()) * NUM_KEYPOINTS + len(avoid) + 1
+            ranked = select(T.c.id, T.c.pair_id, T.c.keypoint, T.c.category, func.row_number().over(
+                partition_by=T.c.category, order_by=(T.c.n_free.desc(), T.c.rank)).label("rn")).where(
+                T.c.is_catch == False, T.c.n_free > 0).subquery()  # noqa: E712
+            rows = conn.execute(select(ranked.c.id, ranked.c.pair_id, ranked.c.keypoint, ranked.c.category)
+                                .where(ranked.c.rn <= k).order_by(ranked.c.category, ranked.c.rn)).all()
+            by_cat: dict[str, list] = {}
+            for r in rows:
+                by_cat.setdefault(r.category, []).append(r)
         for cat, need in alloc.items():
-            rows = conn.execute(select(T.c.id, T.c.pair_id, T.c.keypoint).where(
-                T.c.is_catch == False, T.c.category == cat, T.c.n_free > 0)  # noqa: E712
-                .order_by(T.c.n_free.desc(), T.c.rank).limit(need * NUM_KEYPOINTS + len(avoid) + 1)).all()
+            rows = by_cat.get(cat, [])
             used_pairs: set[int] = set()
             picked: list[int] = []
             for prefer_new_pair in (True, False):  # distinct pairs first, then anything left
@@ -259,7 +327,7 @@ class StudyService:
         now = self.clock()
         token = secrets.token_urlsafe(24)
         try:
-            with self.write.begin() as conn:
+            with self._write_tx() as conn:
                 self._lock(conn)
                 if conn.execute(select(S.c.id).where(S.c.prolific_pid == prolific_pid)).first() is not None:
                     raise _Exists()
@@ -316,9 +384,9 @@ class StudyService:
                      display: dict | None) -> tuple[int, dict]:
         """Store one click durably; returns (HTTP status, body). See docs/annotation.md."""
         try:
-            with self.write.begin() as conn:
+            with self._write_tx() as conn:
                 return self._record_click(conn, token, trial_id, x, y, rt_ms, client_id, display)
-        except IntegrityError:
+        except (IntegrityError, _Conflict):
             # a concurrent duplicate (same client_id or same trial) won the race
             with self.read.connect() as conn:
                 sess = self._session_by_token(conn, token)
@@ -329,24 +397,23 @@ class StudyService:
             raise ApiError(409, f"trial {trial_id} is already answered", field="trial_id") from None
 
     def _record_click(self, conn, token, trial_id, x, y, rt_ms, client_id, display):
+        # Few statements per click: it is the hot path (one transaction, ~6 round trips).
         now = self.clock()
         sess = self._session_by_token(conn, token)
-        prev = conn.execute(select(C.c.trial_id, C.c.reply_json).where(
-            C.c.session_id == sess.id, C.c.client_id == client_id)).first()
-        if prev is not None:
-            if prev.trial_id != trial_id:
-                raise ApiError(409, f"client_id {client_id!r} was already used for trial {prev.trial_id}; "
-                                    f"use a new client_id for each click", field="client_id")
-            return 200, json.loads(prev.reply_json)
-        trial = conn.execute(select(TR, T.c.answer_x, T.c.answer_y, T.c.tolerance_px)
-                             .select_from(TR.join(T, T.c.id == TR.c.task_id))
-                             .where(TR.c.id == trial_id, TR.c.session_id == sess.id)).first()
+        earlier = conn.execute(_Q_EARLIER, {"sid": sess.id, "cid": client_id, "tid": trial_id}).all()
+        for prev in earlier:
+            if prev.client_id == client_id:
+                if prev.trial_id != trial_id:
+                    raise ApiError(409, f"client_id {client_id!r} was already used for trial {prev.trial_id}; "
+                                        f"use a new client_id for each click", field="client_id")
+                return 200, json.loads(prev.reply_json)
+        if earlier:
+            raise ApiError(409, f"trial {trial_id} is already answered; a trial takes one click", field="trial_id")
+        trial = conn.execute(_Q_TRIAL, {"tid": trial_id, "sid": sess.id}).first()
         if trial is None:
             raise ApiError(404, f"trial_id {trial_id} is not a trial of this session", field="trial_id")
-        if conn.execute(select(C.c.id).where(C.c.trial_id == trial_id)).first() is not None:
-            raise ApiError(409, f"trial {trial_id} is already answered; a trial takes one click", field="trial_id")
-        n_answered = conn.execute(select(func.count()).select_from(C).where(C.c.session_id == sess.id)).scalar_one()
         if sess.status == "expired" or (sess.status == "active" and now > sess.expires_at):
+            n_answered = conn.execute(select(func.count()).select_from(C).where(C.c.session_id == sess.id)).scalar_one()
             raise ApiError(410, f"your reservation expired at {iso(sess.expires_at)}; the {n_answered} clicks "
                                 f"you gave are kept, but this trial now belongs to someone else. Please return "
                                 f"to Prolific.", answered_count=n_answered, status="expired")
@@ -355,22 +422,23 @@ class StudyService:
         flagged = bool(sess.flagged)
         slot_index = None if (trial.is_catch or flagged) else trial.slot_index
         if slot_index is not None:
-            res = conn.execute(update(SL).where(SL.c.task_id == trial.task_id, SL.c.slot_index == slot_index,
-                                                SL.c.holder_session_id == sess.id, SL.c.filled == False)  # noqa: E712
-                               .values(filled=True))
+            res = conn.execute(_U_FILL, {"task": trial.task_id, "slot": slot_index, "sid": sess.id})
             if res.rowcount != 1:
+                holder = conn.execute(select(SL.c.holder_session_id, SL.c.filled).where(
+                    SL.c.task_id == trial.task_id, SL.c.slot_index == slot_index)).first()
+                if holder is not None and holder.holder_session_id == sess.id and holder.filled:
+                    raise _Conflict()  # a concurrent copy of this click committed first
                 raise ApiError(410, "this trial's reservation lapsed and was given to someone else; "
                                     "your earlier clicks are kept", status="expired")
-        next_index = conn.execute(select(func.min(TR.c.idx)).select_from(
-            TR.outerjoin(C, C.c.trial_id == TR.c.id)).where(
-            TR.c.session_id == sess.id, C.c.id.is_(None), TR.c.id != trial_id)).scalar_one()
+        n_answered, next_index = conn.execute(_Q_PROGRESS, {"tid": trial_id, "sid": sess.id}).one()
         reply = {"trial_id": trial_id, "stored": True,
                  "next_index": sess.n_trials if next_index is None else next_index,
                  "answered_count": n_answered + 1, "total": sess.n_trials}
-        conn.execute(insert(C).values(
-            trial_id=trial_id, session_id=sess.id, task_id=trial.task_id, slot_index=slot_index,
-            client_id=client_id, x=x, y=y, rt_ms=rt_ms, display_json=json.dumps(display) if display else None,
-            created_at=now, excluded=flagged, reply_json=json.dumps(reply)))
+        conn.execute(_I_CLICK, {
+            "trial_id": trial_id, "session_id": sess.id, "task_id": trial.task_id, "slot_index": slot_index,
+            "client_id": client_id, "x": x, "y": y, "rt_ms": rt_ms,
+            "display_json": json.dumps(display) if display else None, "created_at": now, "excluded": flagged,
+            "reply_json": json.dumps(reply)})
         if trial.is_catch:
             failed = math.hypot(x - trial.answer_x, y - trial.answer_y) > trial.tolerance_px
             if failed:
@@ -385,13 +453,13 @@ class StudyService:
         ``excluded``) and all its slots go back to the pool."""
         conn.execute(update(S).where(S.c.id == session_id).values(flagged=True))
         conn.execute(update(C).where(C.c.session_id == session_id).values(slot_index=None, excluded=True))
-        task_ids = conn.execute(select(SL.c.task_id).where(SL.c.holder_session_id == session_id)).scalars().all()
-        conn.execute(update(SL).where(SL.c.holder_session_id == session_id).values(holder_session_id=None, filled=False))
+        task_ids = conn.execute(update(SL).where(SL.c.holder_session_id == session_id)
+                                .values(holder_session_id=None, filled=False).returning(SL.c.task_id)).scalars().all()
         self._add_free(conn, task_ids, +1)
 
     def complete(self, token: str) -> dict:
         now = self.clock()
-        with self.write.begin() as conn:
+        with self._write_tx() as conn:
             sess = self._session_by_token(conn, token)
             n_answered = conn.execute(select(func.count()).select_from(C).where(C.c.session_id == sess.id)).scalar_one()
             missing = sess.n_trials - n_answered
@@ -573,3 +641,7 @@ def json_safe(value):
 
 class _Exists(Exception):
     pass
+
+
+class _Conflict(Exception):
+    """Another transaction stored this trial's click first (PostgreSQL row-lock race)."""

@@ -156,7 +156,8 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
                 db.metadata.drop_all(conn)
             db.metadata.create_all(conn)
             if conn.execute(select(func.count()).select_from(db.study)).scalar_one():
-                raise Psc6kError(f"{db_url} already holds a study; use --force to replace it "
+                shown = write.url.render_as_string(hide_password=True)
+                raise Psc6kError(f"{shown} already holds a study; use --force to replace it "
                                  f"(this deletes its sessions and clicks)")
             conn.execute(insert(db.study), [{"id": 1, "config_json": json.dumps(config.to_dict()),
                                               "salt": secrets.token_hex(16), "image_root": str(root),

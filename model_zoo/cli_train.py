@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='other PSCNetConfig fields as JSON, e.g. \'{"width": 16, "moco_queue": 1024}\'')
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="stop after this many minutes of training (then evaluate and save)")
     parser.add_argument("--batch-size", "-b", type=int, default=32, help="per process")
     parser.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.03 encoder, 0.003 estimator)")
     parser.add_argument("--momentum", type=float, default=0.9)
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         task=args.task, images=args.images, train_pairs=args.train_pairs, out_dir=args.out,
         val_annotations=args.val_annotations, val_pairs=args.val_pairs, model=model, init=args.init,
-        resume=args.resume, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+        resume=args.resume, epochs=args.epochs, max_steps=args.max_steps,
+        time_limit=args.time_limit * 60 if args.time_limit else None, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, tau=args.tau,
         lambda_sim=args.lambda_sim, lambda_con=args.lambda_con, lambda_syn=args.lambda_syn,
         freeze_encoder=args.freeze_encoder, image_size=args.image_size, amp=not args.no_amp, device=args.device,

@@ -18,11 +18,11 @@ __all__ = ["tiny_model", "read_state_dict_tsv", "random_released_state_dict", "m
 #: where SPEC §6 keeps the released key lists
 REFERENCE_DIR = Path("/work/shared/reference")
 
-TINY = dict(width=8, moco_queue=64, moco_dim=16)
+TINY = dict(width=8, moco_queue=64, moco_dim=16, feat_size=8, block_sizes=(2, 4, 8), flow_size=8)
 
 
 def tiny_model(**overrides) -> PSCNet:
-    """A PSCNet small enough for CPU unit tests (ResNet-18 layout, 8 stem channels, full STN)."""
+    """A PSCNet small enough for CPU unit tests (ResNet-18 layout, 8 stem channels, 8x8 STN)."""
     return PSCNet(**{**TINY, **overrides})
 
 

@@ -61,6 +61,7 @@ class TrainConfig:
     resume: str | None = None      # continue this run (weights + optimizer + epoch)
     epochs: int = 100
     max_steps: int | None = None   # stop early after this many optimizer steps (smoke runs, benchmarks)
+    time_limit: float | None = None  # stop (evaluate, save) after this many seconds of training
     batch_size: int = 32
     lr: float | None = None        # default: 0.03 encoder, 0.003 estimator
     momentum: float = 0.9
@@ -279,7 +280,8 @@ def plot_metrics(metrics: MetricsWriter, path: Path, title: str = "") -> Path | 
     ax_loss.set_ylabel("loss")
     if keys and all(v > 0 for r in train_rows for k in keys if k in r for v in [r[k]]):
         ax_loss.set_yscale("log")
-    ax_loss.legend()
+    if keys:
+        ax_loss.legend()
     ax_loss.set_title("training losses")
     if eval_rows:
         steps = [r["step"] for r in eval_rows]
@@ -457,7 +459,7 @@ def train(cfg: TrainConfig) -> dict:
             scaler.update()
             step += 1
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             count += 1
             bar.update(1)
             bar.set_postfix(loss=f"{float(losses['loss']):.4g}", lr=f"{lr:.2g}")
@@ -468,7 +470,7 @@ def train(cfg: TrainConfig) -> dict:
                 if env.main:
                     metrics.write("train", record)
                 sums, count = {}, 0
-            if step >= total_steps:
+            if step >= total_steps or (cfg.time_limit and env.mean(time.perf_counter() - t0) > cfg.time_limit):
                 done = True
                 break
         epoch += 1

@@ -242,6 +242,105 @@ def affine_from_masks(source_mask: np.ndarray, target_mask: np.ndarray, max_scal
 
 
 # --------------------------------------------------------------------------------------------
+# chamfer refinement of the affine
+# --------------------------------------------------------------------------------------------
+
+#: Truncation (px) of the edge distance in the chamfer cost: clutter far from the object costs
+#: the same as no edge at all.
+CHAMFER_TRUNCATION_PX = 15.0
+
+
+def edge_distance(edges: np.ndarray, truncation: float = CHAMFER_TRUNCATION_PX) -> np.ndarray:
+    """Truncated distance (px) of every pixel to the nearest edge pixel, float32 ``[H, W]``."""
+    edges = np.asarray(edges, dtype=bool)
+    if not edges.any():
+        return np.full(edges.shape, truncation, np.float32)
+    dist = cv2.distanceTransform((~edges).astype(np.uint8), cv2.DIST_L2, 5)
+    return np.minimum(dist, truncation).astype(np.float32)
+
+
+def chamfer_cost(matrix: np.ndarray, points: np.ndarray, distance: np.ndarray) -> float:
+    """Mean truncated edge distance at the sketch points mapped by ``matrix`` into the photo.
+
+    Points mapped off the image cost the truncation value (the maximum of ``distance``).
+    """
+    q = points @ matrix[:, :2].T + matrix[:, 2]
+    h, w = distance.shape
+    inside = (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
+    x = np.clip(np.rint(q[:, 0]).astype(np.int64), 0, w - 1)
+    y = np.clip(np.rint(q[:, 1]).astype(np.int64), 0, h - 1)
+    return float(np.where(inside, distance[y, x], distance.max()).mean()) if len(q) else 0.0
+
+
+def refine_affine_chamfer(matrix: np.ndarray, points: np.ndarray, distance: np.ndarray, *,
+                          max_shift: float = 24.0, max_scale: float = 1.25,
+                          steps=((8.0, 0.08), (4.0, 0.04), (2.0, 0.02), (1.0, 0.01))) -> tuple[np.ndarray, float]:
+    """Local search of translation and per-axis scale minimising :func:`chamfer_cost`.
+
+    Coordinate descent with shrinking steps (pixels, relative scale), bounded to ``max_shift`` px
+    of movement of the sketch centroid and a scale change within ``[1 / max_scale, max_scale]``
+    per axis, so it cannot collapse the drawing onto a single edge.
+
+    Returns
+    -------
+    matrix : float64 [2, 3]
+    cost : float
+    """
+    start = np.asarray(matrix, dtype=np.float64)
+    best_m, best = start.copy(), chamfer_cost(start, points, distance)
+    if not len(points):
+        return best_m, best
+    centroid = points.mean(axis=0)
+    start_c = start[:, :2] @ centroid + start[:, 2]
+    start_diag = np.where(np.abs(start.diagonal()) > 1e-9, start.diagonal(), 1.0)
+    for shift, rel in steps:
+        improved = True
+        while improved:
+            improved = False
+            for axis in (0, 1):
+                for sign in (-1.0, 1.0):
+                    for kind in ("shift", "scale"):
+                        cand = best_m.copy()
+                        if kind == "shift":
+                            cand[axis, 2] += sign * shift
+                        else:  # scale about the mapped centroid, which stays put
+                            f = 1.0 + sign * rel
+                            mc = best_m[axis, :2] @ centroid + best_m[axis, 2]
+                            cand[axis, :2] = best_m[axis, :2] * f
+                            cand[axis, 2] = mc - f * (best_m[axis, :2] @ centroid)
+                        ratio = np.abs(cand.diagonal() / start_diag)
+                        moved = np.abs(cand[:, :2] @ centroid + cand[:, 2] - start_c)
+                        if ratio.min() < 1 / max_scale or ratio.max() > max_scale or moved.max() > max_shift:
+                            continue
+                        cost = chamfer_cost(cand, points, distance)
+                        if cost < best - 1e-9:
+                            best_m, best, improved = cand, cost, True
+    return best_m, best
+
+
+def chamfer_affine(photo_edge_map: np.ndarray, sketch_strokes_mask: np.ndarray, moments_affine: np.ndarray,
+                   max_points: int = 1500) -> np.ndarray:
+    """The affine (sketch -> photo) of the ``affine`` baseline.
+
+    Three starting hypotheses -- the identity (Sketchy sketches are drawn over roughly the
+    photo's layout), the mask-moments affine, and their average -- are each refined by
+    :func:`refine_affine_chamfer` against the photo's object edges (:func:`photo_edges`; edges
+    of background clutter would attract the strokes anywhere); the lowest cost wins.
+    """
+    ys, xs = np.nonzero(sketch_strokes_mask)
+    if xs.size == 0:
+        return np.asarray(moments_affine, dtype=np.float64)
+    points = np.stack([xs, ys], axis=1).astype(np.float64)
+    if len(points) > max_points:  # evenly thinned: the cost is a mean, so this barely changes it
+        points = points[np.linspace(0, len(points) - 1, max_points).round().astype(np.int64)]
+    distance = edge_distance(photo_edge_map)
+    ident = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    moments = np.asarray(moments_affine, dtype=np.float64)
+    results = [refine_affine_chamfer(m, points, distance) for m in (ident, moments, 0.5 * (ident + moments))]
+    return min(results, key=lambda r: r[1])[0]
+
+
+# --------------------------------------------------------------------------------------------
 # dense
 # --------------------------------------------------------------------------------------------
 
@@ -276,7 +375,7 @@ def _sample_field(field: np.ndarray, points_px: np.ndarray) -> np.ndarray:
 
 
 def dense_flow(source_structure: np.ndarray, target_structure: np.ndarray, init: np.ndarray,
-               size: int = DENSE_FLOW_SIZE, smooth_sigma: float = 6.0) -> np.ndarray:
+               size: int = DENSE_FLOW_SIZE, smooth_sigma: float = 10.0) -> np.ndarray:
     """Dense flow source -> target by DIS optical flow on structure maps, initialised by ``init``.
 
     Parameters
@@ -366,13 +465,15 @@ def baseline_pairs(names, photo: np.ndarray | None, sketch: np.ndarray | None) -
         out["identity"] = PairFlows(flow, flow.copy())
     if "affine" in names or "dense" in names:
         photo_mask, sketch_mask = pair_masks(photo, sketch)
-        s2p = affine_from_masks(sketch_mask, photo_mask)
+        strokes = sketch_strokes(sketch)
+        edges = photo_edges(photo, photo_mask)
+        s2p = chamfer_affine(edges, strokes, affine_from_masks(sketch_mask, photo_mask))
         p2s = invert_affine(s2p)
         if "affine" in names:
             out["affine"] = PairFlows(affine_flow(s2p), affine_flow(p2s))
         if "dense" in names:
-            sketch_struct = structure_map(sketch_strokes(sketch))
-            photo_struct = structure_map(photo_edges(photo, photo_mask))
+            sketch_struct = structure_map(strokes)
+            photo_struct = structure_map(edges)
             out["dense"] = PairFlows(dense_flow(sketch_struct, photo_struct, s2p),
                                      dense_flow(photo_struct, sketch_struct, p2s))
     return {n: out[n] for n in names}

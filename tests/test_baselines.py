@@ -177,3 +177,26 @@ def test_cli_baseline(mini, tmp_path, capsys):
     assert main(["baseline", "affine", "--annotations", str(root / "test_pairs_ps.csv"), "--images",
                  str(tmp_path), "--out", str(out)]) == 2
     assert "not a Sketchy root" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def sample_scores():
+    from psc6k.data import sample_path
+    from psc6k.formats import read_annotations
+
+    root = sample_path()
+    ann = read_annotations(root / "test_pairs_ps.csv")
+    subs = B.run_baselines(B.BASELINES, ann, root, progress=False)
+    return ann, subs, {n: evaluate(ann, s, n_bootstrap=0) for n, s in subs.items()}
+
+
+def test_affine_and_dense_beat_identity_on_the_bundled_sample(sample_scores):
+    ann, subs, scores = sample_scores
+    for name, sub in subs.items():
+        assert len(sub) == len(ann) == 40
+    for key in ("pck@0.05", "pck@0.10"):
+        ident = scores["identity"].overall[key]
+        assert scores["affine"].overall[key] > ident + 5, (key, scores["affine"].overall)
+        assert scores["dense"].overall[key] > ident + 10, (key, scores["dense"].overall)
+    assert scores["dense"].mean_error_px["overall"] < scores["identity"].mean_error_px["overall"]
+    assert scores["affine"].mean_error_px["overall"] < scores["identity"].mean_error_px["overall"]

@@ -347,7 +347,8 @@ def test_psc6k_serve_survives_bad_submissions(files, tmp_path, capsys):
     env = {**os.environ, "PSC6K_ADMIN_TOKEN": "adm"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "psc6k", "serve", "--annotations", str(files["csv"]), "--port", str(port),
-         "--db", f"sqlite:///{tmp_path / 'lb.sqlite'}", "--log-level", "warning", "--max-decompressed-mb", "16"],
+         "--db", f"sqlite:///{tmp_path / 'lb.sqlite'}", "--log-level", "warning", "--max-decompressed-mb", "16",
+         "--upload-timeout", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -367,6 +368,11 @@ def test_psc6k_serve_survives_bad_submissions(files, tmp_path, capsys):
                     continue
                 r = http.post("/score", content=body, headers=headers)
                 assert r.status_code == status, (name, r.status_code, r.text)
+            # A stalled upload is cut off (408) instead of holding its scoring slot.
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 1000\r\n\r\n{\"psc6k")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 408")
             r = http.post("/score", content=files["flow.json.gz"].read_bytes(), headers=JSON)
             assert r.status_code == 200
             assert _without_id(r.json()) == eval_json(files["flow.json.gz"], files["csv"], capsys)

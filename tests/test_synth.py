@@ -235,6 +235,9 @@ def test_another_seed_gives_other_images(tmp_path):
     pa = next((tmp_path / "a" / PHOTO_DIR).rglob("*.jpg")).read_bytes()
     pb = next((tmp_path / "b" / PHOTO_DIR).rglob("*.jpg")).read_bytes()
     assert pa != pb and a.n_test_pairs == b.n_test_pairs == 1
+    # one category: its class is 1 in the set's own list (not its index among Sketchy's names)
+    ann = read_annotations(tmp_path / "a" / "test_pairs_ps.csv")
+    assert ann.categories == ("robot",) and list(ann.cls) == [1]
     assert not (tmp_path / "a" / "train_pairs_ps.csv").exists()
 
 
@@ -311,18 +314,24 @@ def test_sample_images_are_what_the_documented_command_writes():
     opt = {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--") and i + 1 < len(args)}
     root = sample_path()
     ann = read_annotations(root / "test_pairs_ps.csv")
-    cat = sorted(category_names(int(opt["--categories"])))[1]
-    rec = make_photo_record(cat, 0, "test", seed=int(opt["--seed"]),
-                            sketches_per_photo=int(opt["--sketches-per-photo"]), flow_size=int(opt["--flow-size"]),
-                            jpeg_quality=int(opt["--jpeg-quality"]))
-    assert (root / rec.relpath).read_bytes() == rec.jpeg
-    for sk in rec.sketches:
-        assert (root / sk.relpath).read_bytes() == sk.png
-        if sk.invalid is None:
-            i = ann.sketch.index(sk.relpath)
-            stale = f"the bundled sample is stale (psc6k.keypoints changed?); regenerate it with: {SAMPLE_COMMAND}"
-            np.testing.assert_array_equal(ann.sketch_kps[i], sk.sketch_kps, err_msg=stale)
-            np.testing.assert_array_equal(ann.photo_kps[i], sk.photo_kps, err_msg=stale)
+    cats = sorted(category_names(int(opt["--categories"])))
+    for cat in cats[:2]:  # a real-photo and a procedural one
+        rec = make_photo_record(cat, 0, "test", seed=int(opt["--seed"]), force_broken=cats.index(cat),
+                                sketches_per_photo=int(opt["--sketches-per-photo"]), flow_size=int(opt["--flow-size"]),
+                                jpeg_quality=int(opt["--jpeg-quality"]))
+        # bytes are equal with the OpenCV / zlib builds that made the sample; another build may
+        # encode or anti-alias a little differently, which must stay invisible
+        shipped = cv2.imread(str(root / rec.relpath)).astype(int)
+        assert np.abs(shipped - cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), 1)).mean() < 1.0
+        for sk in rec.sketches:
+            shipped = cv2.imread(str(root / sk.relpath), cv2.IMREAD_GRAYSCALE)
+            fresh = cv2.imdecode(np.frombuffer(sk.png, np.uint8), cv2.IMREAD_GRAYSCALE)
+            assert np.abs(shipped.astype(int) - fresh).mean() < 1.0
+            if sk.invalid is None and np.array_equal(shipped, fresh):
+                i = ann.sketch.index(sk.relpath)
+                stale = f"the bundled sample is stale (psc6k.keypoints changed?); regenerate it with: {SAMPLE_COMMAND}"
+                np.testing.assert_array_equal(ann.sketch_kps[i], sk.sketch_kps, err_msg=stale)
+                np.testing.assert_array_equal(ann.photo_kps[i], sk.photo_kps, err_msg=stale)
 
 
 def test_preview_contact_sheet(tmp_path, small_set):
@@ -334,3 +343,31 @@ def test_preview_contact_sheet(tmp_path, small_set):
     assert img is not None and img.shape[0] > 2 * 256 and img.shape[1] > 2 * 2 * 256
     with pytest.raises(Psc6kError, match="cannot write"):
         contact_sheet(out, tmp_path / "file.txt" / "x.png") if (tmp_path / "file.txt").write_text("x") else None
+
+
+def test_a_drawing_the_keypoint_builder_rejects_is_redrawn(monkeypatch):
+    import psc6k.keypoints as keypoints
+    from psc6k.synth.dataset import MAX_ATTEMPTS, make_photo_record
+
+    real = keypoints.sample_keypoints
+    calls = []
+
+    def flaky(image, k=8, seed=0):
+        calls.append(image.copy())
+        if len(calls) <= 2:
+            raise keypoints.SketchError("the strokes form 2 separate pieces", reason="not_connected")
+        return real(image, k, seed)
+
+    monkeypatch.setattr(keypoints, "sample_keypoints", flaky)
+    rec = make_photo_record("kite", 0, "test", seed=0, sketches_per_photo=1, flow_size=4)
+    sk = rec.sketches[0]
+    assert len(calls) == 3 and sk.sketch_kps.shape == (8, 2)
+    shipped = cv2.imdecode(np.frombuffer(sk.png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(shipped, calls[-1][..., 0]) and not np.array_equal(calls[0], calls[-1])
+
+    def never(image, k=8, seed=0):
+        raise keypoints.SketchError("empty", reason="empty")
+
+    monkeypatch.setattr(keypoints, "sample_keypoints", never)
+    with pytest.raises(Psc6kError, match=rf"syn\d+_00001-1: no drawing usable .* after {MAX_ATTEMPTS}"):
+        make_photo_record("kite", 0, "test", seed=0, sketches_per_photo=1, flow_size=4)

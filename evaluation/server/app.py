@@ -10,8 +10,8 @@ import logging
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from psc6k import __version__
 from psc6k.errors import Psc6kError
@@ -20,6 +20,7 @@ from . import db
 from .body import BodyTooLarge
 from .deps import State
 from .html import STATIC
+from .responses import SafeJSONResponse
 from .routers import admin, board, meta, score
 from .scoring import Scorer
 from .seed import seed_entries
@@ -50,7 +51,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    response = JSONResponse({"detail": f"request body over the limit of {limit} bytes"}, 413)
+                    response = SafeJSONResponse({"detail": f"request body over the limit of {limit} bytes"}, 413)
                     return await response(scope, receive, send)
         seen = 0
 
@@ -85,6 +86,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     state.model_scores = meta.load_model_scores(settings.model_scores, list(registry or []))
 
     app = FastAPI(
+        default_response_class=SafeJSONResponse,
         title="PSC6K evaluation server",
         version=__version__,
         description="Scores photo-sketch correspondence submissions by PCK exactly as `psc6k eval` does "
@@ -92,17 +94,22 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.psc6k = state
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(request: Request, exc: StarletteHTTPException):
+        return SafeJSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                                headers=getattr(exc, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def _on_validation_error(request: Request, exc: RequestValidationError):
-        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+        return SafeJSONResponse({"detail": _validation_detail(exc)}, status_code=422)
 
     @app.exception_handler(Psc6kError)
     async def _on_user_error(request: Request, exc: Psc6kError):
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return SafeJSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(MemoryError)
     async def _on_memory_error(request: Request, exc: MemoryError):
-        return JSONResponse({"detail": "request too large to process in memory"}, status_code=413)
+        return SafeJSONResponse({"detail": "request too large to process in memory"}, status_code=413)
 
     app.include_router(score.router)
     app.include_router(board.router)

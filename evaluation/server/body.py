@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -49,20 +50,18 @@ async def read_body_capped(request: Request, limit: int) -> bytes:
     A declared ``Content-Length`` over the limit is refused before reading anything; a body sent
     without one (chunked) is counted as it streams in, so it never sits in memory beyond the cap.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            declared_n = int(declared)
-        except ValueError:
-            raise bad_request(f"invalid Content-Length header {declared!r}") from None
-        if declared_n > limit:
-            raise BodyTooLarge(f"request body of {_mb(declared_n)} is over the limit of {_mb(limit)}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body of {_mb(int(declared))} is over the limit of {_mb(limit)}")
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(f"request body is over the limit of {_mb(limit)}")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge(f"request body is over the limit of {_mb(limit)}")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise bad_request("the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -192,38 +191,81 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
         await form.close()
 
 
-async def read_submission_payload(request: Request, max_body: int, max_decompressed: int) -> Payload:
-    """Turn a ``POST /score`` or ``POST /submissions`` request into submission bytes.
+def check_headers(request: Request, max_body: int) -> tuple[str, str]:
+    """Content type, encoding and declared length, checked before anything is read or queued.
 
-    Accepted: ``application/json`` (optionally ``Content-Encoding: gzip``), NPZ as
-    ``application/octet-stream``, or ``multipart/form-data`` with the submission in the file field
-    ``file`` (``.json``, ``.json.gz`` or ``.npz``, recognised by content). Raises HTTPException:
-    413 (too large), 415 (content type / encoding), 400 (unreadable container).
+    Returns ``(media_type, content_encoding)``; raises 415 or 413.
     """
     media = _media_type(request)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("identity", "gzip", "x-gzip", ""):
+    encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
+    if encoding not in ("identity", "gzip", "x-gzip"):
         raise bad_request(f"unsupported Content-Encoding {encoding!r}; use gzip or none", 415)
     if media not in JSON_TYPES + NPZ_TYPES + (MULTIPART_TYPE,):
         shown = media or "(none)"
         raise bad_request(f"unsupported Content-Type {shown}; send application/json (optionally gzip-encoded), "
                           "application/octet-stream (NPZ) or multipart/form-data with a file field 'file'", 415)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_n = int(declared)
+        except ValueError:
+            raise bad_request(f"invalid Content-Length header {declared!r}") from None
+        if declared_n > max_body:
+            raise BodyTooLarge(f"request body of {_mb(declared_n)} is over the limit of {_mb(max_body)}")
+    return media, encoding
+
+
+@dataclass
+class RawUpload:
+    """The bytes as received (still possibly gzip-encoded), before any CPU-heavy decoding."""
+
+    data: bytes
+    media: str
+    encoding: str
+    filename: str | None = None  # multipart uploads only
+
+
+async def receive_submission(request: Request, max_body: int) -> RawUpload:
+    """Read the body of a ``POST /score`` or ``POST /submissions`` under the size cap (async part).
+
+    Accepted: ``application/json`` (optionally ``Content-Encoding: gzip``), NPZ as
+    ``application/octet-stream``, or ``multipart/form-data`` with the submission in the file field
+    ``file``. Raises HTTPException 413 / 415 / 400.
+    """
+    media, encoding = check_headers(request, max_body)
     body = await read_body_capped(request, max_body)
-    if encoding in ("gzip", "x-gzip"):
-        body = gunzip_capped(body, max_decompressed, "gzip-encoded request body")
     if media == MULTIPART_TYPE:
+        if encoding != "identity":
+            raise bad_request("gzip-encoded multipart bodies are not supported; gzip the file inside instead", 415)
         data, filename = await _multipart_file(request, body)
-        if not data:
+        return RawUpload(data, media, encoding, filename)
+    return RawUpload(body, media, encoding)
+
+
+def decode_submission(raw: RawUpload, max_decompressed: int) -> Payload:
+    """Decompress and sniff the container (CPU work: run it in a worker thread).
+
+    Raises HTTPException: 413 (decompressed too large), 415 (content type disagrees with the
+    bytes), 400 (unreadable gzip / zip / NPZ).
+    """
+    body = raw.data
+    if raw.media == MULTIPART_TYPE:
+        filename = raw.filename or "upload"
+        if not body:
             raise bad_request("the uploaded file 'file' is empty")
-        if data.startswith(GZIP_MAGIC):
-            data = gunzip_capped(data, max_decompressed, f"uploaded file {filename!r}")
-        if data.startswith(ZIP_MAGIC) or data.startswith(EMPTY_ZIP_MAGIC):
-            check_npz(data, max_decompressed)
-            return Payload(data, "npz", filename)
-        return Payload(data, "json", filename)
+        if body.startswith(GZIP_MAGIC):
+            body = gunzip_capped(body, max_decompressed, f"uploaded file {filename!r}")
+        if body.startswith(ZIP_MAGIC) or body.startswith(EMPTY_ZIP_MAGIC):
+            check_npz(body, max_decompressed)
+            return Payload(body, "npz", filename)
+        return Payload(body, "json", filename)
+    if raw.encoding in ("gzip", "x-gzip"):
+        if not body:
+            raise bad_request("empty request body; expected a submission")
+        body = gunzip_capped(body, max_decompressed, "gzip-encoded request body")
     if not body:
         raise bad_request("empty request body; expected a submission")
-    if media in JSON_TYPES:
+    if raw.media in JSON_TYPES:
         if body.startswith(GZIP_MAGIC):  # gzip JSON sent without Content-Encoding
             body = gunzip_capped(body, max_decompressed, "gzip JSON body")
         if body.startswith(ZIP_MAGIC):

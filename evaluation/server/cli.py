@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scorings at once per worker (each holds a parsed submission in memory)")
     parser.add_argument("--max-pending", type=int, default=32,
                         help="requests waiting for a scoring slot per worker before 503")
+    parser.add_argument("--upload-timeout", type=float, default=300,
+                        help="seconds a body may take to arrive once its scoring slot is taken (408 beyond)")
     parser.add_argument("--daily-quota", type=int, default=5,
                         help="default accepted leaderboard submissions per token per UTC day")
     parser.add_argument("--model-scores", default=None,
@@ -82,6 +84,8 @@ def _settings(args) -> ServerSettings:
     for name in ("max_body_mb", "max_decompressed_mb"):
         if getattr(args, name) <= 0:
             raise Psc6kError(f"--{name.replace('_', '-')} must be > 0")
+    if args.upload_timeout <= 0:
+        raise Psc6kError("--upload-timeout must be > 0")
     if args.workers < 1 or args.max_concurrent < 1 or args.max_pending < 0 or args.daily_quota < 0:
         raise Psc6kError("--workers and --max-concurrent must be >= 1, --max-pending and --daily-quota >= 0")
     if args.model_scores and not os.path.isfile(args.model_scores):
@@ -90,6 +94,7 @@ def _settings(args) -> ServerSettings:
         annotations=os.path.abspath(annotations), db_url=args.db, private=args.private,
         max_body_bytes=int(args.max_body_mb * MB), max_decompressed_bytes=int(args.max_decompressed_mb * MB),
         max_concurrent_scoring=args.max_concurrent, max_pending_scoring=args.max_pending,
+        upload_timeout_s=args.upload_timeout,
         daily_quota=args.daily_quota, model_scores=os.path.abspath(args.model_scores) if args.model_scores else None,
         n_bootstrap=args.bootstrap, split_name=args.split_name or ("hidden" if args.private else "test"),
         seed_published=not args.no_seed,
@@ -118,7 +123,8 @@ def _run_token(args) -> int:
             raise Psc6kError("token name must not be blank")
         if args.quota is not None and args.quota < 0:
             raise Psc6kError("--quota must be >= 0")
-        token, clear = db.create_token(engine, args.name.strip(), args.quota)
+        from .responses import clean_text
+        token, clear = db.create_token(engine, clean_text(args.name, 200), args.quota)
         if args.json:
             print(json.dumps({"id": token.id, "name": token.name, "token": clear, "daily_quota": token.daily_quota}))
         else:

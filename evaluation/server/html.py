@@ -52,7 +52,8 @@ def _row(entry: dict, unranked: bool) -> str:
         source += f' <em>(unranked: {e(entry.get("unranked_reason") or "")})</em>'
     cells.append(f"<td>{source}</td>")
     cells.append(f"<td>{e(entry.get('scorer_version') or '')}</td>")
-    cells.append(f"<td>{e(str(entry.get('created_at') or '')[:10])}</td>")
+    date = "2023 (paper)" if entry.get("reported_in_paper") else str(entry.get("created_at") or "")[:10]
+    cells.append(f"<td>{e(date)}</td>")
     classes = ["paper" if entry.get("reported_in_paper") else "submitted"] + (["unranked"] if unranked else [])
     return f'<tr class="{" ".join(classes)}" data-id="{e(entry["id"])}">' + "".join(cells) + "</tr>"
 

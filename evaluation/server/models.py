@@ -90,6 +90,8 @@ class TokenCreate(BaseModel):
         v = v.strip()
         if not v:
             raise ValueError("name must not be blank")
+        if any(ord(c) < 32 for c in v) or any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+            raise ValueError("name must be printable text (no control characters or lone surrogates)")
         return v
 
 

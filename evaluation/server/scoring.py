@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 from fastapi import HTTPException
@@ -23,7 +24,7 @@ from psc6k.formats import read_annotations
 from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
 from psc6k.submission import load_submission
 
-from .body import Payload
+from .body import RawUpload, check_headers, decode_submission, receive_submission
 from .settings import ServerSettings
 
 log = logging.getLogger("psc6k.server")
@@ -53,7 +54,6 @@ def aggregate_only(result: dict) -> dict:
 @dataclass
 class Scored:
     result: dict  # the reply body (before submission_id), already private-filtered if needed
-    full: dict  # EvalResult.to_dict(), for storage
     method: str
     kind: str
 
@@ -64,6 +64,8 @@ class Scorer:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.annotations = read_annotations(settings.annotations)
+        # Messages name the file, not where it lives on the server.
+        self.annotations.source = os.path.basename(settings.annotations)
         with open(settings.annotations, "rb") as fh:
             self.annotations_sha256 = hashlib.sha256(fh.read()).hexdigest()
         self.scorer_version = SCORER_VERSION
@@ -90,14 +92,32 @@ class Scorer:
     def release(self) -> None:
         self._admitted -= 1
 
-    async def score(self, payload: Payload) -> Scored:
-        """Validate and score ``payload`` in a worker thread (CPU work; keeps the event loop free)."""
-        async with self._sem():
-            return await run_in_threadpool(self.score_sync, payload)
+    async def score_request(self, request) -> Scored:
+        """Read, validate and score the submission in ``request``.
+
+        Headers are checked first (415 / 413 without queueing). A scoring slot is taken *before*
+        the body is read, so at most ``max_concurrent_scoring`` bodies are in memory per process;
+        waiting uploads stay in the socket (uvicorn stops reading a body nobody consumes). The
+        CPU work (decompression, parsing, scoring) runs in a worker thread.
+        """
+        check_headers(request, self.settings.max_body_bytes)
+        self.admit()
+        try:
+            async with self._sem():
+                try:
+                    async with asyncio.timeout(self.settings.upload_timeout_s):
+                        raw = await receive_submission(request, self.settings.max_body_bytes)
+                except TimeoutError:
+                    raise HTTPException(status_code=408, detail=f"the upload took longer than "
+                                        f"{self.settings.upload_timeout_s:g} s (it holds a scoring slot)") from None
+                return await run_in_threadpool(self.score_sync, raw)
+        finally:
+            self.release()
 
     # -- the work ------------------------------------------------------------------------------
-    def score_sync(self, payload: Payload) -> Scored:
+    def score_sync(self, raw: RawUpload) -> Scored:
         settings = self.settings
+        payload = decode_submission(raw, settings.max_decompressed_bytes)
         try:
             sub = load_submission(payload.data, source=payload.filename,
                                   max_decompressed=settings.max_decompressed_bytes)
@@ -123,7 +143,7 @@ class Scorer:
             raise HTTPException(status_code=413, detail="submission too large to score in memory") from None
         full = json_safe(res.to_dict())
         reply = aggregate_only(full) if settings.private else dict(full)
-        return Scored(result=reply, full=full, method=sub.method, kind=sub.kind)
+        return Scored(result=reply, method=sub.method, kind=sub.kind)
 
     def _private_alignment_error(self, sub) -> str:
         """Alignment errors without naming pairs of the hidden split (only the submitter's own)."""

@@ -41,6 +41,9 @@ class ServerSettings:
         Scorings running at once in this process (each holds a parsed submission in memory).
     max_pending_scoring : int
         Requests allowed to wait for a scoring slot; beyond, 503 with ``Retry-After``.
+    upload_timeout_s : float
+        Longest time a body may take to arrive once its scoring slot is taken -> 408 beyond
+        (a slow upload must not hold a slot for ever).
     daily_quota : int
         Default number of accepted leaderboard submissions per token per UTC day.
     admin_token : str or None
@@ -62,6 +65,7 @@ class ServerSettings:
     max_decompressed_bytes: int = 1024 * MB
     max_concurrent_scoring: int = 2
     max_pending_scoring: int = 32
+    upload_timeout_s: float = 300.0
     daily_quota: int = 5
     admin_token: str | None = None
     model_scores: str | None = None

@@ -51,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
         json.dump(result.to_dict(), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
-    width = max(len(n) for n in result.names)
+    labels = [f"[{i + 1}] {n}" for i, n in enumerate(result.names)]
+    width = max(len(lab) for lab in labels)
     print(f"mean keypoint distance / 256 over {result.n_pairs} pairs (0 = identical):")
-    print(" " * width + "  " + "  ".join(f"{n[:10]:>10}" for n in result.names))
-    for name, row in zip(result.names, result.distance):
-        print(f"{name:<{width}}  " + "  ".join("{:>10}".format("-" if v != v else f"{v:.4f}") for v in row))
+    print(" " * width + " " + "".join(f"{f'[{i + 1}]':>8}" for i in range(len(labels))))
+    for label, row in zip(labels, result.distance):
+        print(f"{label:<{width}} " + "".join("{:>8}".format("-" if v != v else f"{v:.4f}") for v in row))
     h = result.human_agreement
     if h:
         print(f"human agreement (each click vs the centroid of the others, inliers): "

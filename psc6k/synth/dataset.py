@@ -31,6 +31,8 @@ JPEG_QUALITY = 90
 PNG_COMPRESSION = 6
 #: Probability that a photo also gets one deliberately broken sketch (listed in info/invalid-*.txt).
 BROKEN_PROBABILITY = 0.08
+#: Drawings tried per valid test sketch before giving up (see make_photo_record).
+MAX_ATTEMPTS = 6
 #: Kinds of broken sketches and the Sketchy invalid list that names them.
 BROKEN_KINDS = (("empty", "error"), ("scribble", "error"), ("pose", "pose"), ("fragment", "ambiguous"),
                 ("context", "context"))
@@ -41,7 +43,9 @@ OUTPUTS = ("info", "rendered_256x256", "test_pairs_ps.csv", "test_pairs_st.csv",
 
 #: Order in which categories are taken by ``--categories C`` (real-photo ones only when
 #: scikit-image is installed), followed by numbered variants of the procedural templates.
-CATEGORY_ORDER = ("fish", "robot", "astronaut", "butterfly", "cup", "house", "bird", "coffee_cup", "tree",
+#: ``robot`` comes first: it is not a Sketchy name, so no set of synthetic categories is mistaken
+#: for a subset of Sketchy's (whose ``class`` would index the 125 Sketchy names).
+CATEGORY_ORDER = ("robot", "fish", "astronaut", "butterfly", "cup", "house", "bird", "coffee_cup", "tree",
                   "snowman", "mushroom", "horse", "desk_lamp", "kite", "flower", "car", "guitar", "turtle",
                   "cactus", "rocket_ship")
 
@@ -146,14 +150,15 @@ def fit_warp(strokes: list, rng: np.random.Generator, *, margin: float = 3.0, at
     return SmoothWarp(np.array([[1.0, 0, -shift[0]], [0, 1.0, -shift[1]]]))
 
 
-def _broken_sketch(kind: str, outline, warp, rng, pen) -> np.ndarray:
+def _broken_sketch(kind: str, outline, rng, pen) -> np.ndarray:
     """A deliberately invalid sketch of ``kind`` (see :data:`BROKEN_KINDS`)."""
     if kind == "empty":
         return np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 255, np.uint8)
     if kind == "scribble":
         return render.draw_strokes(render.scribble_strokes(rng, pen), rng)
     lines = render.object_lines(outline, rng)
-    strokes = render.warp_strokes(render.humanize(lines, rng, pen=pen), warp)
+    strokes = render.humanize(lines, rng, pen=pen)
+    strokes = render.warp_strokes(strokes, fit_warp(strokes, rng))
     if kind == "fragment":  # two short strokes: nobody can tell what it is
         strokes = [s for s in strokes if len(s.points) > 4][:2]
         return render.draw_strokes(strokes, rng)
@@ -173,9 +178,13 @@ def _broken_sketch(kind: str, outline, warp, rng, pen) -> np.ndarray:
 
 
 def make_photo_record(category: str, index: int, split: str, *, seed: int, sketches_per_photo: int,
-                      flow_size: int, jpeg_quality: int = JPEG_QUALITY, force_broken: bool = False,
+                      flow_size: int, jpeg_quality: int = JPEG_QUALITY, force_broken: int | None = None,
                       keypoints: bool = True) -> PhotoRecord:
-    """Render one photo and its sketches (valid ones, plus maybe one broken) with ground truth."""
+    """Render one photo and its sketches (valid ones, plus maybe one broken) with ground truth.
+
+    ``force_broken``: index into :data:`BROKEN_KINDS` of a broken sketch this photo must get
+    (``generate`` asks for one of each kind on the first photos), else chance decides.
+    """
     code = _code(category)
     pid = photo_id(code, index)
     rng = _rng(seed, code, index, 0)
@@ -183,7 +192,7 @@ def make_photo_record(category: str, index: int, split: str, *, seed: int, sketc
     rec = PhotoRecord(category, photo_relpath(category, pid), split, _encode_jpeg(image, jpeg_quality))
     n_total = sketches_per_photo
     broken_at = -1
-    if force_broken or rng.random() < BROKEN_PROBABILITY:
+    if force_broken is not None or rng.random() < BROKEN_PROBABILITY:
         n_total += 1
         broken_at = int(rng.integers(0, n_total))
     for n in range(n_total):
@@ -191,18 +200,41 @@ def make_photo_record(category: str, index: int, split: str, *, seed: int, sketc
         sid = f"{pid}-{n + 1}"
         pen = float(srng.uniform(0.9, 2.0))
         if n == broken_at:
-            kind, lst = BROKEN_KINDS[int(srng.integers(0, len(BROKEN_KINDS)))]
-            warp = random_warp(srng, strength=0.5)
-            img = _broken_sketch(kind, outline, warp, srng, pen)
+            pick = int(srng.integers(0, len(BROKEN_KINDS)))
+            kind, lst = BROKEN_KINDS[pick if force_broken is None else force_broken % len(BROKEN_KINDS)]
+            img = _broken_sketch(kind, outline, srng, pen)
             rec.sketches.append(SketchRecord(sketch_relpath(category, sid), _encode_png(img), invalid=lst))
             continue
-        lines = render.object_lines(outline, srng)
-        strokes = render.humanize(lines, srng, pen=pen) + render.extra_strokes(obj, srng, pen=pen)
-        warp = fit_warp(strokes, srng)
-        img = render.draw_strokes(render.warp_strokes(strokes, warp), srng)
+        want_kps = split == "test" and keypoints
+        for attempt in range(MAX_ATTEMPTS):
+            # a drawing whose strokes the keypoint builder cannot join into one object is redrawn:
+            # later attempts without extra strokes (what usually stands apart), the last ones as
+            # an unbroken outer contour
+            arng = srng if attempt == 0 else _rng(seed, code, index, n + 1, attempt)
+            if attempt < MAX_ATTEMPTS - 2:
+                lines = render.object_lines(outline, arng)
+                strokes = render.humanize(lines, arng, pen=pen)
+                if attempt < 2:
+                    strokes += render.extra_strokes(obj, arng, pen=pen)
+            else:  # last resorts: the outer contour alone, unbroken
+                lines = [(c, True) for c in outline.contours]
+                strokes = render.humanize(lines, arng, pen=pen, gap_p=0.0, omit_p=0.0)
+            warp = fit_warp(strokes, arng)
+            img = render.draw_strokes(render.warp_strokes(strokes, warp), arng)
+            if not want_kps:
+                break
+            try:
+                kps_s = _sample_keypoints(img, seed=_crc(sid) ^ (seed & 0x7FFFFFFF))
+            except Psc6kError as exc:  # psc6k.keypoints.SketchError
+                failure = exc
+                continue
+            break
+        else:
+            raise Psc6kError(f"{sid}: no drawing usable by the keypoint builder after {MAX_ATTEMPTS} "
+                             f"attempts (last: {failure})")
         sk = SketchRecord(sketch_relpath(category, sid), _encode_png(img), warp=warp)
-        if split == "test" and keypoints:
-            kps_s = np.round(_sample_keypoints(img, seed=_crc(sid) ^ (seed & 0x7FFFFFFF)), 3)
+        if want_kps:
+            kps_s = np.round(kps_s, 3)
             kps_p = np.round(warp.forward(kps_s), 3)
             # a keypoint on an overshooting stroke may map a hair outside the photo; clicks can't
             kps_p = np.clip(kps_p, 0.0, IMAGE_SIZE - 1.0)
@@ -358,7 +390,13 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
     for ci, cat in enumerate(sorted(names)):
         for i in range(photos_per_category + train_photos_per_category):
             split = "test" if i < photos_per_category else "train"
-            tasks.append((cat, i, split, dict(kw, force_broken=(ci == 0 and i == 0))))
+            # the first photo of each of the first categories gets one broken sketch of each kind
+            forced = ci if (i == 0 and ci < len(BROKEN_KINDS)) else None
+            tasks.append((cat, i, split, dict(kw, force_broken=forced)))
+
+    for cat in names:  # GrabCut masks once, in the parent, so that forked workers share them
+        if cat in realphotos.REAL_CATEGORIES:
+            realphotos.source(cat)
 
     from tqdm import tqdm
 
@@ -416,10 +454,9 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
         tp = formats.TrainPairs.from_paths(train_photo, train_sketch, categories=cats)
         formats.write_train_pairs_ps(tp, out / "train_pairs_ps.csv")
         formats.write_train_pairs_st(tp, out / "train_pairs_st.csv")
-    sub = formats_sub = Submission("ground_truth", "flow", list(test_photo), list(test_sketch),
-                                   np.stack(s2p), np.stack(p2s))
-    save_submission(formats_sub, out / "gt_flows.npz")
-    del sub
+    gt = Submission("ground_truth", "flow", list(test_photo), list(test_sketch), np.stack(s2p), np.stack(p2s))
+    save_submission(gt, out / "gt_flows.npz")
+    del gt, s2p, p2s
     n_clicks = 0
     if clicks:
         df = simulate_clicks(test_photo, test_sketch, ann.photo_kps, int(seed))

@@ -32,6 +32,7 @@ def pair_panel(photo: np.ndarray, sketch: np.ndarray, photo_kps: np.ndarray, ske
     panel = np.full((h + head, 2 * h + gap, 3), 255, np.uint8)
     panel[head:, :h] = photo
     panel[head:, h + gap:] = sketch
+    cv2.rectangle(panel, (h + gap, head), (2 * h + gap - 1, head + h - 1), (190, 190, 190), 1)
     if title:
         cv2.putText(panel, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
     for i, (a, b) in enumerate(zip(photo_kps, sketch_kps)):

@@ -18,7 +18,7 @@ import numpy as np
 from psc6k import IMAGE_SIZE
 
 #: Supersampling factor of every rasterisation.
-SS = 4
+SS = 2
 _SHIFT = 4  # fixed-point bits of cv2 polygon / line coordinates
 
 
@@ -104,6 +104,8 @@ def background(rng: np.random.Generator) -> np.ndarray:
         ground = rng.uniform(0.2, 0.8, 3)
         sel = (yy * (IMAGE_SIZE - 1) > y0 + (xx - 0.5) * rng.uniform(-20, 20))[..., None]
         img = np.where(sel, 0.5 * img + 0.5 * ground, img)
+    # distractors share a few textures (texturing each one separately costs more than it shows)
+    textures = [texture(TEXTURES[int(rng.integers(0, len(TEXTURES)))], rng) for _ in range(3)]
     for _ in range(int(rng.integers(5, 14))):
         col = rng.uniform(0, 1, 3)
         alpha = rng.uniform(0.35, 0.9)
@@ -122,7 +124,7 @@ def background(rng: np.random.Generator) -> np.ndarray:
             cv2.line(canvas, tuple(int(v) for v in c), tuple(int(v) for v in c + d), 255,
                      int(rng.integers(2, 10)), cv2.LINE_AA)
         m = (canvas.astype(np.float32) / 255.0)[..., None] * alpha
-        tex = texture(TEXTURES[rng.integers(0, len(TEXTURES))], rng)[..., None]
+        tex = textures[int(rng.integers(0, len(textures)))][..., None]
         img = img * (1 - m) + m * np.clip(col * (1 + 0.25 * tex), 0, 1)
     return img.astype(np.float32)
 
@@ -276,8 +278,12 @@ def _smooth_noise(rng, n: int, amplitude: float, corr: float) -> np.ndarray:
     return np.interp(np.linspace(0, m - 1, n), np.arange(m), knots)
 
 
-def humanize(lines, rng: np.random.Generator, *, pen: float) -> list:
-    """Split polylines into wobbly strokes with gaps, overlaps, overshoots and varying width."""
+def humanize(lines, rng: np.random.Generator, *, pen: float, gap_p: float = 0.3, omit_p: float = 0.06) -> list:
+    """Split polylines into wobbly strokes with gaps, overlaps, overshoots and varying width.
+
+    ``gap_p``: probability of a small gap after a stroke (else it overlaps the next one);
+    ``omit_p``: probability that a stroke is left out.
+    """
     strokes = []
     step = 2.0
     for pts, closed in lines:
@@ -295,9 +301,9 @@ def humanize(lines, rng: np.random.Generator, *, pen: float) -> list:
             if n - j < 6:
                 j = n
             seg = pts[i:j]
-            if rng.random() > 0.06 and len(seg) >= 3:  # some strokes are simply left out
+            if rng.random() >= omit_p and len(seg) >= 3:  # some strokes are simply left out
                 strokes.append(_one_stroke(seg, rng, pen))
-            if rng.random() < 0.3:
+            if rng.random() < gap_p:
                 i = j + int(rng.integers(1, 4))       # gap
             else:
                 i = max(i + 1, j - int(rng.integers(0, 3)))  # overlap the next stroke a little

@@ -81,16 +81,11 @@ def regular(cx, cy, r, n, angle=0.0, inner=None) -> np.ndarray:
 def bezier(ctrl, n=24) -> np.ndarray:
     """Points of a Bezier curve of any degree through control points ``ctrl`` [K, 2]."""
     ctrl = np.asarray(ctrl, float)
-    t = np.linspace(0, 1, n)[:, None]
-    pts = ctrl.copy()
-    out = np.zeros((n, 2))
-    for i in range(n):
-        p = ctrl.copy()
-        while len(p) > 1:
-            p = (1 - t[i]) * p[:-1] + t[i] * p[1:]
-        out[i] = p[0]
-    del pts
-    return out
+    t = np.linspace(0, 1, n)[:, None, None]
+    p = np.broadcast_to(ctrl, (n,) + ctrl.shape)
+    while p.shape[1] > 1:  # de Casteljau, all parameters at once
+        p = (1 - t) * p[:, :-1] + t * p[:, 1:]
+    return p[:, 0]
 
 
 def tube(path, w0, w1=None, n=24) -> np.ndarray:

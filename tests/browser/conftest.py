@@ -245,13 +245,13 @@ def new_page(browser, server):
 
 @pytest.fixture(scope="session")
 def screenshot_dir():
+    """Where the tests save screenshots (test-output/screenshots, git-ignored). With
+    ``PSC6K_UPDATE_SCREENSHOTS=1`` they are also copied into docs/screenshots at the end — do
+    that after looking at them."""
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOT_DIR
-
-
-def copy_screenshots_to_docs():  # pragma: no cover - a helper for maintainers
-    """Copy the current screenshots into docs/screenshots (run by hand after looking at them)."""
-    dst = REPO / "docs" / "screenshots"
-    dst.mkdir(parents=True, exist_ok=True)
-    for png in sorted(SCREENSHOT_DIR.glob("*.png")):
-        shutil.copy2(png, dst / png.name)
+    yield SCREENSHOT_DIR
+    if os.environ.get("PSC6K_UPDATE_SCREENSHOTS") == "1":
+        dst = REPO / "docs" / "screenshots"
+        dst.mkdir(parents=True, exist_ok=True)
+        for png in sorted(SCREENSHOT_DIR.glob("*.png")):
+            shutil.copy2(png, dst / png.name)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 
 from .. import db
+from ..responses import SafeJSONResponse
 from ..deps import State, admin, get_state, quota_of, submitter
 from ..models import EntryPatch, Problem, TokenCreate, TokenCreated, TokenInfo, WhoAmI
 
@@ -24,13 +24,13 @@ def token_info(token: db.Token) -> dict:
              dependencies=[Depends(admin)], summary="Create a submitter token (shown once)")
 def create_token(body: TokenCreate, state: State = Depends(get_state)):
     token, clear = db.create_token(state.engine, body.name, body.daily_quota)
-    return JSONResponse(jsonable_encoder({**token_info(token), "token": clear}), status_code=201)
+    return SafeJSONResponse(jsonable_encoder({**token_info(token), "token": clear}), status_code=201)
 
 
 @router.get("/admin/tokens", response_model=list[TokenInfo], responses=AUTH_ERRORS,
             dependencies=[Depends(admin)], summary="List tokens (never the tokens themselves)")
 def list_tokens(state: State = Depends(get_state)):
-    return JSONResponse(jsonable_encoder([token_info(t) for t in db.list_tokens(state.engine)]))
+    return SafeJSONResponse(jsonable_encoder([token_info(t) for t in db.list_tokens(state.engine)]))
 
 
 @router.delete("/admin/tokens/{token_id}", response_model=TokenInfo,
@@ -42,7 +42,7 @@ def revoke_token(token_id: int, state: State = Depends(get_state)):
     token = db.revoke_token(state.engine, token_id)
     if token is None:
         raise HTTPException(status_code=404, detail=f"no token with id {token_id}")
-    return JSONResponse(jsonable_encoder(token_info(token)))
+    return SafeJSONResponse(jsonable_encoder(token_info(token)))
 
 
 @router.patch("/admin/entries/{entry_id}", responses={**AUTH_ERRORS, 404: {"model": Problem}},

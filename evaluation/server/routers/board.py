@@ -6,9 +6,10 @@ from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 
 from .. import db
+from ..responses import SafeJSONResponse, clean_text
 from ..deps import State, get_state, require_quota, submitter
 from ..html import render_leaderboard
 from ..leaderboard import entry_json, rank
@@ -66,12 +67,12 @@ async def submit(
     pck05 = db.finite_or_none(reply["overall"].get("pck@0.05"))
     pck10 = db.finite_or_none(reply["overall"].get("pck@0.10"))
     entry = db.Entry(
-        id=db.new_id(), submitter=token.name, method=(method or scored.method or "unnamed")[:200],
+        id=db.new_id(), submitter=token.name, method=method or clean_text(scored.method, 200) or "unnamed",
         paper_url=paper_url, encoder=encoder, supervision=supervision, description=description,
         source="submitted", split=state.settings.split_name,
         annotations_sha256=state.scorer.annotations_sha256, scorer_version=reply["scorer_version"],
         n_pairs=reply["n_pairs"], pck05=pck05, pck10=pck10, ranked=pck05 is not None and pck10 is not None,
-        scores=reply,  # already aggregate-only in private mode
+        scores={**reply, "method": clean_text(str(reply.get("method", "")), 200)},  # aggregates only if private
     )
     try:
         db.record_counted(state.engine, token.id, state.settings.daily_quota, entry)
@@ -83,7 +84,7 @@ async def submit(
     my_rank = next((r for r, e in ranked if e.id == entry.id), None)
     reason = next((why for why, e in unranked if e.id == entry.id), None)
     left = db.quota_left(state.engine, token, state.settings.daily_quota)
-    return JSONResponse({"submission_id": entry.id, **reply, "entry_id": entry.id, "ranked": my_rank is not None,
+    return SafeJSONResponse({"submission_id": entry.id, **reply, "entry_id": entry.id, "ranked": my_rank is not None,
                          "rank": my_rank, "unranked_reason": reason, "quota_left_today": left})
 
 
@@ -103,7 +104,7 @@ def leaderboard(sort_by: SortKey = Query("pck@0.05", description="ranking metric
                 state: State = Depends(get_state)):
     """Ranked entries (best first) and unranked ones with the reason (missing or non-finite scores,
     other annotations). Published numbers carry ``reported_in_paper: true``."""
-    return JSONResponse(jsonable_encoder(_board(state, sort_by)))
+    return SafeJSONResponse(jsonable_encoder(_board(state, sort_by)))
 
 
 @router.get("/leaderboard.html", response_class=HTMLResponse, summary="The leaderboard as a web page")
@@ -120,4 +121,4 @@ def get_submission(entry_id: str, state: State = Depends(get_state)):
     ranked, unranked = rank(db.list_entries(state.engine), state.scorer.annotations_sha256)
     my_rank = next((r for r, e in ranked if e.id == entry.id), None)
     reason = next((why for why, e in unranked if e.id == entry.id), None)
-    return JSONResponse(jsonable_encoder(entry_json(entry, my_rank, reason, state.settings.private)))
+    return SafeJSONResponse(jsonable_encoder(entry_json(entry, my_rank, reason, state.settings.private)))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
 
 from .. import db
-from ..body import read_submission_payload
+from ..responses import SafeJSONResponse
 from ..deps import State, get_state, optional_submitter, require_quota
 from ..models import Problem, ScoreReply
 from ..openapi_bodies import PROBLEM_RESPONSES, SUBMISSION_REQUEST_BODY
@@ -40,18 +39,11 @@ async def score(request: Request, state: State = Depends(get_state),
         raise HTTPException(status_code=429, detail="daily quota used up for today (UTC)") from None
     except db.TokenRevoked:
         raise HTTPException(status_code=401, detail="token revoked") from None
-    return JSONResponse({"submission_id": row.id, **reply})
+    return SafeJSONResponse({"submission_id": row.id, **reply})
 
 
 async def score_request(request: Request, state: State) -> dict:
     """Read the body under the size caps and score it; returns the (private-filtered) result."""
-    scorer = state.scorer
-    scorer.admit()
-    try:
-        payload = await read_submission_payload(request, state.settings.max_body_bytes,
-                                                state.settings.max_decompressed_bytes)
-        scored = await scorer.score(payload)
-    finally:
-        scorer.release()
+    scored = await state.scorer.score_request(request)
     request.state.scored = scored
     return scored.result

@@ -1,0 +1,59 @@
+"""Run the whole benchmark on the bundled sample and print the leaderboard.
+
+Builds 8 keypoints per sketch, simulates 3 crowd clicks per keypoint, aggregates them with the
+3-sigma rule into the PSC6K CSVs, runs the classical baselines (and PSCNet with --checkpoint),
+scores everything by PCK and writes an HTML report (open OUT/report/index.html).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from psc6k.demo import DEFAULT_OUT
+
+    parser.add_argument("--out", "-o", default=DEFAULT_OUT,
+                        help="output folder (new, empty, or written by an earlier demo)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a PSCNet checkpoint to score too (needs torch: pip install 'psc6k[model]')")
+    parser.add_argument("--device", default=None, help="torch device for PSCNet (default: CUDA if available)")
+    parser.add_argument("--sample", default=None,
+                        help="a folder written by 'psc6k synth' to use instead of the bundled sample")
+    parser.add_argument("--use-sample-clicks", action="store_true",
+                        help="aggregate the sample's clicks.csv instead of building keypoints and simulating clicks")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the keypoint builder and the simulated crowd")
+    parser.add_argument("--examples", type=int, default=4, help="example pairs drawn in the report")
+    parser.add_argument("--pairs", type=int, default=None, help="use only the first N pairs of the sample (quicker)")
+    parser.add_argument("--json", action="store_true", help="print the result (leaderboard, paths, timings) as JSON")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or step lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    from psc6k.demo import format_leaderboard, run_demo
+    from psc6k.errors import Psc6kError
+
+    if args.examples < 0:
+        raise Psc6kError("--examples must be >= 0")
+    quiet = args.quiet or args.json
+
+    def log(msg):
+        print(msg, file=sys.stderr)
+
+    result = run_demo(args.out, checkpoint=args.checkpoint, device=args.device, sample=args.sample,
+                      use_sample_clicks=args.use_sample_clicks, seed=args.seed, n_examples=args.examples,
+                      max_pairs=args.pairs,
+                      progress=not quiet, log=None if quiet else log)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print()
+    print(format_leaderboard(result.leaderboard, result.human_agreement))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\nreport: {result.report}  (open it in a browser)")
+    print(f"done in {result.timings['total']:.1f} s")
+    return 0

@@ -1,0 +1,52 @@
+"""Write a static HTML report (opens offline) for one or more submissions: leaderboard with 95%
+CIs, PCK against alpha, per-category chart, example pairs with correspondence lines, and the
+human-model consistency heatmap when --clicks is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("submissions", nargs="*", metavar="SUBMISSION", help="submission files (.npz / .json / .json.gz)")
+    parser.add_argument("--annotations", "-a", default=None,
+                        help="test_pairs_ps.csv or test_pairs_st.csv (default: the bundled sample's)")
+    parser.add_argument("--images", "-i", default=None,
+                        help="Sketchy root the CSV paths are relative to (default: the CSV's folder when it "
+                             "holds rendered_256x256/, else the bundled sample)")
+    parser.add_argument("--clicks", "-c", default=None, help="raw clicks CSV: adds the consistency heatmap and human agreement")
+    parser.add_argument("--out", "-o", default="report", help="output folder (index.html and figures)")
+    parser.add_argument("--title", default="PSC6K report", help="page title")
+    parser.add_argument("--examples", type=int, default=6, help="example pairs drawn")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    parser.add_argument("--allow-partial", action="store_true", help="score submissions that cover only some pairs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from psc6k.commands.baseline import resolve_inputs
+    from psc6k.errors import Psc6kError
+    from psc6k.formats import read_annotations, read_clicks
+    from psc6k.report import write_report
+    from psc6k.submission import load_submission
+
+    if not args.submissions:
+        raise Psc6kError("give at least one submission file to report on")
+    if args.examples < 0 or args.bootstrap < 0:
+        raise Psc6kError("--examples and --bootstrap must be >= 0")
+    ann_path, images = resolve_inputs(args.annotations, args.images)
+    ann = read_annotations(ann_path)
+    subs = []
+    for path in args.submissions:
+        sub = load_submission(path)
+        if not sub.method or sub.method == "unnamed":
+            from pathlib import Path
+
+            sub.method = Path(path).name.split(".")[0]
+        subs.append(sub)
+    clicks = read_clicks(args.clicks) if args.clicks else None
+    index = write_report(ann, subs, images, args.out, clicks=clicks, title=args.title, n_examples=args.examples,
+                         allow_partial=args.allow_partial, n_bootstrap=args.bootstrap, progress=not args.no_progress)
+    print(f"wrote {index}")
+    return 0

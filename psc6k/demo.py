@@ -1,0 +1,294 @@
+"""The whole benchmark, end to end, on the bundled sample (``psc6k demo``).
+
+1. **keypoints**: 8 per sketch with :func:`psc6k.keypoints.sample_keypoints` (SPEC §4 A.1)
+   -> ``annotations/keypoints.csv``;
+2. **crowd clicks**: the sample's exact ground-truth flows (``gt_flows.npz``) place each sketch
+   keypoint on its photo, and :func:`psc6k.synth.simulate_clicks` has 3 simulated participants click
+   it (per-participant noise, ~1% gross outliers) -> ``annotations/clicks.csv``; with
+   ``use_sample_clicks`` the sample's own ``clicks.csv`` and keypoints are used instead;
+3. **aggregation**: the 3-sigma rule (:func:`psc6k.aggregate.aggregate_clicks`) -> the PSC6K CSVs
+   ``annotations/test_pairs_ps.csv`` and ``test_pairs_st.csv``;
+4. **methods**: the classical baselines (:mod:`psc6k.baselines`), and PSCNet when a checkpoint is
+   given and torch is installed -> ``submissions/*.npz``;
+5. **scores and report**: :func:`psc6k.report.write_report` -> ``report/index.html``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from psc6k.errors import Psc6kError
+
+#: File that marks a folder as written by ``psc6k demo`` (only such folders are overwritten).
+MARKER = ".psc6k-demo"
+DEFAULT_OUT = "psc6k-demo"
+#: What the demo writes inside its folder (removed before a rerun).
+OWNED = ("annotations", "submissions", "report", "leaderboard.json", MARKER)
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` did: paths, leaderboard rows, timings (seconds) and notes."""
+
+    out: Path
+    report: Path
+    leaderboard: list
+    timings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    aggregation: dict = field(default_factory=dict)
+    human_agreement: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"out": str(self.out), "report": str(self.report), "leaderboard": self.leaderboard,
+                "timings_s": {k: round(v, 3) for k, v in self.timings.items()}, "notes": self.notes,
+                "aggregation": self.aggregation, "human_agreement": self.human_agreement}
+
+
+def prepare_out(out) -> Path:
+    """Create ``out`` or reuse a folder an earlier demo wrote; refuse any other non-empty folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise Psc6kError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise Psc6kError(f"--out {out}: folder exists, is not empty and was not written by 'psc6k demo' "
+                             f"(no {MARKER} file); choose another --out or empty it")
+        for name in OWNED:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("written by psc6k demo; safe to delete the folder\n", encoding="utf-8")
+    except OSError as exc:
+        raise Psc6kError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    return out
+
+
+def _sample_root(sample) -> Path:
+    if sample is not None:
+        root = Path(sample)
+        if not (root / "test_pairs_ps.csv").is_file():
+            raise Psc6kError(f"{root}: no test_pairs_ps.csv; expected a benchmark folder written by 'psc6k synth'")
+        return root
+    from psc6k.data import sample_path
+
+    try:
+        return Path(sample_path())
+    except FileNotFoundError as exc:
+        raise Psc6kError(str(exc)) from None
+
+
+def build_sketch_keypoints(sketches, images_root, seed: int = 0, progress: bool = True) -> np.ndarray:
+    """8 keypoints per sketch (``psc6k.keypoints.sample_keypoints``), float64 ``[N, 8, 2]``."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from psc6k.keypoints import sample_keypoints
+
+    out = []
+    for rel in tqdm(sketches, desc="keypoints", unit="sketch", disable=not progress, leave=False):
+        path = Path(images_root) / rel
+        try:
+            with Image.open(path) as im:
+                img = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise Psc6kError(f"{path}: cannot read the sketch ({exc})") from None
+        try:
+            out.append(sample_keypoints(img, k=8, seed=seed))
+        except Psc6kError as exc:
+            raise Psc6kError(f"{path}: {exc}") from None
+    return np.asarray(out, dtype=np.float64).reshape(len(sketches), 8, 2)
+
+
+def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sample=None,
+             use_sample_clicks: bool = False, seed: int = 0, n_examples: int = 4, n_bootstrap: int = 1000,
+             max_pairs: int | None = None, progress: bool = True, log=print) -> DemoResult:
+    """Run the whole benchmark on the bundled sample (or the synth folder ``sample``).
+
+    Parameters
+    ----------
+    out : path
+        Output folder; must be new, empty, or written by an earlier demo.
+    checkpoint : path, optional
+        A PSCNet checkpoint to score beside the baselines (needs torch; skipped with a note when
+        torch or ``model_zoo`` is missing).
+    device : str, optional
+        Torch device for PSCNet (default: CUDA when available).
+    sample : path, optional
+        A folder written by ``psc6k synth`` instead of the bundled sample.
+    use_sample_clicks : bool
+        Aggregate the sample's own ``clicks.csv`` (with its keypoints) instead of building
+        keypoints and simulating clicks.
+    seed : int
+        Seed of the keypoint builder and the simulated crowd.
+    n_examples, n_bootstrap : int
+        Example pairs drawn and bootstrap resamples in the report.
+    max_pairs : int, optional
+        Use only the first pairs of the sample (a quicker look).
+    log : callable
+        Where progress lines go (``print``; ``None`` for silence).
+    """
+    from psc6k.aggregate import aggregate_clicks
+    from psc6k.baselines import BASELINES, run_baselines
+    from psc6k.formats import (Annotations, read_annotations, read_clicks, write_clicks, write_keypoints_csv,
+                               write_test_pairs_ps, write_test_pairs_st)
+    from psc6k.report import write_report
+    from psc6k.submission import save_submission
+
+    say = log or (lambda *a, **k: None)
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    root = _sample_root(sample)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise Psc6kError(f"--checkpoint {checkpoint}: file not found")
+    out = prepare_out(out)
+    ann_dir = out / "annotations"
+    ann_dir.mkdir()
+    sample_ann = read_annotations(root / "test_pairs_ps.csv")
+    if max_pairs is not None:
+        if max_pairs < 1:
+            raise Psc6kError("--pairs must be >= 1")
+        sample_ann = sample_ann.subset(np.arange(min(max_pairs, len(sample_ann))))
+    photos, sketches = list(sample_ann.photo), list(sample_ann.sketch)
+    say(f"sample: {root} ({len(photos)} pairs, {len(set(sample_ann.category))} categories)")
+
+    # 1-2. keypoints and crowd clicks
+    t = time.perf_counter()
+    gt_path = root / "gt_flows.npz"
+    if use_sample_clicks or not gt_path.is_file():
+        if not use_sample_clicks:
+            notes.append(f"{gt_path.name} missing: used the sample's clicks.csv and keypoints")
+        sketch_kps = sample_ann.sketch_kps
+        clicks = read_clicks(root / "clicks.csv")
+        chosen = set(zip(photos, sketches))
+        clicks = clicks[[pair in chosen for pair in zip(clicks["photo"], clicks["sketch"])]].reset_index(drop=True)
+        timings["keypoints"] = 0.0
+        say("keypoints + clicks: the sample's own")
+    else:
+        from psc6k.pck import transfer_keypoints
+        from psc6k.submission import Submission, align_submission, load_submission
+        from psc6k.synth import simulate_clicks
+
+        sketch_kps = build_sketch_keypoints(sketches, root, seed=seed, progress=progress)
+        timings["keypoints"] = time.perf_counter() - t
+        say(f"keypoints: 8 per sketch for {len(sketches)} sketches in {timings['keypoints']:.1f} s")
+        t = time.perf_counter()
+        gt = load_submission(gt_path)
+        probe = Annotations.from_arrays(photos, sketches, sketch_kps, sketch_kps, categories=sample_ann.categories)
+        chosen = set(zip(photos, sketches))
+        rows = [i for i, pair in enumerate(zip(gt.photo, gt.sketch)) if pair in chosen]
+        gt = Submission(gt.method, gt.kind, [gt.photo[i] for i in rows], [gt.sketch[i] for i in rows],
+                        np.asarray(gt.sketch_to_photo)[rows], np.asarray(gt.photo_to_sketch)[rows])
+        ann_idx, sub_idx = align_submission(gt, probe)
+        true_photo = np.empty_like(sketch_kps)
+        true_photo[ann_idx] = transfer_keypoints(np.asarray(gt.sketch_to_photo)[sub_idx], sketch_kps[ann_idx])
+        true_photo = np.clip(true_photo, 0, 255)
+        clicks = simulate_clicks(photos, sketches, true_photo, seed)
+        say(f"crowd: {len(clicks)} simulated clicks, 3 participants per keypoint")
+    write_keypoints_csv(dict(zip(sketches, sketch_kps)), ann_dir / "keypoints.csv")
+    write_clicks(clicks, ann_dir / "clicks.csv")
+    timings["clicks"] = time.perf_counter() - t
+
+    # 3. aggregation
+    t = time.perf_counter()
+    agg = aggregate_clicks(clicks)
+    photo_kps = agg.photo_keypoints(photos, sketches)
+    complete = np.isfinite(photo_kps).all(axis=(1, 2))
+    if not complete.all():
+        dropped = [sketches[i] for i in np.flatnonzero(~complete)]
+        notes.append(f"{len(dropped)} pair(s) left out: a keypoint without any kept click ({', '.join(dropped[:3])})")
+    keep = np.flatnonzero(complete)
+    ann = Annotations.from_arrays([photos[i] for i in keep], [sketches[i] for i in keep], photo_kps[keep],
+                                  sketch_kps[keep], categories=sample_ann.categories,
+                                  source=str(ann_dir / "test_pairs_ps.csv"))
+    write_test_pairs_ps(ann, ann_dir / "test_pairs_ps.csv")
+    write_test_pairs_st(ann, ann_dir / "test_pairs_st.csv")
+    timings["aggregate"] = time.perf_counter() - t
+    say(f"aggregate: {agg.n_rejected} of {agg.n_clicks} clicks rejected by the 3-sigma rule "
+        f"({100 * agg.rejected_fraction:.2f}%) -> {ann_dir / 'test_pairs_ps.csv'}")
+
+    # 4. methods
+    t = time.perf_counter()
+    sub_dir = out / "submissions"
+    subs = list(run_baselines(BASELINES, ann, root, progress=progress).values())
+    timings["baselines"] = time.perf_counter() - t
+    say(f"baselines: {', '.join(BASELINES)} in {timings['baselines']:.1f} s")
+    if checkpoint is not None:
+        t = time.perf_counter()
+        pscnet = _pscnet_submission(checkpoint, ann, root, device, progress, notes)
+        if pscnet is not None:
+            subs.append(pscnet)
+            timings["pscnet"] = time.perf_counter() - t
+            say(f"PSCNet: {Path(checkpoint).name} in {timings['pscnet']:.1f} s")
+    for sub in subs:
+        save_submission(sub, sub_dir / f"{sub.method}.npz")
+
+    # 5. scores and report
+    t = time.perf_counter()
+    report = write_report(ann, subs, root, out / "report", clicks=clicks, title="PSC6K demo: the bundled sample",
+                          subtitle=(f"{len(ann)} photo-sketch pairs from the bundled synthetic sample, "
+                                    f"{len(set(ann.category))} categories; ground truth aggregated from "
+                                    f"{agg.n_clicks} simulated crowd clicks with the 3-sigma rule."),
+                          n_examples=n_examples, n_bootstrap=n_bootstrap, progress=progress)
+    timings["report"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    import json
+
+    # the report scored everything once; its results.json holds the leaderboard and human agreement
+    scored = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
+    result = DemoResult(out, report, _round_rows(scored["leaderboard"]), timings, notes, agg.summary(),
+                        scored.get("human_agreement") or {})
+    (out / "leaderboard.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+def _round_rows(rows):
+    out = []
+    for row in rows:
+        r = {}
+        for k, v in row.items():
+            if isinstance(v, float):
+                v = round(v, 4)
+            elif isinstance(v, list):
+                v = [round(x, 4) if isinstance(x, float) else x for x in v]
+            r[k] = v
+        out.append(r)
+    return out
+
+
+def _pscnet_submission(checkpoint, ann, root, device, progress, notes):
+    """PSCNet flows from a checkpoint, or None (with a note) when torch / model_zoo are missing."""
+    try:
+        from model_zoo.checkpoint import load_checkpoint
+        from model_zoo.predict import predict_submission
+    except ImportError as exc:
+        notes.append(f"PSCNet skipped: {exc.name or 'torch'} is not installed (pip install 'psc6k[model]')")
+        return None
+    model = load_checkpoint(checkpoint)
+    return predict_submission(model, ann.photo, ann.sketch, root, device=device or "auto",
+                              method=f"PSCNet ({Path(checkpoint).stem})", progress=progress)
+
+
+def format_leaderboard(rows, human: dict | None = None) -> str:
+    """The leaderboard as a plain-text table."""
+    lines = [f"{'#':>2}  {'method':<24} {'PCK@0.05':>9} {'95% CI':>13} {'PCK@0.10':>9} {'95% CI':>13} {'err px':>7}"]
+
+    def ci(v):
+        return f"{v[0]:5.1f}-{v[1]:5.1f}" if v else ""
+
+    for r in rows:
+        lines.append(f"{r['rank']:>2}  {r['method']:<24} {r['pck@0.05']:9.2f} {ci(r.get('pck@0.05_ci95')):>13} "
+                     f"{r['pck@0.10']:9.2f} {ci(r.get('pck@0.10_ci95')):>13} {r['mean_error_px']:7.1f}")
+    if human:
+        lines.append(f"{'':>2}  {'human agreement':<24} {human.get('pck@0.05', float('nan')):9.2f} {'':>13} "
+                     f"{human.get('pck@0.10', float('nan')):9.2f} {'':>13} {human.get('mean_error_px', float('nan')):7.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,438 @@
+"""Keypoint sampling (SPEC §4 A.1): masks, pseudo-parts, keypoints, and ``psc6k build-keypoints``.
+
+Shapes are drawn by hand with OpenCV so that the expected mask is known exactly; the quality
+reference is the naive scikit-learn reading of the paper (``reference_pseudo_parts``) on a small
+mask, so it stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from psc6k import keypoints as K
+from psc6k.cli import main
+from psc6k.formats import read_keypoints_csv, write_pair_list, TrainPairs
+from psc6k.sketchy import SKETCH_DIR, sketch_relpath, photo_relpath
+
+EIGHT = np.ones((3, 3), bool)
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+def blank(h=256, w=256):
+    return np.full((h, w), 255, np.uint8)
+
+
+def circle_sketch(r=60, thickness=2, center=(128, 128), aa=True):
+    img = blank()
+    cv2.circle(img, center, r, 0, thickness, cv2.LINE_AA if aa else cv2.LINE_8)
+    return img
+
+
+def gappy_circle(r=70, gap_deg=8, n_gaps=3):
+    """A circle drawn as arcs with ``n_gaps`` gaps of ``gap_deg`` degrees each."""
+    img = blank()
+    step = 360 // n_gaps
+    for i in range(n_gaps):
+        cv2.ellipse(img, (128, 128), (r, r), 0, i * step, (i + 1) * step - gap_deg, 0, 2, cv2.LINE_AA)
+    return img
+
+
+def n_components(mask):
+    return ndimage.label(mask, structure=EIGHT)[1]
+
+
+def on_mask(mask, kps):
+    r = np.rint(kps[:, 1]).astype(int)
+    c = np.rint(kps[:, 0]).astype(int)
+    return mask[r, c]
+
+
+# ----------------------------------------------------------------------------- binarisation
+def test_binarize_antialiased_grey_and_colour_modes_agree():
+    img = circle_sketch()
+    ink = K.binarize(img)
+    # anti-aliased 2 px circle: the ink is a thin ring around radius 60
+    rows, cols = np.nonzero(ink)
+    radius = np.hypot(rows - 128, cols - 128)
+    assert radius.min() > 57 and radius.max() < 63
+    rgb = np.repeat(img[:, :, None], 3, axis=2)
+    assert np.array_equal(K.binarize(rgb), ink)
+    assert np.array_equal(K.binarize(img.astype(np.float64) / 255), ink)
+    # RGBA with a transparent background and opaque black strokes
+    rgba = np.zeros((256, 256, 4), np.uint8)
+    rgba[..., 3] = 255 - img  # alpha = darkness; colour black everywhere
+    assert np.array_equal(K.binarize(rgba), ink)
+
+
+def test_binarize_faint_pencil_sketch():
+    img = blank()
+    cv2.circle(img, (128, 128), 50, 170, 2)  # light grey strokes
+    ink = K.binarize(img)
+    assert ink.sum() > 0.9 * (img < 255).sum()
+
+
+@pytest.mark.parametrize("value,reason", [(255, "empty"), (250, "empty"), (0, "all_black"), (20, "all_black")])
+def test_uniform_images_are_rejected(value, reason):
+    with pytest.raises(K.SketchError) as exc:
+        K.sample_keypoints(np.full((64, 64), value, np.uint8))
+    assert exc.value.reason == reason
+
+
+def test_mostly_dark_image_is_rejected_as_inverted():
+    img = np.zeros((128, 128), np.uint8)
+    cv2.circle(img, (64, 64), 30, 255, 2)  # white strokes on black paper
+    with pytest.raises(K.SketchError) as exc:
+        K.sketch_mask(img)
+    assert exc.value.reason == "all_black"
+
+
+# ----------------------------------------------------------------------------- masks
+def test_closed_outline_fills_to_the_disc():
+    mask, it = K.sketch_mask(circle_sketch(r=60), return_iterations=True)
+    assert it == 0
+    yy, xx = np.mgrid[:256, :256]
+    disc = np.hypot(yy - 128, xx - 128) <= 60
+    # the filled outline is the disc up to the stroke's half width
+    assert (mask & ~disc).sum() < 2 * np.pi * 60 * 2
+    assert (disc & ~mask).sum() == 0
+    assert n_components(mask) == 1
+
+
+def test_outline_with_gaps_needs_dilations_and_is_filled():
+    img = gappy_circle(gap_deg=4, n_gaps=3)  # gaps of ~5 px
+    mask, it = K.sketch_mask(img, return_iterations=True)
+    assert 1 <= it <= 4
+    assert n_components(mask) == 1
+    # a 2 px-stroke ring would be ~900 px: the interior got filled
+    assert mask.sum() > np.pi * 65 ** 2
+    # each dilation counted once: one fewer than needed is not enough
+    with pytest.raises(K.SketchError) as exc:
+        K.sketch_mask(img, max_dilations=it - 1) if it > 1 else K.sketch_mask(gappy_circle(gap_deg=12), max_dilations=1)
+    assert exc.value.reason == "not_connected"
+
+
+def test_two_disconnected_strokes_get_connected_or_rejected():
+    img = blank()
+    cv2.line(img, (60, 60), (60, 200), 0, 2)
+    cv2.line(img, (70, 60), (70, 200), 0, 2)  # 8 px apart: a few dilations join them
+    mask, it = K.sketch_mask(img, return_iterations=True)
+    assert it >= 1 and n_components(mask) == 1
+    far = blank()
+    cv2.line(far, (20, 20), (20, 100), 0, 2)
+    cv2.line(far, (230, 150), (230, 240), 0, 2)  # 200 px apart
+    with pytest.raises(K.SketchError) as exc:
+        K.sketch_mask(far)
+    assert exc.value.reason == "not_connected"
+    assert "dilations" in str(exc.value)
+
+
+def test_thin_one_pixel_8_connected_strokes_need_no_dilation():
+    img = blank()
+    pts = np.array([[40, 40], [200, 60], [180, 220], [50, 190]], np.int32)
+    cv2.polylines(img, [pts], True, 0, 1, cv2.LINE_8)  # 1 px, diagonal steps are 8-connected
+    mask, it = K.sketch_mask(img, return_iterations=True)
+    assert it == 0
+    assert mask[128, 128]  # interior filled
+    assert n_components(mask) == 1
+
+
+def test_noise_specks_are_ignored():
+    img = circle_sketch(r=50)
+    clean = K.sketch_mask(img)
+    for y, x in [(5, 5), (250, 10), (10, 240), (240, 240)]:
+        img[y, x] = 0  # single-pixel dust far from the drawing
+    mask, it = K.sketch_mask(img, return_iterations=True)
+    assert it == 0
+    assert np.array_equal(mask, clean)
+
+
+def test_close_gaps_fills_an_almost_closed_outline():
+    img = blank()
+    cv2.ellipse(img, (128, 128), (70, 70), 0, 4, 356, 0, 2, cv2.LINE_AA)  # one arc, ~10 px gap
+    paper, it = K.sketch_mask(img, return_iterations=True)
+    assert it == 0 and not paper[128, 128]  # the paper's rule: the arc is one piece, no fill
+    closed = K.sketch_mask(img, close_gaps_px=6)
+    assert closed[128, 128] and (closed | ~paper).all()  # filled, and contains the paper mask
+    assert closed.sum() > np.pi * 68 ** 2 and n_components(closed) == 1
+    yy, xx = np.mgrid[:256, :256]
+    assert not closed[np.hypot(yy - 128, xx - 128) > 76].any()  # no growth beyond the stroke
+    assert np.array_equal(K.sketch_mask(img, close_gaps_px=0), paper)
+
+
+def test_bool_input_is_ink():
+    ink = np.zeros((100, 100), bool)
+    ink[20:80, 20] = ink[20:80, 79] = ink[20, 20:80] = ink[79, 20:80] = True
+    mask = K.sketch_mask(ink)
+    assert mask[20:80, 20:80].all() and mask.sum() == 60 * 60
+
+
+# ----------------------------------------------------------------------------- pseudo-parts
+def shapes():
+    yy, xx = np.mgrid[:256, :256]
+    disc = np.hypot(yy - 128, xx - 128) <= 80
+    ring = disc & (np.hypot(yy - 128, xx - 128) >= 55)
+    ell = np.zeros((256, 256), bool)
+    ell[30:230, 30:80] = True
+    ell[180:230, 30:230] = True
+    dumbbell = (np.hypot(yy - 128, xx - 60) <= 45) | (np.hypot(yy - 128, xx - 196) <= 45)
+    dumbbell[124:133, 60:196] = True  # a thin 9 px bar
+    thin = np.zeros((256, 256), bool)
+    cv2.polylines(thin.view(np.uint8), [np.array([[20, 20], [230, 40], [200, 230], [40, 200]], np.int32)],
+                  False, 1, 1)
+    return {"disc": disc, "ring": ring, "L": ell, "dumbbell": dumbbell, "thin": thin.astype(bool)}
+
+
+@pytest.mark.parametrize("name", ["disc", "ring", "L", "dumbbell", "thin"])
+def test_parts_cover_the_mask_and_are_connected(name):
+    mask = shapes()[name]
+    parts = K.pseudo_parts(mask, k=8, seed=0)
+    assert parts.shape == mask.shape
+    assert np.array_equal(parts >= 0, mask)
+    assert parts.min() == -1 and set(np.unique(parts[mask])) == set(range(8))
+    for lab in range(8):
+        assert n_components(parts == lab) == 1, f"part {lab} of {name} is split"
+    assert K.parts_connected(parts, 8)
+    kps = K.part_keypoints(parts, 8)
+    assert kps.shape == (8, 2) and kps.dtype == np.float64
+    r, c = np.rint(kps[:, 1]).astype(int), np.rint(kps[:, 0]).astype(int)
+    assert np.array_equal(parts[r, c], np.arange(8)), "each keypoint lies on its own part"
+
+
+def test_parts_are_balanced_on_a_disc():
+    parts = K.pseudo_parts(shapes()["disc"], k=8, seed=0)
+    sizes = np.bincount(parts[parts >= 0])
+    assert sizes.min() > 0.4 * sizes.mean() and sizes.max() < 2.0 * sizes.mean()
+
+
+def test_parts_follow_the_mask_not_the_air():
+    # two lobes joined by a thin bar: no part may straddle both lobes without the bar
+    mask = shapes()["dumbbell"]
+    parts = K.pseudo_parts(mask, k=2, seed=0)
+    left = np.bincount(parts[:, :100][mask[:, :100]], minlength=2)
+    right = np.bincount(parts[:, 156:][mask[:, 156:]], minlength=2)
+    assert left.argmax() != right.argmax()
+    assert left.max() > 0.95 * left.sum() and right.max() > 0.95 * right.sum()
+
+
+def test_deterministic_for_a_seed():
+    img = gappy_circle()
+    a = K.analyze_sketch(img, seed=3)
+    b = K.analyze_sketch(img.copy(), seed=3)
+    assert np.array_equal(a.parts, b.parts)
+    assert np.array_equal(a.keypoints, b.keypoints)
+    assert np.array_equal(K.sample_keypoints(img, seed=3), a.keypoints)
+
+
+def test_reading_order_of_parts():
+    parts = K.pseudo_parts(shapes()["L"], k=8, seed=1)
+    kps = K.part_keypoints(parts, 8)
+    band = np.floor(kps[:, 1] / 32)
+    # bands never decrease, and inside a band x increases
+    assert np.all(np.diff(band) >= 0)
+    for b in np.unique(band):
+        xs = kps[band == b, 0]
+        assert np.all(np.diff(xs) > 0)
+
+
+def test_disconnected_mask_is_rejected():
+    mask = np.zeros((100, 100), bool)
+    mask[10:40, 10:40] = mask[60:90, 60:90] = True
+    with pytest.raises(K.SketchError) as exc:
+        K.pseudo_parts(mask)
+    assert exc.value.reason == "not_connected"
+
+
+def test_too_small_mask():
+    mask = np.zeros((50, 50), bool)
+    mask[10:13, 10:13] = True
+    with pytest.raises(K.SketchError) as exc:
+        K.pseudo_parts(mask, k=8)
+    assert exc.value.reason == "too_small"
+
+
+def test_every_pixel_mode_matches_subsampled_mode_in_quality():
+    mask = shapes()["L"][::2, ::2]
+    fast = K.part_keypoints(K.pseudo_parts(mask, seed=0), 8)
+    full = K.part_keypoints(K.pseudo_parts(mask, seed=0, n_samples=10 ** 9), 8)
+    assert K.coverage_cost(mask, fast) <= 1.05 * K.coverage_cost(mask, full)
+
+
+# ----------------------------------------------------------------------------- keypoints
+def test_centroid_kept_when_inside_and_moved_when_outside():
+    parts = np.full((60, 60), -1)
+    parts[10:20, 10:30] = 0  # a rectangle: centroid (19.5, 14.5) is inside
+    yy, xx = np.mgrid[:60, :60]
+    ring = (np.hypot(yy - 40, xx - 40) <= 12) & (np.hypot(yy - 40, xx - 40) >= 8)
+    parts[ring] = 1  # a ring: centroid (40, 40) is in the hole
+    kps, moved = K.part_keypoints(parts, 2, return_moved=True)
+    assert np.allclose(kps[0], [19.5, 14.5]) and not moved[0]
+    assert moved[1]
+    assert parts[int(kps[1, 1]), int(kps[1, 0])] == 1
+    assert np.isclose(np.hypot(kps[1, 0] - 40, kps[1, 1] - 40), 8, atol=0.5)  # nearest ring pixel
+
+
+def test_coverage_cost_hand_computed():
+    mask = np.zeros((3, 4), bool)
+    mask[1, :] = True  # pixels (x=0..3, y=1)
+    cost = K.coverage_cost(mask, np.array([[0.0, 1.0], [3.0, 1.0]]))
+    assert np.isclose(cost, (0 + 1 + 1 + 0) / 4)
+
+
+def test_fast_matches_naive_reference_quality():
+    # a small sketch so the naive clustering (every pixel) stays fast
+    img = blank(64, 64)
+    pts = np.array([[12, 8], [50, 12], [56, 34], [40, 56], [8, 48]], np.int32)
+    cv2.polylines(img, [pts], True, 0, 1, cv2.LINE_AA)
+    res = K.analyze_sketch(img, seed=0)
+    ref = K.reference_pseudo_parts(res.mask, 8, seed=0)
+    assert np.array_equal(ref >= 0, res.mask)
+    rows, cols = np.nonzero(ref >= 0)
+    lab = ref[rows, cols]
+    cnt = np.bincount(lab, minlength=8)
+    ref_kps = np.column_stack([np.bincount(lab, cols, 8) / cnt, np.bincount(lab, rows, 8) / cnt])
+    assert K.coverage_cost(res.mask, res.keypoints) <= 1.05 * K.coverage_cost(res.mask, ref_kps)
+    assert on_mask(res.mask, res.keypoints).all()
+
+
+def test_keypoints_are_in_the_input_images_pixels():
+    img = blank(200, 400)  # not square, not 256
+    cv2.ellipse(img, (300, 100), (80, 60), 0, 0, 360, 0, 2, cv2.LINE_AA)
+    res = K.analyze_sketch(np.dstack([img, img, img]), seed=0)
+    kps = res.keypoints
+    assert kps.shape == (8, 2)
+    assert (kps[:, 0] > 215).all() and (kps[:, 0] < 385).all()
+    assert (kps[:, 1] > 35).all() and (kps[:, 1] < 165).all()
+    assert on_mask(res.mask, kps).all()
+
+
+def test_result_diagnostics():
+    res = K.analyze_sketch(gappy_circle(), seed=0)
+    assert res.dilation_iterations >= 1
+    assert res.n_nodes >= 32 and res.stride >= 1
+    assert res.parts.dtype.kind == "i" and res.mask.dtype == bool
+    assert res.moved.shape == (8,)
+
+
+# ----------------------------------------------------------------------------- files
+def test_load_sketch_modes_and_bad_files(tmp_path):
+    img = circle_sketch()
+    cv2.imwrite(str(tmp_path / "l.png"), img)
+    cv2.imwrite(str(tmp_path / "rgb.jpg"), np.dstack([img] * 3), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    rgba = np.zeros((256, 256, 4), np.uint8)
+    rgba[..., 3] = 255 - img
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    ref = K.sample_keypoints(img, seed=0)
+    assert np.array_equal(K.sample_keypoints(tmp_path / "l.png", seed=0), ref)
+    assert np.array_equal(K.sample_keypoints(str(tmp_path / "rgba.png"), seed=0), ref)
+    assert np.abs(K.sample_keypoints(tmp_path / "rgb.jpg", seed=0) - ref).max() < 5
+
+    data = (tmp_path / "l.png").read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.png").write_text("not an image")
+    for name in ("trunc.png", "text.png", "missing.png"):
+        with pytest.raises(K.SketchError) as exc:
+            K.load_sketch(tmp_path / name)
+        assert exc.value.reason == "unreadable" and name in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- the command
+def write_sketches(folder, n=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        img = blank()
+        cv2.ellipse(img, (128, 128), (40 + 15 * i, 70), 10 * i, 0, 360, 0, 2, cv2.LINE_AA)
+        p = folder / f"s{i}.png"
+        cv2.imwrite(str(p), img)
+        paths.append(p)
+    return paths
+
+
+def test_cli_directory_input_and_error_paths(tmp_path, capsys):
+    src = tmp_path / "sk"
+    write_sketches(src / "b")
+    write_sketches(src / "a", 1)
+    cv2.imwrite(str(src / "a" / "white.png"), blank())
+    cv2.imwrite(str(src / "a" / "black.png"), np.zeros((256, 256), np.uint8))
+    good = (src / "b" / "s0.png").read_bytes()
+    (src / "b" / "trunc.png").write_bytes(good[: len(good) // 2])
+    apart = blank()
+    cv2.line(apart, (10, 10), (10, 60), 0, 2)
+    cv2.line(apart, (240, 200), (240, 250), 0, 2)
+    cv2.imwrite(str(src / "b" / "apart.png"), apart)
+    (src / "notes.txt").write_text("ignored: not an image")
+    out = tmp_path / "k.csv"
+    status = main(["build-keypoints", str(src), "--out", str(out), "--no-progress"])
+    assert status == 1
+    err = capsys.readouterr().err
+    for name, word in [("a/white.png", "empty"), ("a/black.png", "black"), ("b/trunc.png", "cannot read"),
+                       ("b/apart.png", "dilations")]:
+        line = [ln for ln in err.splitlines() if name in ln]
+        assert line and word in line[0], (name, err)
+    kps = read_keypoints_csv(out)
+    assert list(kps) == ["a/s0.png", "b/s0.png", "b/s1.png", "b/s2.png"]  # sorted, failures left out
+    assert all(v.shape == (8, 2) for v in kps.values())
+    # the same keypoints as the Python API (rounded to 1/1000 px)
+    assert np.allclose(kps["b/s1.png"], K.sample_keypoints(src / "b" / "s1.png", seed=0), atol=6e-4)
+    assert main(["build-keypoints", str(src), "--out", str(out), "--keep-going", "--json",
+                 "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_sketches"] == 8 and summary["n_ok"] == 4 and summary["n_failed"] == 4
+    assert summary["failures_by_reason"] == {"all_black": 1, "empty": 1, "not_connected": 1, "unreadable": 1}
+
+
+def test_cli_workers_viz_seed_and_sketchy_keys(tmp_path, capsys):
+    root = tmp_path / "Sketchy"
+    write_sketches(root / SKETCH_DIR / "cat", 3)
+    out1, out2 = tmp_path / "one.csv", tmp_path / "two.csv"
+    viz = tmp_path / "viz"
+    assert main(["build-keypoints", str(root / SKETCH_DIR), "--out", str(out1), "--no-progress",
+                 "--viz", str(viz), "--seed", "5"]) == 0
+    assert main(["build-keypoints", str(root / SKETCH_DIR / "cat"), "--out", str(out2), "--no-progress",
+                 "--workers", "2", "--seed", "5"]) == 0
+    assert out1.read_bytes() == out2.read_bytes(), "workers do not change the result"
+    keys = list(read_keypoints_csv(out1))
+    assert keys == [f"{SKETCH_DIR}/cat/s{i}.png" for i in range(3)]  # relative to the Sketchy root
+    strip = cv2.imread(str(viz / SKETCH_DIR / "cat" / "s0.png"))
+    assert strip is not None and strip.shape == (256, 4 * 256 + 12, 3)
+
+
+def test_cli_csv_input(tmp_path, capsys):
+    root = tmp_path / "Sketchy"
+    write_sketches(root / SKETCH_DIR / "cat", 2)
+    sketches = [sketch_relpath("cat", "s1"), sketch_relpath("cat", "s0"), sketch_relpath("cat", "s1")]
+    photos = [photo_relpath("cat", "p1"), photo_relpath("cat", "p0"), photo_relpath("cat", "p1x")]
+    pairs = TrainPairs.from_paths(photos, sketches)
+    write_pair_list(pairs, root / "test_pairs.csv")
+    out = tmp_path / "k.csv"
+    # paths relative to the CSV's folder (here the Sketchy root)
+    assert main(["build-keypoints", str(root / "test_pairs.csv"), "--out", str(out), "--no-progress"]) == 0
+    assert list(read_keypoints_csv(out)) == [sketches[0], sketches[1]]  # first-appearance order, distinct
+    # or relative to --images
+    elsewhere = tmp_path / "lists"
+    elsewhere.mkdir()
+    write_pair_list(pairs, elsewhere / "pairs.csv")
+    assert main(["build-keypoints", str(elsewhere / "pairs.csv"), "--images", str(root), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert len(read_keypoints_csv(out)) == 2
+    capsys.readouterr()
+    # without --images the paths do not resolve: per-sketch errors naming the file
+    assert main(["build-keypoints", str(elsewhere / "pairs.csv"), "--out", str(out), "--no-progress"]) == 1
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_cli_user_errors(tmp_path, capsys):
+    assert main(["build-keypoints", str(tmp_path / "missing"), "--out", str(tmp_path / "k.csv")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["build-keypoints", str(tmp_path / "empty"), "--out", str(tmp_path / "k.csv")]) == 2
+    assert "no image files" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert main(["build-keypoints", str(bad), "--out", str(tmp_path / "k.csv")]) == 2
+    assert "expected a pair CSV" in capsys.readouterr().err

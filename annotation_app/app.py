@@ -11,10 +11,10 @@ import os
 import re
 import tempfile
 import zipfile
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -26,10 +26,12 @@ from psc6k.formats import COORD_MAX, COORD_MIN
 from .service import ApiError, StudyService
 
 log = logging.getLogger("psc6k.annotate")
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = FilePath(__file__).parent / "static"
 MAX_BODY_BYTES = 64 * 1024
 MAX_DISPLAY_CHARS = 4096
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
+MAX_ID = 2**31 - 1  # database INTEGER ids: larger numbers are 422, never an overflow 500
+Id = Annotated[int, Path(ge=0, le=MAX_ID)]
 Which = Literal["sketch", "photo"]
 
 
@@ -48,7 +50,7 @@ class ClickIn(BaseModel):
     """One click; x, y in photo pixels (x = column, y = row, pixel centres at integers)."""
 
     model_config = ConfigDict(extra="ignore")
-    trial_id: StrictInt = Field(ge=1)
+    trial_id: StrictInt = Field(ge=1, le=MAX_ID)
     x: float = Field(ge=COORD_MIN, le=COORD_MAX, allow_inf_nan=False)
     y: float = Field(ge=COORD_MIN, le=COORD_MAX, allow_inf_nan=False)
     rt_ms: float | None = Field(None, ge=0, le=24 * 3600 * 1000, allow_inf_nan=False)
@@ -117,7 +119,7 @@ def _field_of(loc) -> str:
     return ".".join(parts) or "body"
 
 
-def _image_response(path: Path) -> FileResponse:
+def _image_response(path: FilePath) -> FileResponse:
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -196,7 +198,7 @@ def create_app(db_url: str | None = None, *, service: StudyService | None = None
         return svc().study_info()
 
     @app.get("/api/study/practice/{practice_id}/{which}", tags=["participant"])
-    def practice_image(practice_id: int, which: Which):
+    def practice_image(practice_id: Id, which: Which):
         return _image_response(svc().practice_image(practice_id, which))
 
     @app.post("/api/sessions", tags=["participant"])
@@ -227,7 +229,7 @@ def create_app(db_url: str | None = None, *, service: StudyService | None = None
         return svc().complete(check_token(token))
 
     @app.get("/api/sessions/{token}/images/{trial_id}/{which}", tags=["participant"])
-    def trial_image(token: str, trial_id: int, which: Which):
+    def trial_image(token: str, trial_id: Id, which: Which):
         return _image_response(svc().trial_image(check_token(token), trial_id, which))
 
     # -------------------------------------------------------------- admin API
@@ -245,7 +247,7 @@ def create_app(db_url: str | None = None, *, service: StudyService | None = None
         return svc().progress()
 
     @admin.get("/live")
-    def live(task_id: Annotated[int | None, Query(ge=1)] = None):
+    def live(task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None):
         return svc().live(task_id)
 
     @admin.get("/participants")
@@ -253,7 +255,7 @@ def create_app(db_url: str | None = None, *, service: StudyService | None = None
         return {"participants": svc().participants()}
 
     @admin.get("/images/{task_id}/{which}")
-    def admin_image(task_id: int, which: Which):
+    def admin_image(task_id: Id, which: Which):
         return _image_response(svc().task_image(task_id, which))
 
     @admin.get("/clicks")
@@ -286,7 +288,7 @@ def create_app(db_url: str | None = None, *, service: StudyService | None = None
         if format == "coco":
             return JSONResponse(to_coco(ann, report))
         with tempfile.TemporaryDirectory() as tmp:
-            ps, st = Path(tmp) / "test_pairs_ps.csv", Path(tmp) / "test_pairs_st.csv"
+            ps, st = FilePath(tmp) / "test_pairs_ps.csv", FilePath(tmp) / "test_pairs_st.csv"
             write_test_pairs_ps(ann, ps)
             write_test_pairs_st(ann, st)
             if format in ("ps", "st"):

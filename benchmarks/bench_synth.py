@@ -111,12 +111,21 @@ def main(argv=None) -> int:
 
     # 1. the full set
     print(f"generating {n_pairs:,} test pairs ({n_photos:,} photos) with {args.workers} workers into {out}")
+    import resource
+
+    def cpu_seconds():
+        """CPU time of this process and of its finished children (the workers), user + system."""
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    c0 = cpu_seconds()
     t0 = time.perf_counter()
     summary = generate(out, categories=args.categories, photos_per_category=args.photos_per_category,
                        sketches_per_photo=args.sketches_per_photo,
                        train_photos_per_category=args.train_photos_per_category, seed=0, workers=args.workers,
                        flow_size=args.flow_size, force=True, progress=True)
     t_full = time.perf_counter() - t0
+    cpu_full = cpu_seconds() - c0
     size = _du(out)
 
     print()
@@ -125,8 +134,12 @@ def main(argv=None) -> int:
           f"{t_serial * n_photos:16.1f}  <- 1 worker, extrapolated from {args.serial_photos} photos")
     print(f"{'  per test pair (ms)':44s}{1000 * t_full / summary.n_test_pairs:14.1f}"
           f"{1000 * t_serial * n_photos / max(summary.n_test_pairs, 1):16.1f}")
+    print(f"{'  CPU time, all processes (s)':44s}{cpu_full:14.1f}")
+    print(f"{'  wall on ' + str(args.workers) + ' idle cores, = CPU / workers (s)':44s}{cpu_full / args.workers:14.1f}"
+          "  <- what a machine without other jobs would take")
     if n_pairs >= 6250:
-        print(f"{'  target: <= 300 s':44s}{'met' if t_full <= 300 else 'NOT met':>14s}")
+        print(f"{'  target: <= 300 s (measured wall)':44s}{'met' if t_full <= 300 else 'NOT met':>14s}")
+        print(f"{'  target: <= 300 s (idle-core estimate)':44s}{'met' if cpu_full / args.workers <= 300 else 'NOT met':>14s}")
     print(f"{'one photo + ' + str(args.sketches_per_photo) + ' sketches, 1 worker (s)':44s}{t_serial:14.3f}")
     print(f"{'  of which psc6k.keypoints (s)':44s}{t_kp / args.serial_photos:14.3f}")
     print(f"{'warp inverse on ' + str(args.flow_size) + 'x' + str(args.flow_size) + ' grid (ms)':44s}"

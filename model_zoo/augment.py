@@ -57,7 +57,9 @@ def random_affine_tps_grid(n: int, size: int, *, max_rotation: float = math.pi /
     Tensor [n, size, size, 2]
         Sampling grid: output pixel (i, j) reads the input at ``grid[:, i, j]``.
     """
-    base = identity_grid(size).reshape(1, -1, 2).expand(n, -1, -1)  # [n, P, 2]
+    # the warp is smooth: evaluate it on a coarse lattice and upsample (bilinear) to ``size``
+    coarse = min(size, 33)
+    base = identity_grid(coarse).reshape(1, -1, 2).expand(n, -1, -1)  # [n, P, 2]
     lin = torch.linspace(-1.0, 1.0, tps_grid)
     ctrl = torch.stack(torch.meshgrid(lin, lin, indexing="xy"), -1).reshape(1, -1, 2).expand(n, -1, -1)
     moved = ctrl + tps_jitter * (2 * torch.rand(ctrl.shape, generator=generator) - 1)
@@ -66,7 +68,11 @@ def random_affine_tps_grid(n: int, size: int, *, max_rotation: float = math.pi /
     pts = warp_points_tps(base.contiguous(), ctrl.contiguous(), kernel_w, affine_w)
     theta = _affine_matrices(n, max_rotation, tuple(scale), max_translation, generator)
     pts = pts @ theta[:, :, :2].transpose(1, 2) + theta[:, :, 2].unsqueeze(1)
-    return pts.reshape(n, size, size, 2).to(device)
+    grid = pts.reshape(n, coarse, coarse, 2)
+    if coarse != size:
+        grid = F.interpolate(grid.permute(0, 3, 1, 2), (size, size), mode="bilinear",
+                             align_corners=True).permute(0, 2, 3, 1)
+    return grid.contiguous().to(device)
 
 
 def apply_warp(images: Tensor, grid: Tensor) -> Tensor:

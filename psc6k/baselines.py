@@ -104,7 +104,7 @@ def _gray_u8(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
     """OpenCV's BGR / BGRA channel order -> RGB / RGBA (grey images unchanged)."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 3:
@@ -123,7 +123,7 @@ def sketch_strokes(sketch: np.ndarray) -> np.ndarray:
     from psc6k.keypoints import binarize
 
     try:
-        return np.asarray(binarize(_as_rgb(sketch)), dtype=bool)
+        return np.asarray(binarize(bgr_to_rgb(sketch)), dtype=bool)
     except Psc6kError:
         return np.zeros(np.asarray(sketch).shape[:2], dtype=bool)
 
@@ -139,7 +139,7 @@ def sketch_object_mask(sketch: np.ndarray) -> np.ndarray:
     from psc6k.keypoints import sketch_mask
 
     try:
-        mask = np.asarray(sketch_mask(_as_rgb(sketch)), dtype=bool)
+        mask = np.asarray(sketch_mask(bgr_to_rgb(sketch)), dtype=bool)
     except Psc6kError:
         mask = sketch_strokes(sketch)
     if not mask.any():

@@ -247,5 +247,5 @@ def plot_consistency(result: ConsistencyResult, path) -> None:
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=f"mean keypoint distance / {IMAGE_SIZE}")
     ax.set_title("Human-model consistency (lower = closer)")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)  # long method names stay whole
     plt.close(fig)

@@ -312,12 +312,6 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
     if not photo:
         raise FormatError("no pairs in file (only a header)", file=path)
     cats = _resolve_categories(photo, categories)
-    if categories is None and cats != SKETCHY_CATEGORIES:
-        strangers = [c for c in cats if c not in SKETCHY_CATEGORIES]
-        if len(strangers) < len(cats) / 2:  # mostly Sketchy names: the others are typos, not a custom set
-            line = next(ln for p, ln in zip(photo, lines) if category_of(p) in strangers)
-            raise FormatError(f"unknown category {strangers[0]!r}: not one of the 125 Sketchy categories",
-                              file=path, row=line, column=names[0])
     lookup = {c: i + 1 for i, c in enumerate(cats)}
     category = []
     for p, c, line in zip(photo, cls_vals, lines):
@@ -331,8 +325,10 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
                               file=path, row=line, column=names[0])
         if c != lookup[cat]:
             hint = ""
-            if cat not in SKETCHY_CATEGORIES and set(cats) & set(SKETCHY_CATEGORIES):
-                hint = f"; note {cat!r} is not one of the 125 Sketchy categories"
+            strangers = [x for x in cats if x not in SKETCHY_CATEGORIES]
+            if categories is None and strangers and len(strangers) < len(cats):
+                hint = (f"; note {strangers[:3]} {'is' if len(strangers) == 1 else 'are'} not among the 125 Sketchy "
+                        "categories, so classes index the file's own sorted category list")
             raise FormatError(f"class {c} does not match category {cat!r} (expected class {lookup[cat]}, "
                               f"its 1-based alphabetical index among {len(cats)} categories{hint})",
                               file=path, row=line, column="class")

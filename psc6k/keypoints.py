@@ -14,7 +14,7 @@ The pipeline, one small function per step:
    mask (one node per ``stride x stride`` cell, at the centroid of the cell's mask pixels; the
    stride is chosen from the mask area so that there are about ``n_samples`` nodes), edges whose
    midpoint leaves the mask are dropped so that affinity follows paths through the mask, and each
-   mask pixel takes the label of its cell.  Parts are then made connected: every part keeps its
+   mask pixel takes the label of the nearest node in its own or a neighbouring cell.  Parts are then made connected: every part keeps its
    largest connected piece and each stray piece joins the part it borders most.
 5. :func:`part_keypoints` - one keypoint per part at its centroid.  Beyond the paper: when the
    centroid falls outside its (non-convex) part, it is moved to the part's pixel nearest to the
@@ -32,6 +32,7 @@ quality reference for tests and ``benchmarks/bench_keypoints.py``; it is ~20-40x
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -375,9 +376,7 @@ _CONTROLLER = None
 
 
 def _one_blas_thread():
-    """Context limiting BLAS to one thread for this call only (restored on exit).  The matrices
-    here are tiny (hundreds of rows): threads only add contention, badly so on a loaded machine
-    or with several worker processes.  Nothing is changed globally."""
+    """Context limiting BLAS to one thread for this call only (restored on exit)."""
     global _CONTROLLER
     try:
         if _CONTROLLER is None:
@@ -386,9 +385,27 @@ def _one_blas_thread():
             _CONTROLLER = ThreadpoolController()
         return _CONTROLLER.limit(limits=1, user_api="blas")
     except Exception:  # threadpoolctl missing or unusable: run as is
-        import contextlib
-
         return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Run the enclosed code with one BLAS thread and one OpenCV thread, restored on exit.
+
+    The arrays of one sketch are small (a 256 x 256 image, a few hundred graph nodes): thread
+    pools only add start-up and contention, badly so on a loaded machine or with several worker
+    processes (measured: 4x the CPU time for the same wall time on a 16-core machine).  Nothing
+    is changed globally beyond the ``with`` block.
+    """
+    import cv2
+
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with _one_blas_thread():
+            yield
+    finally:
+        cv2.setNumThreads(old)
 
 
 def _dilate1(binary: np.ndarray) -> np.ndarray:
@@ -416,6 +433,47 @@ def _grid_nodes(mask: np.ndarray, stride: int):
     count = np.bincount(pixel_node).astype(np.float64)
     xy = np.column_stack([np.bincount(pixel_node, cols) / count, np.bincount(pixel_node, rows) / count])
     return xy, pixel_node, rows, cols
+
+
+def _pixel_labels(rows, cols, stride: int, xy: np.ndarray, pixel_node: np.ndarray,
+                  node_label: np.ndarray) -> np.ndarray:
+    """Label of each mask pixel: that of the node (cell centroid) nearest to it among the nodes of
+    its own and the 8 neighbouring cells.  This turns the blocky cell borders of the parts into
+    smooth (Voronoi) ones.  Only pixels of cells next to a differently labelled cell can change,
+    so only those are searched."""
+    ncol_cells = int(cols.max()) // stride + 1
+    nrow_cells = int(rows.max()) // stride + 1
+    pr, pc = rows // stride + 1, cols // stride + 1
+    grid = np.full((nrow_cells + 2, ncol_cells + 2), -1, dtype=np.intp)
+    grid[pr, pc] = pixel_node
+    lab_grid = np.where(grid >= 0, node_label[grid], -1)
+    core = lab_grid[1:-1, 1:-1]
+    border = np.zeros(core.shape, dtype=bool)
+    for dr in (0, 1, 2):
+        for dc in (0, 1, 2):
+            nb = lab_grid[dr:dr + core.shape[0], dc:dc + core.shape[1]]
+            border |= (nb >= 0) & (nb != core)
+    labels = node_label[pixel_node]
+    sel = np.nonzero(border[pr - 1, pc - 1])[0]
+    if sel.size == 0:
+        return labels
+    r, c, pr, pc = rows[sel], cols[sel], pr[sel], pc[sel]
+    best = pixel_node[sel].copy()
+    best_d = (xy[best, 0] - c) ** 2 + (xy[best, 1] - r) ** 2
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            cand = grid[pr + dr, pc + dc]
+            ok = cand >= 0
+            cand_ok = cand[ok]
+            d = (xy[cand_ok, 0] - c[ok]) ** 2 + (xy[cand_ok, 1] - r[ok]) ** 2
+            better = d < best_d[ok]
+            idx = np.nonzero(ok)[0][better]
+            best[idx] = cand_ok[better]
+            best_d[idx] = d[better]
+    labels[sel] = node_label[best]
+    return labels
 
 
 def _knn_affinity(xy: np.ndarray, n_neighbors: int, inside=None) -> sparse.csr_matrix:
@@ -644,11 +702,14 @@ def pseudo_parts(mask, k: int = 8, seed: int = 0, *, n_samples: int = 300, n_nei
         xy, pixel_node, rows, cols = _grid_nodes(mask, stride)
     inside = _dilate1(mask) if stride > 1 else mask
     aff = _knn_affinity(xy, n_neighbors, inside=inside)
-    with _one_blas_thread():
+    with _one_blas_thread():  # cheap to re-enter; pseudo_parts may be called on its own
         emb = _spectral_embedding(aff, k, seed)
         node_label = _kmeans(emb, k, seed)
     parts = np.full(mask.shape, -1, dtype=np.intp)
-    parts[rows, cols] = node_label[pixel_node]
+    if stride > 1:
+        parts[rows, cols] = _pixel_labels(rows, cols, stride, xy, pixel_node, node_label)
+    else:
+        parts[rows, cols] = node_label[pixel_node]
     parts = _ensure_k_parts(parts, k)
     parts = _make_parts_connected(parts, k)
     full = np.full(full_shape, -1, dtype=np.intp)
@@ -741,15 +802,16 @@ def analyze_sketch(image, k: int = 8, seed: int = 0, *, max_dilations: int | Non
     else:
         arr = np.asarray(image)
         gray = to_gray(arr) if arr.dtype != bool else (~arr).astype(np.float32)
-    ink = binarize(gray)
-    shape = ink.shape
-    md = _default_max_dilations(shape) if max_dilations is None else int(max_dilations)
-    ms = _default_speck_area(shape) if min_speck_area is None else int(min_speck_area)
-    ink = remove_specks(ink, ms)
-    mask, iterations = _mask_from_ink(ink, md)
-    mask = close_gaps(mask, close_gaps_px)
-    parts, info = pseudo_parts(mask, k, seed, n_samples=n_samples, return_info=True)
-    kps, moved = part_keypoints(parts, k, return_moved=True)
+    with single_threaded():
+        ink = binarize(gray)
+        shape = ink.shape
+        md = _default_max_dilations(shape) if max_dilations is None else int(max_dilations)
+        ms = _default_speck_area(shape) if min_speck_area is None else int(min_speck_area)
+        ink = remove_specks(ink, ms)
+        mask, iterations = _mask_from_ink(ink, md)
+        mask = close_gaps(mask, close_gaps_px)
+        parts, info = pseudo_parts(mask, k, seed, n_samples=n_samples, return_info=True)
+        kps, moved = part_keypoints(parts, k, return_moved=True)
     return KeypointResult(gray=gray, ink=ink, mask=mask, parts=parts, keypoints=kps,
                           dilation_iterations=iterations, stride=info["stride"],
                           n_nodes=info["n_nodes"], moved=moved)

@@ -225,7 +225,7 @@ def build_pairs(root, *, sketches_per_photo: int = 5, seed: int = 0, invalid_lis
     for p in test.photo:
         per_cat.setdefault(p.split("/")[-2], set()).add(p)
     summary = {
-        "sketchy_root": str(root),
+        "sketchy_root": str(root.resolve()),
         "testset": str(testset),
         "seed": int(seed),
         "sketches_per_photo": int(sketches_per_photo),

@@ -141,7 +141,7 @@ def plot_per_category(scores: list[MethodScores], path, alpha: float = 0.10) -> 
         else:
             ax.barh(y + (j - (n_m - 1) / 2) * bar, vals, height=bar, label=m.name)
     ax.set_yticks(y, [c.replace("_", " ") for c in cats])
-    ax.set_xlim(0, 100)
+    ax.set_xlim(0, 101.5)  # a 100 % dot must not be cut by the frame
     ax.set_xlabel(f"PCK@{alpha:.2f} (%)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_ylim(len(cats) - 0.5, -0.5)

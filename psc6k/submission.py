@@ -117,6 +117,12 @@ def _check_values(sub: Submission, source) -> None:
         seen[pair] = i
 
 
+def _contains_bool(value) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, list) and any(_contains_bool(v) for v in value)
+
+
 def _from_json_obj(obj, source) -> Submission:
     if not isinstance(obj, dict):
         raise SubmissionError(f"expected a JSON object at the top level, got {type(obj).__name__}", source=source)
@@ -150,11 +156,25 @@ def _from_json_obj(obj, source) -> Submission:
         for d in DIRECTIONS:
             if d not in entry:
                 raise SubmissionError(f"missing (pairs[{i}])", source=source, pair=(p, s), field=d)
+            value = entry[d]
             try:
-                arr = np.asarray(entry[d], dtype=np.float64)
-            except (ValueError, TypeError):
-                raise SubmissionError(f"not a rectangular array of numbers (pairs[{i}])", source=source,
-                                      pair=(p, s), field=d) from None
+                arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            except (ValueError, TypeError, OverflowError):
+                arr = None
+            if arr is not None and arr.dtype.kind in "iu" and _contains_bool(value):
+                arr = np.asarray(True)  # numpy silently turns [true, 2] into [1, 2]
+            if arr is None or arr.dtype.kind not in "iuf" or arr.ndim == 0:
+                if arr is not None and arr.dtype.kind == "b":
+                    raise SubmissionError(f"not a rectangular array of numbers (found booleans) (pairs[{i}])",
+                                          source=source, pair=(p, s), field=d)
+                # strings, booleans, null and ragged lists are refused rather than coerced
+                what = "not a rectangular array of numbers"
+                if arr is not None and arr.dtype.kind == "O" and arr.ndim > 0:
+                    what += " (null, a nested mix, or an integer too large for float64)"
+                elif arr is not None and arr.dtype.kind in "USb" and arr.ndim > 0:
+                    what += f" (found {'booleans' if arr.dtype.kind == 'b' else 'strings'})"
+                raise SubmissionError(f"{what} (pairs[{i}])", source=source, pair=(p, s), field=d)
+            arr = arr.astype(np.float64, copy=False)
             expected = (NUM_KEYPOINTS, 2) if kind == "keypoints" else None
             if kind == "flow" and (arr.ndim != 3 or arr.shape[-1] != 2 or arr.shape[0] < 2 or arr.shape[1] < 2):
                 raise SubmissionError(f"expected an H x W x 2 array with H, W >= 2, got shape {list(arr.shape)}",
@@ -357,6 +377,8 @@ def load_submission(src, *, source=None, max_decompressed: int = DEFAULT_MAX_DEC
         except json.JSONDecodeError as exc:
             raise SubmissionError(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
                                   source=source) from None
+        except ValueError as exc:  # e.g. an integer literal of thousands of digits
+            raise SubmissionError(f"unreadable JSON value ({exc})", source=source) from None
         except RecursionError:
             raise SubmissionError("JSON nested too deeply", source=source) from None
         sub = _from_json_obj(obj, source)

@@ -178,3 +178,32 @@ def test_cli_errors_exit_2(tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "no keypoints for sketch" in capsys.readouterr().err
+
+
+def test_cli_template_and_pairs_order(tmp_path, capsys):
+    from psc6k.formats import Annotations, write_pair_list, write_test_pairs_ps, TrainPairs
+
+    groups = [(p, k, [(20.0 + p, 30.0 + k)] * 3) for p in range(2) for k in range(8)]
+    df = clicks_frame(groups)
+    df["excluded"] = 0
+    # an excluded click (a flagged participant) far away: dropped before aggregation
+    bad = clicks_frame([(0, 0, [(250.0, 250.0)])]).assign(excluded=1)
+    write_clicks(pd.concat([df, bad], ignore_index=True), tmp_path / "clicks.csv")
+    photos, sketches = [PHOTO.format(p) for p in (1, 0)], [SKETCH.format(p) for p in (1, 0)]
+    sketch_kps = np.stack([np.full((8, 2), 7.0), np.full((8, 2), 9.0)])
+    write_test_pairs_ps(Annotations.from_arrays(photos, sketches, np.zeros((2, 8, 2)), sketch_kps),
+                        tmp_path / "template.csv")
+    rc = main(["aggregate", str(tmp_path / "clicks.csv"), "--template", str(tmp_path / "template.csv"),
+               "--out", str(tmp_path / "gt"), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clicks_dropped_excluded_or_catch"] == 1 and report["n_rejected"] == 0
+    ann = read_annotations(tmp_path / "gt" / "test_pairs_ps.csv")
+    assert ann.photo == photos  # the template's order
+    assert ann.photo_kps[0, 3].tolist() == [21.0, 33.0] and (ann.sketch_kps[0] == 7.0).all()
+    # --pairs sets the order instead
+    write_pair_list(TrainPairs.from_paths(photos[::-1], sketches[::-1]), tmp_path / "pairs.csv")
+    assert main(["aggregate", str(tmp_path / "clicks.csv"), "--template", str(tmp_path / "template.csv"),
+                 "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "gt2")]) == 0
+    assert "rejected as outliers" in capsys.readouterr().out
+    assert read_annotations(tmp_path / "gt2" / "test_pairs_ps.csv").photo == photos[::-1]

@@ -423,6 +423,7 @@ BAD_CLICKS = [
     {"trial_id": 1, "x": 1, "y": 1, "client_id": "a", "display": "not an object"},
     {"trial_id": 1, "x": 1, "y": 1, "client_id": "a", "display": {"k": "v" * 5000}},
     {"trial_id": 1, "x": 1, "y": 1, "client_id": "a" * 129}, {"trial_id": 0, "x": 1, "y": 1, "client_id": "a"},
+    {"trial_id": 2**63, "x": 1, "y": 1, "client_id": "a"},  # would overflow a database INTEGER
     [1, 2, 3], "text", None,
 ]
 
@@ -463,7 +464,8 @@ def test_bad_input_is_4xx_naming_the_field_never_500(study):
     chunked = client.post("/api/sessions", content=chunks(), headers={"content-type": "application/json"})
     assert chunked.status_code == 413
     for path in ("/api/admin/live?task_id=abc", "/api/admin/clicks?format=xml", "/api/admin/export?format=zip",
-                 "/api/admin/export?n_sigma=nan"):
+                 "/api/admin/export?n_sigma=nan", f"/api/admin/live?task_id={2**64}", f"/api/admin/images/{2**70}/photo",
+                 f"/api/sessions/{token}/images/{2**40}/photo", f"/api/study/practice/{10**30}/photo"):
         assert client.get(path, headers=AUTH).status_code == 422, path
     assert app.state.internal_errors == 0
 

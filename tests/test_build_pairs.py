@@ -196,3 +196,23 @@ def test_missing_invalid_list_is_a_warning(tree, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "invalid-pose.txt not found" in err
     assert "n02000000_101-7" in (tmp_path / "o" / "test_pairs.csv").read_text()
+
+
+def test_pairs_then_keypoints_end_to_end(tree, tmp_path, capsys):
+    import cv2
+
+    from psc6k.formats import read_keypoints_csv
+
+    root, facts = tree
+    for i, p in enumerate(sorted((root / SKETCH_DIR).rglob("*.png"))):  # real drawings now
+        img = np.full((256, 256), 255, np.uint8)
+        cv2.ellipse(img, (128, 128), (50 + i % 30, 70), i * 7, 0, 360, 0, 2, cv2.LINE_AA)
+        cv2.imwrite(str(p), img)
+    out = tmp_path / "build"
+    assert main(["build-pairs", str(root), "--out", str(out)]) == 0
+    # no --images: the Sketchy root comes from summary.json
+    assert main(["build-keypoints", str(out / "test_pairs.csv"), "--out", str(out / "keypoints.csv"),
+                 "--no-progress"]) == 0
+    kps = read_keypoints_csv(out / "keypoints.csv")
+    assert list(kps) == read_pair_list(out / "test_pairs.csv").sketch
+    assert all(v.shape == (8, 2) and np.isfinite(v).all() for v in kps.values())

@@ -247,6 +247,15 @@ def test_disconnected_mask_is_rejected():
     assert exc.value.reason == "not_connected"
 
 
+def test_lost_part_is_reseeded():
+    parts = np.full((40, 40), -1)
+    parts[5:35, 5:35] = 0
+    parts[5:35, 20:35] = 1  # label 2 missing
+    fixed = K._ensure_k_parts(parts.copy(), 3)
+    assert set(np.unique(fixed[fixed >= 0])) == {0, 1, 2}
+    assert np.array_equal(fixed >= 0, parts >= 0)
+
+
 def test_too_small_mask():
     mask = np.zeros((50, 50), bool)
     mask[10:13, 10:13] = True
@@ -421,9 +430,17 @@ def test_cli_csv_input(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert len(read_keypoints_csv(out)) == 2
     capsys.readouterr()
-    # without --images the paths do not resolve: per-sketch errors naming the file
-    assert main(["build-keypoints", str(elsewhere / "pairs.csv"), "--out", str(out), "--no-progress"]) == 1
-    assert "file not found" in capsys.readouterr().err
+    # without --images the paths do not resolve: one clear error, not one per sketch
+    assert main(["build-keypoints", str(elsewhere / "pairs.csv"), "--out", str(out), "--no-progress"]) == 2
+    assert "pass --images" in capsys.readouterr().err
+    # ... unless build-pairs recorded the Sketchy root beside the CSV
+    (elsewhere / "summary.json").write_text(json.dumps({"sketchy_root": str(root)}))
+    assert main(["build-keypoints", str(elsewhere / "pairs.csv"), "--out", str(out), "--no-progress"]) == 0
+    # a listed sketch that is missing is a per-sketch error naming it
+    (root / sketches[1]).unlink()
+    assert main(["build-keypoints", str(root / "test_pairs.csv"), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert sketches[1] in err and "file not found" in err
 
 
 def test_cli_user_errors(tmp_path, capsys):
@@ -436,3 +453,12 @@ def test_cli_user_errors(tmp_path, capsys):
     bad.write_text("a,b\n1,2\n")
     assert main(["build-keypoints", str(bad), "--out", str(tmp_path / "k.csv")]) == 2
     assert "expected a pair CSV" in capsys.readouterr().err
+
+
+def test_thread_settings_are_restored():
+    from threadpoolctl import threadpool_info
+
+    before_cv, before_blas = cv2.getNumThreads(), [i["num_threads"] for i in threadpool_info()]
+    K.sample_keypoints(circle_sketch(), seed=0)
+    assert cv2.getNumThreads() == before_cv
+    assert [i["num_threads"] for i in threadpool_info()] == before_blas

@@ -380,3 +380,37 @@ def test_psc6k_serve_survives_bad_submissions(files, tmp_path, capsys):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_models_without_the_model_zoo_registry(files, tmp_path, monkeypatch):
+    from evaluation.server.routers import meta
+
+    monkeypatch.setattr(meta, "load_registry", lambda: None)
+    with _client(files, tmp_path) as client:
+        body = client.get("/models").json()
+    assert body["models"] == [] and "not installed" in body["note"]
+
+
+def test_serve_cli_refuses_bad_configuration(files, tmp_path, capsys):
+    assert psc6k_main(["serve", "--annotations", str(tmp_path / "nope.csv")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert psc6k_main(["serve", "--annotations", str(files["csv"]), "--db", "nonsense://x"]) == 2
+    assert "cannot open the leaderboard database" in capsys.readouterr().err
+    assert psc6k_main(["serve", "--annotations", str(files["csv"]), "--max-body-mb", "0"]) == 2
+    assert "--max-body-mb" in capsys.readouterr().err
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("photo,sketch\nx,y\n")
+    assert psc6k_main(["serve", "--annotations", str(bad_csv), "--db", f"sqlite:///{tmp_path / 'x.sqlite'}"]) == 2
+    assert "bad.csv" in capsys.readouterr().err
+
+
+def test_database_outage_is_a_503_not_a_500(files, tmp_path):
+    from sqlalchemy import text
+
+    with _client(files, tmp_path) as client:
+        engine = client.app.state.psc6k.engine
+        with engine.begin() as conn:  # the tables vanish under the running server
+            conn.execute(text("DROP TABLE psc6k_scorings"))
+        r = client.post("/score", content=files["flow.npz"].read_bytes(), headers=NPZ)
+        assert r.status_code == 503 and "database" in r.json()["detail"]
+        assert client.get("/health").status_code == 200

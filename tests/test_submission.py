@@ -63,6 +63,11 @@ def _json(ann, **over):
     (lambda o: o["pairs"][1].update(photo=7), r"pairs\[1\].photo must be a non-empty string"),
     (lambda o: o["pairs"].append(dict(o["pairs"][0])), "duplicate pair"),
     (lambda o: o["pairs"][4].update(sketch_to_photo=[[1e300, 2]] * 8), "beyond"),
+    (lambda o: o["pairs"][4].update(sketch_to_photo=[["1", 2]] * 8), "found strings"),
+    (lambda o: o["pairs"][4].update(sketch_to_photo=[[True, 2]] * 8), "found booleans"),
+    (lambda o: o["pairs"][4].update(sketch_to_photo=[[None, 2]] * 8), "null"),
+    (lambda o: o["pairs"][4].update(sketch_to_photo=[[10 ** 400, 2]] * 8), "too large"),
+    (lambda o: o["pairs"][4].update(sketch_to_photo=5), "rectangular"),
 ])
 def test_json_errors_name_the_pair_and_field(ann, mutate, match):
     obj = _json(ann)
@@ -80,7 +85,7 @@ def test_nan_inf_are_rejected_with_pair_named(ann):
 def test_bytes_that_are_not_a_submission():
     for data, match in [(b"{\"psc6k", "malformed JSON"), (b"", "empty"), (b"\xff\xfe\x00", "not JSON|malformed"),
                         (gzip.compress(b"{}")[:-6], "truncated gzip|corrupt"), (b"PK\x03\x04garbage", "NPZ"),
-                        (b"[1, 2]", "top level")]:
+                        (b"[1, 2]", "top level"), (b"[" + b"9" * 5000 + b"]", "unreadable JSON value")]:
         with pytest.raises(SubmissionError, match=match):
             load_submission(data)
 

@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from psc6k import __version__
@@ -79,7 +80,7 @@ def _validation_detail(exc: RequestValidationError) -> str:
 def create_app(settings: ServerSettings) -> FastAPI:
     """Build the application: open (and seed) the database, read the annotations, mount routes."""
     engine = db.make_engine(settings.db_url)
-    db.init_db(engine, seed_entries(settings.split_name) if settings.seed_published else [])
+    db.init_db(engine, seed_entries(settings.split_name) if settings.wants_seed() else [])
     scorer = Scorer(settings)
     state = State(settings=settings, engine=engine, scorer=scorer)
     registry = meta.load_registry()
@@ -106,6 +107,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.exception_handler(Psc6kError)
     async def _on_user_error(request: Request, exc: Psc6kError):
         return SafeJSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def _on_database_down(request: Request, exc: OperationalError):
+        log.error("leaderboard database unavailable: %s", exc)
+        return SafeJSONResponse({"detail": "the leaderboard database is unavailable; retry later (nothing was "
+                                 "stored and no quota was used)"}, status_code=503, headers={"Retry-After": "30"})
 
     @app.exception_handler(MemoryError)
     async def _on_memory_error(request: Request, exc: MemoryError):

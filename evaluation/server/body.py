@@ -68,29 +68,26 @@ async def read_body_capped(request: Request, limit: int) -> bytes:
 def gunzip_capped(data: bytes, limit: int, what: str = "gzip data") -> bytes:
     """Decompress (possibly multi-member) gzip ``data``, refusing (413) beyond ``limit`` bytes out.
 
-    Decompresses in bounded steps (``max_length``), so a gzip bomb costs at most ``limit`` bytes.
+    Input is fed in 64 KiB pieces and each step's output is capped (``max_length``), so a gzip
+    bomb costs at most ``limit`` bytes and no step copies more than one piece of input.
     Truncated or corrupt streams and trailing garbage are 400s.
     """
+    step_in, step_out = 1 << 16, 1 << 20
     out = bytearray()
-    rest = data
     members = 0
-    while True:
+    while True:  # one gzip member per iteration
         decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        buf = rest
+        view, pos = memoryview(data), 0
         try:
-            while True:
-                chunk = decomp.decompress(buf, 1 << 20)
-                out += chunk
-                if len(out) > limit:
-                    raise BodyTooLarge(f"{what} decompresses to more than {_mb(limit)} (the limit)")
-                if decomp.eof:
-                    break
-                buf = decomp.unconsumed_tail
-                if not buf and not chunk:
-                    break
-            if not decomp.eof:
-                tail = decomp.flush()
-                out += tail
+            while not decomp.eof:
+                if decomp.unconsumed_tail:
+                    piece = decomp.unconsumed_tail
+                elif pos < len(data):
+                    piece = view[pos:pos + step_in]
+                    pos += len(piece)
+                else:
+                    break  # input exhausted before the end of the member
+                out += decomp.decompress(piece, step_out)
                 if len(out) > limit:
                     raise BodyTooLarge(f"{what} decompresses to more than {_mb(limit)} (the limit)")
         except zlib.error as exc:
@@ -98,11 +95,12 @@ def gunzip_capped(data: bytes, limit: int, what: str = "gzip data") -> bytes:
         if not decomp.eof:
             raise bad_request(f"{what} is truncated (the stream ends before the end of the gzip member)")
         members += 1
-        rest = decomp.unused_data
+        rest = decomp.unused_data + bytes(view[pos:])
         if not rest or not rest.strip(b"\x00"):
             return bytes(out)
         if not rest.startswith(GZIP_MAGIC):
             raise bad_request(f"{what} has {len(rest)} unexpected bytes after gzip member {members}")
+        data = rest
 
 
 def check_npz(data: bytes, limit: int) -> None:

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "({model: 'psc6k eval --json' output} or one such output)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
     parser.add_argument("--no-seed", action="store_true",
-                        help="do not add the paper's published numbers to the leaderboard")
+                        help="do not add the paper's published numbers to the leaderboard (never added with --private)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
     sub = parser.add_subparsers(dest="action", metavar="{token}")
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     read_annotations(settings.annotations)
     try:
         engine = db.make_engine(settings.db_url)
-        db.init_db(engine, seed_entries(settings.split_name) if settings.seed_published else [])
+        db.init_db(engine, seed_entries(settings.split_name) if settings.wants_seed() else [])
         engine.dispose()
     except Psc6kError:
         raise

@@ -151,9 +151,13 @@ def init_db(engine: Engine, seed_entries: list[dict] | None = None) -> None:
         for seed in seed_entries or []:
             try:
                 with Session(engine) as session, session.begin():
-                    exists = session.scalar(select(Entry.id).where(Entry.seed_key == seed["seed_key"]))
-                    if exists is None:
+                    row = session.scalar(select(Entry).where(Entry.seed_key == seed["seed_key"]))
+                    if row is None:
                         session.add(Entry(**seed))
+                    else:  # keep seeds in step with the code (an admin's "hidden" flag stays)
+                        for key, value in seed.items():
+                            if getattr(row, key) != value:
+                                setattr(row, key, value)
             except IntegrityError:  # pragma: no cover - a concurrent worker seeded it first
                 pass
 

@@ -12,9 +12,9 @@ PAPER_SCORER_VERSION = "paper"
 #: Encoders are given only where SPEC §1 states them (None = not stated).
 #: (seed key, method, encoder, supervision, PCK@0.05 %, PCK@0.10 %, note)
 PUBLISHED: tuple[tuple[str, str, str | None, str, float, float, str], ...] = (
-    ("paper:pscnet-r18", "PSCNet (ours)", "ResNet-18", "retrain", 56.38, 83.22,
+    ("paper:pscnet-r18", "PSCNet", "ResNet-18", "retrain", 56.38, 83.22,
      "self-supervised on PSC6K train pairs"),
-    ("paper:pscnet-r101", "PSCNet (ours)", "ResNet-101", "retrain", 58.00, 84.93,
+    ("paper:pscnet-r101", "PSCNet", "ResNet-101", "retrain", 58.00, 84.93,
      "self-supervised on PSC6K train pairs"),
     ("paper:warpc-semanticglunet", "WarpC-SemanticGLUNet", None, "retrain", 56.78, 79.70,
      "retrained on PSC6K train pairs"),

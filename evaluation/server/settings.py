@@ -56,6 +56,8 @@ class ServerSettings:
         Passed to :func:`psc6k.pck.evaluate` (same defaults as ``psc6k eval``).
     split_name : str
         Label stored with every leaderboard entry (e.g. ``test`` or ``hidden``).
+    seed_published : bool
+        Put the paper's published numbers on the board (public mode only).
     """
 
     annotations: str
@@ -74,6 +76,11 @@ class ServerSettings:
     split_name: str = "test"
     seed_published: bool = True
     extra: dict = field(default_factory=dict)
+
+    def wants_seed(self) -> bool:
+        """Seed the paper's numbers? They were measured on the public test split, so never on a
+        private (hidden) one."""
+        return self.seed_published and not self.private
 
     def resolved_admin_token(self) -> str | None:
         return self.admin_token or os.environ.get(ENV_ADMIN_TOKEN) or None

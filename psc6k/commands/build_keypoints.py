@@ -38,13 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", required=True, metavar="CSV", help="keypoints CSV to write (sketch,X,Y)")
     parser.add_argument("--images", metavar="ROOT", default=None,
                         help="root the CSV's paths are relative to (the Sketchy root); None means the "
-                             "CSV's folder. For a directory INPUT, output keys are made relative to ROOT")
-    parser.add_argument("--workers", "-j", type=int, default=1,
+                             "CSV's folder, or the Sketchy root recorded in summary.json by build-pairs. "
+                             "For a directory INPUT, output keys are made relative to ROOT")
+    parser.add_argument("--workers", "-j", type=int, default=1, metavar="N",
                         help="worker processes (0 = one per CPU)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the clustering (same for every sketch)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the clustering (same for every sketch)")
     parser.add_argument("--viz", metavar="DIR", default=None,
                         help="also write one PNG per sketch: sketch | mask | pseudo-parts | keypoints")
-    parser.add_argument("--max-dilations", type=int, default=None,
+    parser.add_argument("--max-dilations", type=int, default=None, metavar="N",
                         help="bound on 3x3 dilations used to connect strokes; None means ~6%% of the "
                              "image side (16 for 256x256)")
     parser.add_argument("--close-gaps", type=int, default=0, metavar="PX",
@@ -107,9 +108,33 @@ def collect_from_csv(path: Path, images_root: Path | None = None) -> list[tuple[
     else:
         raise Psc6kError(f"{path}: line 1: expected a pair CSV with columns photo,sketch[,...] or "
                          f"source_image,target_image,...; got {','.join(header) or 'nothing'}")
-    base = images_root if images_root is not None else path.parent
-    seen = dict.fromkeys(sketches)
-    return [(key, base / key) for key in seen]
+    keys = list(dict.fromkeys(sketches))
+    if images_root is not None:
+        return [(key, images_root / key) for key in keys]
+    # No --images: the CSV's folder, or the Sketchy root recorded by build-pairs beside it
+    candidates = [path.parent]
+    recorded = _recorded_sketchy_root(path.parent)
+    if recorded is not None:
+        candidates.append(recorded)
+    probe = keys[:20]
+    for base in candidates:
+        if any((base / key).is_file() for key in probe):
+            return [(key, base / key) for key in keys]
+    tried = " or ".join(str(c) for c in candidates)
+    raise Psc6kError(f"{path}: its sketch paths (e.g. {keys[0]!r}) do not exist relative to {tried}; "
+                     "pass --images ROOT, the folder they are relative to (the Sketchy root)")
+
+
+def _recorded_sketchy_root(folder: Path) -> Path | None:
+    """The Sketchy root noted in ``summary.json`` by ``psc6k build-pairs``, if any."""
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        return None
+    try:
+        root = json.loads(summary.read_text(encoding="utf-8")).get("sketchy_root")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(root) if isinstance(root, str) and root else None
 
 
 def collect(input_path: str, images: str | None) -> list[tuple[str, Path]]:
@@ -196,9 +221,12 @@ def process_one(task):
 
 
 def _worker_init():
-    # Each worker uses one BLAS thread: N workers on N cores, no oversubscription. This runs
-    # inside the worker processes only; the parent is untouched.
+    # Each worker uses one BLAS and one OpenCV thread: N workers on N cores, no
+    # oversubscription. This runs inside the worker processes only; the parent is untouched.
     try:
+        import cv2
+
+        cv2.setNumThreads(1)
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
@@ -241,11 +269,8 @@ def build_keypoints(items, *, seed=0, workers=1, viz_dir=None, max_dilations=Non
 
     try:
         if workers == 1:
-            from psc6k.keypoints import _one_blas_thread
-
             for t in tasks:
-                with _one_blas_thread():
-                    handle(process_one(t))
+                handle(process_one(t))
         else:
             from concurrent.futures import ProcessPoolExecutor
             import multiprocessing as mp

@@ -39,8 +39,8 @@ def _lists(text: str) -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", metavar="SKETCHY_ROOT", help="the Sketchy folder (with info/ and rendered_256x256/)")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for the pair CSVs and summary.json")
-    parser.add_argument("--sketches-per-photo", type=int, default=5, help="valid sketches sampled per test photo")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--sketches-per-photo", type=int, default=5, metavar="N", help="valid sketches sampled per test photo")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="sampling seed")
     parser.add_argument("--invalid-lists", type=_lists, default=",".join(INVALID_LISTS), metavar="NAMES",
                         help="Sketchy invalid lists whose sketches are dropped: a comma-separated "
                              f"subset of {','.join(INVALID_LISTS)}, or 'none'")

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (new, empty, or written by an earlier demo)")
     parser.add_argument("--checkpoint", default=None,
                         help="a PSCNet checkpoint to score too (needs torch: pip install 'psc6k[model]')")
-    parser.add_argument("--device", default=None, help="torch device for PSCNet (default: CUDA if available)")
+    parser.add_argument("--device", default=None, help="torch device for PSCNet: cpu, cuda or cuda:N (not given: CUDA when available)")
     parser.add_argument("--sample", default=None,
                         help="a folder written by 'psc6k synth' to use instead of the bundled sample")
     parser.add_argument("--use-sample-clicks", action="store_true",

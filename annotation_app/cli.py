@@ -78,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("PSC6K_ADMIN_TOKEN"):
         print("psc6k annotate serve: PSC6K_ADMIN_TOKEN is not set; the admin API is disabled.")
     print(f"serving on http://{args.host}:{args.port}/ (admin: /admin)")
-    uvicorn.run("annotation_app.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level)
+    if args.workers <= 1:
+        uvicorn.run("annotation_app.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+                    log_level=args.log_level)
+        return 0
+    from ._server import run_workers
+
+    run_workers("annotation_app.app:create_app_from_env", host=args.host, port=args.port, workers=args.workers,
+                log_level=args.log_level)
     return 0

@@ -43,6 +43,9 @@ study = Table(
     Column("salt", String(64), nullable=False),       # pseudonym salt; never exported
     Column("image_root", Text, nullable=False),       # absolute path of the Sketchy root
     Column("created_at", Float, nullable=False),
+    # bumped under the plan lock whenever slots are claimed or released: a plan computed outside
+    # the lock is used only if the version did not move meanwhile (see StudyService.start_session)
+    Column("plan_version", Integer, nullable=False, default=0),
     CheckConstraint("id = 1", name="ck_study_single"),
 )
 

@@ -103,7 +103,7 @@ class StudyService:
             raise ApiError(500, f"{shown} holds no study (run psc6k annotate init first)")
         self._thread_lock = threading.Lock()
         self._lock_fd = None
-        if self.is_sqlite:
+        if self.is_sqlite and not os.environ.get("PSC6K_DEBUG_NO_WRITELOCK"):
             # One writer at a time across threads and worker processes, queued on a lock file:
             # flock wakes the next writer at once, where SQLite's busy timeout polls with sleeps
             # of up to 100 ms (a p99 killer under load).
@@ -225,6 +225,8 @@ class StudyService:
         task_ids = conn.execute(update(SL).where(SL.c.holder_session_id.in_(ids), SL.c.filled == False)  # noqa: E712
                                 .values(holder_session_id=None).returning(SL.c.task_id)).scalars().all()
         self._add_free(conn, task_ids, +1)
+        if task_ids:
+            self._bump(conn)
         conn.execute(update(S).where(S.c.id.in_(ids)).values(status="expired"))
         return len(ids)
 
@@ -242,14 +244,19 @@ class StudyService:
             self._lock(conn)
             return self._release_expired(conn, self.clock())
 
-    def _build_plan(self, conn, session_id: int, rng: random.Random) -> list[dict]:
-        """Choose this session's trials (caller holds the lock).
+    def _plan_candidates(self, conn, rng: random.Random) -> tuple:
+        """Read what a new plan would take (no lock needed; :meth:`_claim` takes it).
 
         Categories are dealt round-robin, fullest first, so each participant gets one pair per
         category when trials_per_participant <= categories; inside a category the task with the
         most free slots wins (ties: a random rank fixed at init), so every keypoint gets its
         first click before any gets its second: slots fill evenly and the study ends with the
         minimum number of sessions.
+
+        Returns
+        -------
+        (alloc, catch, avoid, by_cat): trials wanted per category, the catch tasks drawn, their
+        (pair, keypoint)s, and per category the best candidate tasks in order.
         """
         cfg = self.config
         want = cfg.trials_per_participant
@@ -274,7 +281,7 @@ class StudyService:
             catch_tasks = conn.execute(select(T.c.id, T.c.pair_id, T.c.keypoint).where(T.c.is_catch == True)).all()  # noqa: E712
             catch = rng.sample(list(catch_tasks), min(cfg.catch_per_session, len(catch_tasks)))
         avoid = {(c.pair_id, c.keypoint) for c in catch}
-        chosen = []  # (task_id, category)
+        by_cat: dict[str, list] = {}
         if alloc:
             # One query for all categories: the best few tasks of each (most free slots, then rank).
             k = max(alloc.values()) * NUM_KEYPOINTS + len(avoid) + 1
@@ -283,9 +290,14 @@ class StudyService:
                 T.c.is_catch == False, T.c.n_free > 0).subquery()  # noqa: E712
             rows = conn.execute(select(ranked.c.id, ranked.c.pair_id, ranked.c.keypoint, ranked.c.category)
                                 .where(ranked.c.rn <= k).order_by(ranked.c.category, ranked.c.rn)).all()
-            by_cat: dict[str, list] = {}
             for r in rows:
                 by_cat.setdefault(r.category, []).append(r)
+        return alloc, catch, avoid, by_cat
+
+    def _claim(self, conn, session_id: int, candidates: tuple, rng: random.Random) -> list[dict]:
+        """Take the slots of a plan (caller holds the lock and checked the plan is current)."""
+        alloc, catch, avoid, by_cat = candidates
+        chosen = []  # (task_id, category)
         for cat, need in alloc.items():
             rows = by_cat.get(cat, [])
             used_pairs: set[int] = set()
@@ -313,17 +325,34 @@ class StudyService:
         if res.rowcount not in (-1, len(chosen)):
             raise RuntimeError("slot assignment raced although the plan lock was held")
         self._add_free(conn, [t for t, _ in chosen], -1)
+        self._bump(conn)
         plan = [{"task_id": t, "slot_index": slot_of[t], "is_catch": False} for t, _ in chosen]
         plan += [{"task_id": c.id, "slot_index": None, "is_catch": True} for c in catch]
         rng.shuffle(plan)
         return plan
 
+    @staticmethod
+    def _bump(conn):
+        conn.execute(update(db.study).where(db.study.c.id == 1).values(plan_version=db.study.c.plan_version + 1))
+
     def start_session(self, prolific_pid: str, study_id: str, session_id: str) -> tuple[dict, bool]:
-        """Start (or resume) the session of ``prolific_pid``; returns (body, created)."""
+        """Start (or resume) the session of ``prolific_pid``; returns (body, created).
+
+        The plan is computed from a consistent read *outside* the write lock (it scans every
+        task, tens of milliseconds on a full study, and clicks would queue behind it); under the
+        lock it is used only if no slot was claimed or released since (``plan_version``),
+        else recomputed there. Either way the slots are claimed exactly as if planned under
+        the lock.
+        """
         with self.read.connect() as conn:
             row = conn.execute(select(S.c.token).where(S.c.prolific_pid == prolific_pid)).first()
         if row is not None:
             return self.session_body(row.token), False
+        rng = random.Random(secrets.randbits(64))
+        with self.read.connect() as conn:
+            with conn.begin():  # one snapshot (SQLite); the version is read first (PostgreSQL)
+                version = conn.execute(select(db.study.c.plan_version)).scalar_one()
+                candidates = self._plan_candidates(conn, rng)
         now = self.clock()
         token = secrets.token_urlsafe(24)
         try:
@@ -332,12 +361,14 @@ class StudyService:
                 if conn.execute(select(S.c.id).where(S.c.prolific_pid == prolific_pid)).first() is not None:
                     raise _Exists()
                 self._release_expired(conn, now)
+                if conn.execute(select(db.study.c.plan_version)).scalar_one() != version:
+                    candidates = self._plan_candidates(conn, rng)  # slots moved meanwhile
                 sid = conn.execute(insert(S).values(
                     token=token, prolific_pid=prolific_pid, participant=self.pseudonym(prolific_pid),
                     prolific_study_id=study_id, prolific_session_id=session_id, status="active",
                     flagged=False, catch_failed=0, n_trials=0, created_at=now,
                     expires_at=now + self.config.lease_seconds, completed_at=None).returning(S.c.id)).scalar_one()
-                plan = self._build_plan(conn, sid, random.Random(secrets.randbits(64)))
+                plan = self._claim(conn, sid, candidates, rng)
                 if not plan or all(p["is_catch"] for p in plan):
                     raise ApiError(409, "the study is full: every keypoint already has its annotators "
                                         "(or is reserved by participants still working); please return "
@@ -456,6 +487,7 @@ class StudyService:
         task_ids = conn.execute(update(SL).where(SL.c.holder_session_id == session_id)
                                 .values(holder_session_id=None, filled=False).returning(SL.c.task_id)).scalars().all()
         self._add_free(conn, task_ids, +1)
+        self._bump(conn)
 
     def complete(self, token: str) -> dict:
         now = self.clock()

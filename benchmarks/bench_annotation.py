@@ -394,7 +394,9 @@ def main(argv=None):
     p.add_argument("--photos-per-category", type=int, default=10,
                    help="pairs per category (x 8 keypoints x 3 slots = slots per category)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--concurrency", type=int, default=32, help="participants clicking at the same time")
+    p.add_argument("--concurrency", type=int, default=16,
+                   help="participants clicking at the same time, with no pause between clicks (the other "
+                        "participants are between sessions); 200 real people with 2-5 s per trial offer ~40-100 clicks/s")
     p.add_argument("--think-ms", type=float, default=0.0, help="mean pause between a participant's clicks")
     p.add_argument("--reload-rate", type=float, default=0.01)
     p.add_argument("--duplicate-rate", type=float, default=0.02)

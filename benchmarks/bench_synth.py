@@ -127,6 +127,15 @@ def main(argv=None) -> int:
     t_full = time.perf_counter() - t0
     cpu_full = cpu_seconds() - c0
     size = _du(out)
+    # the ground truth must score exactly 100 on the whole set
+    from psc6k.formats import read_annotations
+    from psc6k.pck import evaluate
+    from psc6k.submission import load_submission
+
+    t0 = time.perf_counter()
+    gt = evaluate(read_annotations(os.path.join(out, "test_pairs_ps.csv")),
+                  load_submission(os.path.join(out, "gt_flows.npz")), n_bootstrap=0).to_dict()["overall"]
+    t_eval = time.perf_counter() - t0
 
     print()
     print(f"{'':44s}{'measured':>14s}{'reference':>16s}")
@@ -145,6 +154,8 @@ def main(argv=None) -> int:
     print(f"{'warp inverse on ' + str(args.flow_size) + 'x' + str(args.flow_size) + ' grid (ms)':44s}"
           f"{1000 * t_newton:14.2f}{1000 * t_naive:16.2f}  <- naive fixed point (max residual {err:.1e} px)")
     print(f"{'size on disk (MB)':44s}{size / 1e6:14.1f}")
+    print(f"{'gt_flows.npz PCK@0.05 / @0.10 (psc6k.pck)':44s}{gt['pck@0.05']:7.2f} / {gt['pck@0.10']:.2f}"
+          f"   in {t_eval:.1f} s")
     print(f"{'pairs / photos / sketches / invalid':44s}{summary.n_test_pairs:>6d} / {summary.n_photos} / "
           f"{summary.n_sketches} / {summary.n_invalid}")
     if tmp and not args.keep:

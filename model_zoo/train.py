@@ -462,7 +462,7 @@ def train(cfg: TrainConfig) -> dict:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             count += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(losses['loss']):.4g}", lr=f"{lr:.2g}")
+            bar.set_postfix(loss=f"{float(losses['loss'].detach()):.4g}", lr=f"{lr:.2g}")
             if step % cfg.log_every == 0 or step == total_steps:
                 record = {"epoch": epoch, "step": step, "lr": lr,
                           **{k: env.mean(v / count) for k, v in sums.items()},

@@ -292,7 +292,8 @@ def _mask_from_ink(ink: np.ndarray, max_dilations: int) -> tuple[np.ndarray, int
         if n == 1:
             return filled, it
     raise SketchError(f"the strokes form {n} separate pieces even after {max_dilations} dilations; "
-                      "cannot build one object mask (raise max_dilations?)", reason="not_connected")
+                      "cannot build one object mask (a larger --max-dilations / max_dilations may "
+                      "connect them)", reason="not_connected")
 
 
 def close_gaps(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -462,3 +462,25 @@ def test_thread_settings_are_restored():
     K.sample_keypoints(circle_sketch(), seed=0)
     assert cv2.getNumThreads() == before_cv
     assert [i["num_threads"] for i in threadpool_info()] == before_blas
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_invariants_on_random_scribbles(seed):
+    """Random strokes (open and closed, 1-3 px, some far apart): either a clear not_connected
+    error, or a connected mask split into 8 connected parts with every keypoint on its part."""
+    rng = np.random.default_rng(seed)
+    img = blank()
+    for _ in range(rng.integers(1, 6)):
+        pts = rng.integers(20, 236, size=(rng.integers(2, 7), 2)).astype(np.int32)
+        cv2.polylines(img, [pts], bool(rng.integers(0, 2)), 0, int(rng.integers(1, 4)), cv2.LINE_AA)
+    try:
+        res = K.analyze_sketch(img, seed=seed)
+    except K.SketchError as exc:
+        assert exc.reason == "not_connected"
+        return
+    assert n_components(res.mask) == 1
+    assert (res.mask | ~res.ink).all(), "every stroke pixel is in the mask"
+    assert np.array_equal(res.parts >= 0, res.mask)
+    assert K.parts_connected(res.parts, 8)
+    r, c = np.rint(res.keypoints[:, 1]).astype(int), np.rint(res.keypoints[:, 0]).astype(int)
+    assert np.array_equal(res.parts[r, c], np.arange(8))

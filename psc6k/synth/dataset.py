@@ -8,7 +8,6 @@ workers or the order in which tasks finish; the parent process writes every file
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import zlib
 from dataclasses import dataclass, field
@@ -251,6 +250,11 @@ def _sample_keypoints(img: np.ndarray, seed: int) -> np.ndarray:
     return sample_keypoints(img, k=NUM_KEYPOINTS, seed=int(seed) & 0x7FFFFFFF)
 
 
+def _init_worker():
+    # one thread per worker: the workers are the parallelism (and the bytes do not depend on it)
+    cv2.setNumThreads(1)
+
+
 def _task(args):
     category, index, split, kw = args
     return make_photo_record(category, index, split, **kw)
@@ -394,10 +398,6 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
             forced = ci if (i == 0 and ci < len(BROKEN_KINDS)) else None
             tasks.append((cat, i, split, dict(kw, force_broken=forced)))
 
-    for cat in names:  # GrabCut masks once, in the parent, so that forked workers share them
-        if cat in realphotos.REAL_CATEGORIES:
-            realphotos.source(cat)
-
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="psc6k synth", unit="photo", disable=not progress)
@@ -437,7 +437,8 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
         else:
             import multiprocessing as mp
 
-            with mp.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(int(workers)) as pool:
+            # spawn, not fork: a process forked while OpenCV's thread pool is busy can deadlock
+            with mp.get_context("spawn").Pool(int(workers), initializer=_init_worker) as pool:
                 for rec in pool.imap(_task, tasks, chunksize=1):
                     consume(rec)
     finally:

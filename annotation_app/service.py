@@ -103,7 +103,7 @@ class StudyService:
             raise ApiError(500, f"{shown} holds no study (run psc6k annotate init first)")
         self._thread_lock = threading.Lock()
         self._lock_fd = None
-        if self.is_sqlite and not os.environ.get("PSC6K_DEBUG_NO_WRITELOCK"):
+        if self.is_sqlite:
             # One writer at a time across threads and worker processes, queued on a lock file:
             # flock wakes the next writer at once, where SQLite's busy timeout polls with sleeps
             # of up to 100 ms (a p99 killer under load).

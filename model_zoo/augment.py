@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_tps_transform, warp_points_tps
 from torch import Tensor, nn
 
-from model_zoo.stn import identity_grid
+from model_zoo.stn import identity_grid, safe_grid
 
 __all__ = ["color_augmentation", "random_affine_tps_grid", "apply_warp"]
 
@@ -80,4 +80,5 @@ def apply_warp(images: Tensor, grid: Tensor) -> Tensor:
     if grid.shape[1:3] != images.shape[-2:]:
         grid = F.interpolate(grid.permute(0, 3, 1, 2), images.shape[-2:], mode="bilinear",
                              align_corners=True).permute(0, 2, 3, 1)
-    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(images, safe_grid(grid.to(images.dtype)), mode="bilinear", padding_mode="border",
+                         align_corners=True)

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from psc6k.errors import Psc6kError
 
-__all__ = ["ImageError", "load_image", "PairDataset", "TrainPairDataset"]
+__all__ = ["ImageError", "load_image", "PairDataset", "TrainPairDataset", "unwrap_worker_error"]
 
 
 class ImageError(Psc6kError):
@@ -62,6 +62,14 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.photos)
 
+    def check_files(self) -> None:
+        """Raise :class:`ImageError` naming the first pair whose photo or sketch file is missing."""
+        for i, (p, s) in enumerate(zip(self.photos, self.sketches)):
+            for rel in (p, s):
+                if not (self.root / rel).is_file():
+                    raise ImageError(f"image {rel!r} (pair {i + 1}: photo={p!r}, sketch={s!r}) not found under "
+                                     f"{str(self.root)!r} (looked for {str(self.root / rel)!r})")
+
     def __getitem__(self, i: int):
         ctx = f"pair {i + 1}: photo={self.photos[i]!r}, sketch={self.sketches[i]!r}"
         return (i, load_image(self.root, self.photos[i], self.image_size, context=ctx),
@@ -82,6 +90,13 @@ class TrainPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.photos) * (2 if self.flip else 1)
 
+    def check_files(self) -> None:
+        """Raise :class:`ImageError` naming the first train pair with a missing file."""
+        for i, (p, s) in enumerate(zip(self.photos, self.sketches)):
+            for rel in (p, s):
+                if not (self.root / rel).is_file():
+                    raise ImageError(f"image {rel!r} (train pair {i + 1}) not found under {str(self.root)!r}")
+
     def __getitem__(self, item: int):
         i, f = divmod(item, 2) if self.flip else (item, 0)
         ctx = f"train pair {i + 1}"
@@ -90,3 +105,14 @@ class TrainPairDataset(Dataset):
         if f:
             photo, sketch = photo.flip(-1), sketch.flip(-1)
         return photo, sketch
+
+
+def unwrap_worker_error(exc: ImageError) -> ImageError:
+    """An :class:`ImageError` raised in a DataLoader worker comes back with the worker's traceback
+    in its message; keep only the original message (the CLI prints no tracebacks)."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else str(exc)
+    prefix = "ImageError: "
+    if prefix in last:
+        last = last.split(prefix, 1)[1]
+    return ImageError(last)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model_zoo.stn import identity_grid
+from model_zoo.stn import identity_grid, safe_grid
 
 __all__ = ["affinity", "similarity_loss", "compose_flows", "consistency_loss"]
 
@@ -72,7 +72,7 @@ def compose_flows(flow_ab: Tensor, flow_ba: Tensor) -> Tensor:
 
     An exact inverse pair returns the identity grid (where ``flow_ba`` stays inside the image).
     """
-    return F.grid_sample(flow_ab.permute(0, 3, 1, 2), flow_ba.to(flow_ab.dtype), mode="bilinear",
+    return F.grid_sample(flow_ab.permute(0, 3, 1, 2), safe_grid(flow_ba.to(flow_ab.dtype)), mode="bilinear",
                          padding_mode="border", align_corners=True).permute(0, 2, 3, 1)
 
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model_zoo.data import PairDataset
+from model_zoo.data import ImageError, PairDataset, unwrap_worker_error
 from model_zoo.pscnet import PSCNet
 from psc6k.errors import Psc6kError
 from psc6k.submission import Submission
@@ -48,8 +48,15 @@ def predict_flows_batched(model: PSCNet, loader, device: torch.device, amp: bool
     """Yield ``(indices, sketch_to_photo, photo_to_sketch)`` as float32 numpy arrays per batch."""
     model.eval()
     bar = tqdm(total=total, unit="pair", desc="predict", disable=not progress)
+    batches = iter(loader)
     try:
-        for idx, photo, sketch in loader:
+        while True:
+            try:
+                idx, photo, sketch = next(batches)
+            except StopIteration:
+                break
+            except ImageError as exc:
+                raise unwrap_worker_error(exc) from None
             photo = photo.to(device, non_blocking=True)
             sketch = sketch.to(device, non_blocking=True)
             with _autocast(device, amp):
@@ -89,6 +96,7 @@ def predict_submission(model: PSCNet, photos, sketches, images_root, *, device="
     device = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(device)
     dataset = PairDataset(photos, sketches, images_root, image_size)
+    dataset.check_files()  # before any work: a missing image is named at once
     n = len(dataset)
     size = model.config.flow_size
     s2p = np.empty((n, size, size, 2), np.float32)

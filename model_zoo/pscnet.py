@@ -53,6 +53,7 @@ class PSCNetConfig:
     moco_momentum: float = 0.999
     moco_temperature: float = 0.07
     replace_stride_with_dilation: tuple[bool, bool, bool] = (False, False, False)
+    corr_normalize: bool = False   # cosine instead of dot-product correlation (not in released models)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PSCNetConfig":
@@ -96,7 +97,7 @@ class PSCNet(nn.Module):
         self.framework = MoCo(self.encoder_q, self.encoder_k, dim=config.moco_dim, queue_size=config.moco_queue,
                               momentum=config.moco_momentum, temperature=config.moco_temperature)
         self.stn = WarpEstimator(config.corr_layers, config.feat_size, config.flow_size, config.block_sizes,
-                                 config.stn_layers)
+                                 config.stn_layers, config.corr_normalize)
         # not in the state dict: the normalisation is part of the code, not of the weights
         self.register_buffer("mean", torch.empty(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.empty(1, 3, 1, 1), persistent=False)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["WarpEstimator", "identity_grid", "correlation", "warp"]
+__all__ = ["WarpEstimator", "identity_grid", "correlation", "warp", "safe_grid"]
 
 
 def identity_grid(size: int, *, device=None, dtype=torch.float32) -> Tensor:
@@ -47,9 +47,19 @@ def correlation(target: Tensor, source: Tensor) -> Tensor:
     return torch.bmm(t, s).view(n, h * w, h, w)
 
 
+def safe_grid(grid: Tensor, limit: float = 4.0) -> Tensor:
+    """``grid`` with NaN replaced by 0 and values clamped to [-limit, limit].
+
+    Sampling far outside [-1, 1] reads only padding, so the clamp changes no output; it keeps a
+    diverging training run (or a broken checkpoint) from feeding huge coordinates to
+    ``grid_sample``, whose CPU kernel can crash on them.
+    """
+    return torch.nan_to_num(grid, nan=0.0).clamp(-limit, limit)
+
+
 def warp(features: Tensor, flow: Tensor) -> Tensor:
     """Sample ``features`` [N, C, H, W] at ``flow`` [N, h, w, 2] (bilinear, zeros outside)."""
-    return F.grid_sample(features, flow.to(features.dtype), mode="bilinear", padding_mode="zeros",
+    return F.grid_sample(features, safe_grid(flow.to(features.dtype)), mode="bilinear", padding_mode="zeros",
                          align_corners=True)
 
 
@@ -74,11 +84,16 @@ class WarpEstimator(nn.Module):
         Output side of each block before its upsampling to ``flow_size`` (4, 8, 16).
     num_layers : int
         Channel-halving 3x3 conv layers per block (5).
+    normalize : bool
+        Correlate L2-normalised features (cosine similarity) instead of raw dot products. Off in
+        the released models; useful when the encoder is untrained (raw products of random
+        features mostly measure feature magnitude, not similarity).
     """
 
     def __init__(self, corr_layers: Sequence[int] = (2, 3), feat_size: int = 16, flow_size: int = 16,
-                 block_sizes: Sequence[int] = (4, 8, 16), num_layers: int = 5):
+                 block_sizes: Sequence[int] = (4, 8, 16), num_layers: int = 5, normalize: bool = False):
         super().__init__()
+        self.normalize = normalize
         self.corr_layers = tuple(corr_layers)
         self.feat_size = feat_size
         self.flow_size = flow_size
@@ -114,8 +129,11 @@ class WarpEstimator(nn.Module):
     def resize(self, feats: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The correlated stages resized to ``feat_size`` (bilinear, ``align_corners=False``)."""
         size = (self.feat_size, self.feat_size)
-        return {f"layer{i}": F.interpolate(feats[f"layer{i}"], size, mode="bilinear", align_corners=False)
-                for i in self.corr_layers}
+        out = {f"layer{i}": F.interpolate(feats[f"layer{i}"], size, mode="bilinear", align_corners=False)
+               for i in self.corr_layers}
+        if self.normalize:
+            out = {k: F.normalize(v, dim=1) for k, v in out.items()}
+        return out
 
     def correlate(self, target: Mapping[str, Tensor], source: Mapping[str, Tensor]) -> Tensor:
         """Concatenated correlation volumes of the selected stages, [N, len(corr_layers) * S*S, S, S]."""

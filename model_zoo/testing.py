@@ -15,8 +15,8 @@ from model_zoo.pscnet import PSCNet
 __all__ = ["tiny_model", "read_state_dict_tsv", "random_released_state_dict", "make_tiny_tree", "zero_residuals",
            "REFERENCE_DIR"]
 
-#: where SPEC §6 keeps the released key lists
-REFERENCE_DIR = Path("/work/shared/reference")
+#: the released key lists of SPEC §6 (``reference/*.tsv``), shipped with the package
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 TINY = dict(width=8, moco_queue=64, moco_dim=16, feat_size=8, block_sizes=(2, 4, 8), flow_size=8)
 

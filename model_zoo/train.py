@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from model_zoo.augment import apply_warp, color_augmentation, random_affine_tps_grid
 from model_zoo.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, save_checkpoint, infer_config
-from model_zoo.data import TrainPairDataset
+from model_zoo.data import ImageError, TrainPairDataset, unwrap_worker_error
 from model_zoo.losses import consistency_loss, similarity_loss
 from model_zoo.pscnet import PHOTO, SKETCH, PSCNet, PSCNetConfig
 from model_zoo.predict import predict_submission, resolve_device
@@ -361,7 +361,8 @@ def train(cfg: TrainConfig) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
     pairs = read_train_pairs(cfg.train_pairs)
     dataset = TrainPairDataset(pairs, cfg.images, cfg.image_size)
-    # fail on a missing image now, not after an hour of training
+    # fail on a missing or unreadable image now, not after an hour of training
+    dataset.check_files()
     dataset[0]
     val_ann = None
     if cfg.val_annotations:
@@ -445,7 +446,14 @@ def train(cfg: TrainConfig) -> dict:
     while not done and epoch < cfg.epochs:
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
-        for photo, sketch in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                photo, sketch = next(batches)
+            except StopIteration:
+                break
+            except ImageError as exc:
+                raise unwrap_worker_error(exc) from None
             lr = lr_at(step, total_steps, cfg.learning_rate, warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr

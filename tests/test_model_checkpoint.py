@@ -13,14 +13,12 @@ from model_zoo.testing import (REFERENCE_DIR, random_released_state_dict, read_s
 
 TSV18 = REFERENCE_DIR / "pscnet_resnet18_state_dict.tsv"
 TSV101 = REFERENCE_DIR / "pscnet_resnet101_state_dict.tsv"
-needs_reference = pytest.mark.skipif(not TSV18.exists(), reason="reference .tsv files not available")
 
 
 def _layout(model) -> list[tuple[str, tuple, str]]:
     return [(k, tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()]
 
 
-@needs_reference
 @pytest.mark.parametrize("arch,tsv", [("resnet18", TSV18), ("resnet101", TSV101)])
 def test_state_dict_layout_is_the_released_one(arch, tsv):
     expected = read_state_dict_tsv(tsv)
@@ -39,7 +37,6 @@ def released18(tmp_path_factory):
     return path, state
 
 
-@needs_reference
 def test_released_layout_loads_strictly_and_bn_follows_condition(released18):
     path, state = released18
     model = load_checkpoint(path)
@@ -72,7 +69,6 @@ def test_released_layout_loads_strictly_and_bn_follows_condition(released18):
     assert not torch.allclose(photo_feats["layer3"], sketch_feats["layer3"])
 
 
-@needs_reference
 def test_identical_bn_copies_give_identical_outputs(tmp_path):
     """Released weights hold identical BN copies: photo and sketch conditions then agree."""
     state = random_released_state_dict(read_state_dict_tsv(TSV18), seed=2, distinct_bn=False, prefix="")

@@ -67,11 +67,19 @@ def test_predict_missing_image_is_named(tmp_path, tiny_tree, capsys):
     (root / ann.sketch[2]).unlink()
     ckpt = save_checkpoint(tmp_path / "m.pth.tar", tiny_model())
     status = main(["predict", "-c", str(ckpt), "-a", str(ann_path), "-i", str(root), "-o", str(tmp_path / "s.npz"),
-                   "--device", "cpu", "--workers", "0", "--no-progress"])
+                   "--device", "cpu", "--workers", "2", "--no-progress"])
     err = capsys.readouterr().err
     assert status == 2
     assert ann.sketch[2] in err and "not found" in err and "pair 3" in err
     assert "Traceback" not in err
+
+
+def test_worker_errors_lose_their_traceback():
+    from model_zoo.data import ImageError, unwrap_worker_error
+
+    wrapped = ImageError("Caught ImageError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                         "last):\n  File \"x.py\", line 1\nmodel_zoo.data.ImageError: cannot read image 'a.png': bad")
+    assert str(unwrap_worker_error(wrapped)) == "cannot read image 'a.png': bad"
 
 
 def test_predict_wrong_checkpoint_and_missing_cuda(tmp_path, tiny_tree, capsys):

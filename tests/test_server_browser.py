@@ -21,16 +21,7 @@ from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission
 
 pytestmark = pytest.mark.browser
-CHROMIUM = os.environ.get("PSC6K_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
-
-
-def _need_chromium():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but Chromium is missing at {CHROMIUM}")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    return pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture
@@ -64,38 +55,35 @@ def live_server(tmp_path):
     thread.join(timeout=10)
 
 
-def test_leaderboard_page_sorts_and_draws_the_chart(live_server):
-    sync_api = _need_chromium()
+def test_leaderboard_page_sorts_and_draws_the_chart(live_server, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page()
-            requests = []
-            page.on("request", lambda req: requests.append(req.url))
-            errors = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(live_server + "/leaderboard.html")
-            methods = page.locator("#board tbody tr td:nth-child(2)").all_inner_texts()
-            assert methods[0] == "Browser<Net>" and len(methods) == 9  # 8 published + ours (best)
-            # Sort by PCK@0.10 (best first on the first click), then ascending on the second.
-            header = page.locator("#board thead th", has_text="PCK@0.10").first
-            header.click()
-            col = lambda: [float(x) for x in page.locator("#board tbody tr td:nth-child(6)").all_inner_texts()]  # noqa
-            assert col() == sorted(col(), reverse=True)
-            header.click()
-            assert col() == sorted(col())
-            # Method column sorts as text.
-            page.locator("#board thead th", has_text="Method").click()
-            names = page.locator("#board tbody tr td:nth-child(2)").all_inner_texts()
-            assert names == sorted(names, key=str.lower)
-            # Chart: one bar per category of our entry (4), reported-in-paper rows have none.
-            bars = page.locator("#chart svg rect.bar")
-            assert bars.count() == 4
-            page.select_option("#chart-alpha", "pck@0.05")
-            assert page.locator("#chart svg rect.bar").count() == 4
-            page.screenshot(path=str(SCREENSHOTS / "server_leaderboard.png"), full_page=True)
-            assert not errors, errors
-            assert all(u.startswith(live_server) for u in requests), requests  # no CDN, nothing external
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        requests = []
+        page.on("request", lambda req: requests.append(req.url))
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(live_server + "/leaderboard.html")
+        methods = page.locator("#board tbody tr td:nth-child(2)").all_inner_texts()
+        assert methods[0] == "Browser<Net>" and len(methods) == 9  # 8 published + ours (best)
+        # Sort by PCK@0.10 (best first on the first click), then ascending on the second.
+        header = page.locator("#board thead th", has_text="PCK@0.10").first
+        header.click()
+        col = lambda: [float(x) for x in page.locator("#board tbody tr td:nth-child(6)").all_inner_texts()]  # noqa
+        assert col() == sorted(col(), reverse=True)
+        header.click()
+        assert col() == sorted(col())
+        # Method column sorts as text.
+        page.locator("#board thead th", has_text="Method").click()
+        names = page.locator("#board tbody tr td:nth-child(2)").all_inner_texts()
+        assert names == sorted(names, key=str.lower)
+        # Chart: one bar per category of our entry (4), reported-in-paper rows have none.
+        bars = page.locator("#chart svg rect.bar")
+        assert bars.count() == 4
+        page.select_option("#chart-alpha", "pck@0.05")
+        assert page.locator("#chart svg rect.bar").count() == 4
+        page.screenshot(path=str(SCREENSHOTS / "server_leaderboard.png"), full_page=True)
+        assert not errors, errors
+        assert all(u.startswith(live_server) for u in requests), requests  # no CDN, nothing external
+    finally:
+        page.close()

@@ -371,3 +371,19 @@ def test_a_drawing_the_keypoint_builder_rejects_is_redrawn(monkeypatch):
     monkeypatch.setattr(keypoints, "sample_keypoints", never)
     with pytest.raises(Psc6kError, match=rf"syn\d+_00001-1: no drawing usable .* after {MAX_ATTEMPTS}"):
         make_photo_record("kite", 0, "test", seed=0, sketches_per_photo=1, flow_size=4)
+
+
+def test_the_pair_builder_reads_the_tree_as_a_sketchy_download(small_set, tmp_path):
+    """``psc6k build-pairs`` on the synthetic tree skips the invalid sketches and finds our pairs."""
+    import csv
+
+    out, _ = small_set
+    assert cli_main(["build-pairs", str(out), "--out", str(tmp_path / "bp"), "--sketches-per-photo",
+                     str(SMALL["sketches_per_photo"])]) == 0
+    with open(tmp_path / "bp" / "test_pairs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    ann = read_annotations(out / "test_pairs_ps.csv")
+    assert {(r["photo"], r["sketch"]) for r in rows} == set(ann.pairs)
+    train = read_train_pairs(tmp_path / "bp" / "train_pairs_ps.csv")
+    ours = read_train_pairs(out / "train_pairs_ps.csv")
+    assert set(zip(train.photo, train.sketch)) == set(zip(ours.photo, ours.sketch))

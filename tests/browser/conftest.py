@@ -21,9 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO / "test-output" / "screenshots"
-CHROMIUM = os.environ.get("PSC6K_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (shared with the leaderboard browser test)
 ADMIN_TOKEN = "browser-test-admin-token"
 COMPLETION_CODE = "CBROWSER7"
 N_CATEGORIES = 5
@@ -194,27 +192,6 @@ def admin(server):
 
 
 # ------------------------------------------------------------------------------ browser
-@pytest.fixture(scope="session")
-def browser():
-    if not Path(CHROMIUM).exists():
-        msg = f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set PSC6K_CHROMIUM)"
-        if _in_ci():
-            pytest.fail(msg + " — browser tests must run in CI, not skip")
-        pytest.skip(msg)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        if _in_ci():
-            pytest.fail(f"the playwright Python package is missing: {e}")
-        pytest.skip(f"the playwright Python package is missing: {e}")
-    # Never let Playwright fetch its own browser build.
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def new_page(browser, server):
     """Factory: a fresh browser context (own localStorage) and page; closed after the test.

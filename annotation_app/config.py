@@ -26,7 +26,7 @@ DEFAULT_CONSENT = (
     "By continuing you agree to take part."
 )
 DEFAULT_INSTRUCTIONS = (
-    "On the left is a sketch with one point marked in red. On the right is a photo of an "
+    "On the left is a sketch with one point marked by a black-and-white ring. On the right is a photo of an "
     "object of the same kind. Click the point on the photo that corresponds to the marked "
     "point on the sketch: the same part of the object (for example the tip of the left wing, "
     "or the front wheel). If the part is hidden, click where it would be. Each click is saved "

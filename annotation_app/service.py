@@ -29,6 +29,7 @@ from psc6k import NUM_KEYPOINTS
 from . import db
 from .config import StudyConfig
 from .study import resolve_image
+from psc6k.jsonsafe import json_safe
 
 T, P, S, TR, C, SL = db.tasks, db.pairs, db.sessions, db.trials, db.clicks, db.slots
 
@@ -658,17 +659,6 @@ class StudyService:
                        "pairs_incomplete": [{"photo": photo[i], "sketch": sketch[i]} for i in np.flatnonzero(~complete)][:1000],
                        "human_agreement": human_agreement(clicks, kept=agg.kept) if len(clicks) else None})
         return ann, agg, json_safe(report)
-
-
-def json_safe(value):
-    """NaN / inf -> None, recursively (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 class _Exists(Exception):

@@ -7,7 +7,6 @@ extra tasks with a known answer and no slots.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from psc6k.formats import COORD_MAX, COORD_MIN, read_annotations, read_keypoints
 from psc6k.sketchy import category_of
 
 from . import db
-from .config import ItemSpec, StudyConfig
+from .config import StudyConfig
 
 
 def safe_relpath(rel: str, *, what: str) -> str:

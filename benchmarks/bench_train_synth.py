@@ -34,8 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: ResNet-18 layout with 16 stem channels, an 8x8 correlation (128 channels) and 3 halving layers per
 #: STN block (5 would leave 4 channels), 64x64 inputs: ~0.3 s per batch of 32 on 2 CPU threads.
+#: Correlation of L2-normalised features: with a randomly initialised encoder, raw dot products mostly
+#: measure feature magnitude and the STN does not learn within this budget (tried; see docs/model_zoo.md).
 SMALL_MODEL = {"width": 16, "feat_size": 8, "block_sizes": [2, 4, 8], "flow_size": 8, "moco_queue": 1024,
-               "stn_layers": 3}
+               "stn_layers": 3, "corr_normalize": True}
 
 
 def psc6k(*args: str, capture: bool = False) -> str:
@@ -57,7 +59,7 @@ def main() -> None:
     ap.add_argument("--encoder-minutes", type=float, default=0.0, help="MoCo pre-training budget (0: skip)")
     ap.add_argument("--estimator-minutes", type=float, default=13.0)
     ap.add_argument("--epochs", type=int, default=8, help="estimator epochs (the cosine schedule's length)")
-    ap.add_argument("--lr", type=float, default=0.03)
+    ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--lambda-syn", type=float, default=1.0)
     ap.add_argument("--val-pairs", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)

@@ -8,12 +8,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select

@@ -208,3 +208,18 @@ def test_bottleneck_and_dilation_configurations_run():
     assert feats["layer3"].shape[-1] == feats["layer2"].shape[-1]  # dilated stage keeps the resolution
     assert feats["layer4"].shape[1] == 4 * 8 * 4
     assert s2p.shape == (1, 8, 8, 2)
+
+
+def test_normalised_correlation_is_cosine_similarity():
+    """corr_normalize (not in the released models): every position matches itself with score 1."""
+    model = tiny_model(corr_normalize=True).eval()
+    with torch.no_grad():
+        feats = model.encode(torch.rand(1, 3, 64, 64), PHOTO)
+        resized = model.stn.resize(feats)
+        corr = model.stn.correlate(resized, resized)  # [1, 2 * 64, 8, 8]
+    p = model.config.feat_size ** 2
+    for layer in range(2):
+        block = corr[0, layer * p:(layer + 1) * p].reshape(p, p)  # [target position, source position]
+        torch.testing.assert_close(block.diagonal(), torch.ones(p), atol=1e-5, rtol=0)
+        assert float(block.max()) <= 1 + 1e-5
+    assert not tiny_model().stn.normalize  # released behaviour by default

@@ -23,6 +23,6 @@ class SafeJSONResponse(JSONResponse):
         try:
             text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
         except ValueError:
-            from .scoring import json_safe
+            from psc6k.jsonsafe import json_safe
             text = json.dumps(json_safe(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
         return text.encode("ascii")

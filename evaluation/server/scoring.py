@@ -26,23 +26,13 @@ from psc6k.submission import load_submission
 
 from .body import RawUpload, check_headers, decode_submission, receive_submission
 from .settings import ServerSettings
+from psc6k.jsonsafe import json_safe
 
 log = logging.getLogger("psc6k.server")
 
 #: Keys of ``EvalResult.to_dict()`` returned in private mode: aggregates over the whole split only.
 PRIVATE_KEYS = ("method", "kind", "overall", "per_direction", "mean_error_px", "ci95", "n_pairs", "n_annotated",
                 "coverage", "protocol", "scorer_version")
-
-
-def json_safe(value):
-    """Replace non-finite floats by None (JSON has no NaN; a reply must never fail to encode)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def aggregate_only(result: dict) -> dict:

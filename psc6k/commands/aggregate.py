@@ -13,6 +13,7 @@ import numpy as np
 
 from psc6k import NUM_KEYPOINTS
 from psc6k.errors import Psc6kError
+from psc6k.jsonsafe import json_safe as _json_safe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the template's pairs, else the clicks' pairs sorted)")
     parser.add_argument("--n-sigma", type=float, default=3.0, help="outlier threshold mu + n_sigma * sigma")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def _json_safe(v):
-    if isinstance(v, float):
-        return v if np.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
 
 
 def run(args: argparse.Namespace) -> int:

@@ -81,8 +81,10 @@ def main() -> None:
     cl = PSCNet(arch="resnet18").eval().to(memory_format=torch.channels_last)
     cl.load_state_dict(model.state_dict())
     xb_cl = tuple(t.contiguous(memory_format=torch.channels_last) for t in xb)
+    ref, got = ours(model, *(t[:2] for t in xb)), ours(cl, *(t[:2] for t in xb_cl))
+    assert torch.allclose(ref[0], got[0], atol=1e-5) and torch.allclose(ref[1], got[1], atol=1e-5)
     best, med = _time(lambda: ours(cl, *xb_cl), max(2, args.repeats // 2))
-    rows.append(("psc6k predict_flows, channels_last", args.batch, best * 1e3 / args.batch, med * 1e3 / args.batch))
+    rows.append(("psc6k predict_flows, channels_last (psc6k predict)", args.batch, best * 1e3 / args.batch, med * 1e3 / args.batch))
 
     gpu = None
     if args.gpu:
@@ -106,9 +108,9 @@ def main() -> None:
                                    for r in rows], "gpu": gpu}))
         return
     print(f"PSCNet ResNet-18, 256x256 pairs, CPU {args.threads} threads (1-min load average {load:.1f})")
-    print(f"{'implementation':<38} {'batch':>5} {'best ms/pair':>13} {'median ms/pair':>15}")
+    print(f"{'implementation':<52} {'batch':>5} {'best ms/pair':>13} {'median ms/pair':>15}")
     for impl, batch, best, med in rows:
-        print(f"{impl:<38} {batch:>5} {best:>13.1f} {med:>15.1f}")
+        print(f"{impl:<52} {batch:>5} {best:>13.1f} {med:>15.1f}")
     print("(issue 8: the released implementation runs at ~73 ms/pair, batch 1, on this machine)")
     if gpu is not None:
         print(f"GPU (not verified in CI): {gpu}")

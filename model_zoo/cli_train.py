@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         log_every=args.log_every, progress=not args.no_progress, warp_strength=args.warp_strength,
     )
     result = train(cfg)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")

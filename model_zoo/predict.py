@@ -57,8 +57,9 @@ def predict_flows_batched(model: PSCNet, loader, device: torch.device, amp: bool
                 break
             except ImageError as exc:
                 raise unwrap_worker_error(exc) from None
-            photo = photo.to(device, non_blocking=True)
-            sketch = sketch.to(device, non_blocking=True)
+            # channels_last: ~30% less time per pair on CPU at batch 16 (benchmarks/bench_model.py)
+            photo = photo.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            sketch = sketch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with _autocast(device, amp):
                 s2p, p2s = model.predict_flows(photo, sketch)
             yield (np.asarray(idx), s2p.float().cpu().numpy(), p2s.float().cpu().numpy())
@@ -94,7 +95,7 @@ def predict_submission(model: PSCNet, photos, sketches, images_root, *, device="
     if batch_size < 1:
         raise Psc6kError(f"batch size must be >= 1, got {batch_size}")
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last)
     dataset = PairDataset(photos, sketches, images_root, image_size)
     dataset.check_files()  # before any work: a missing image is named at once
     n = len(dataset)

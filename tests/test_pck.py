@@ -182,3 +182,17 @@ def test_perfect_flow_scores_100():
 def test_alpha_keys():
     assert [alpha_key(a) for a in (0.05, 0.1, 0.125, 0.2, 0.01)] == \
         ["pck@0.05", "pck@0.10", "pck@0.125", "pck@0.20", "pck@0.01"]
+
+
+def test_bootstrap_ci_matches_naive_pair_resampling():
+    from psc6k.pck import bootstrap_ci
+
+    rng = np.random.default_rng(11)
+    per_pair = rng.integers(0, 17, 300) / 16
+    lo, hi = bootstrap_ci(per_pair, 4000, seed=1)
+    # naive reference: resample pairs with replacement
+    idx = np.random.default_rng(2).integers(0, 300, (4000, 300))
+    nlo, nhi = np.percentile(per_pair[idx].mean(axis=1) * 100, [2.5, 97.5])
+    assert abs(lo - nlo) < 0.6 and abs(hi - nhi) < 0.6
+    assert lo < per_pair.mean() * 100 < hi
+    assert bootstrap_ci(np.full(50, 0.5), 100) == [50.0, 50.0]

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from psc6k.errors import Psc6kError
+
+
+class SampleMissingError(Psc6kError, FileNotFoundError):
+    """The bundled sample is not installed (a user error the CLI reports without a traceback)."""
+
 #: The exact command that generated ``psc6k/data/sample`` (run from the repository root).
 SAMPLE_COMMAND = ("psc6k synth --out psc6k/data/sample --categories 10 --photos-per-category 4 "
                   "--sketches-per-photo 1 --train-photos-per-category 1 --seed 0 --flow-size 32 "
@@ -16,10 +22,10 @@ def sample_path() -> Path:
 
     Raises
     ------
-    FileNotFoundError
-        When the package was installed without its data (the message says how to regenerate it).
+    SampleMissingError
+        (a ``FileNotFoundError`` and a ``Psc6kError``) when the package was installed without its data (the message says how to regenerate it).
     """
     root = Path(__file__).resolve().parent / "sample"
     if not (root / "test_pairs_ps.csv").is_file():
-        raise FileNotFoundError(f"{root}: the bundled sample is missing; regenerate it with: {SAMPLE_COMMAND}")
+        raise SampleMissingError(f"{root}: the bundled sample is missing; regenerate it with: {SAMPLE_COMMAND}")
     return root

@@ -85,11 +85,14 @@ def sample_flow(flows, points_px, size: int = IMAGE_SIZE, *, index=None) -> np.n
     fx = (sx - x0)[..., None]
     fy = (sy - y0)[..., None]
     b = (np.arange(n) if index is None else np.asarray(index, dtype=np.int64))[:, None]
-    # Gather the 4 neighbours in the flows' own dtype, then compute in float64.
-    f00 = flows[b, y0, x0].astype(np.float64)
-    f01 = flows[b, y0, x0 + 1].astype(np.float64)
-    f10 = flows[b, y0 + 1, x0].astype(np.float64)
-    f11 = flows[b, y0 + 1, x0 + 1].astype(np.float64)
+    # Gather the 4 neighbours through flat indices (a view for contiguous input, no copy of the
+    # fields) in the flows' own dtype, then compute in float64.
+    flat = flows.reshape(-1, 2)
+    base = (b * h + y0) * w + x0
+    f00 = flat[base].astype(np.float64)
+    f01 = flat[base + 1].astype(np.float64)
+    f10 = flat[base + w].astype(np.float64)
+    f11 = flat[base + w + 1].astype(np.float64)
     top = f00 * (1 - fx) + f01 * fx
     bottom = f10 * (1 - fx) + f11 * fx
     return top * (1 - fy) + bottom * fy

@@ -196,3 +196,16 @@ def test_bootstrap_ci_matches_naive_pair_resampling():
     assert abs(lo - nlo) < 0.6 and abs(hi - nhi) < 0.6
     assert lo < per_pair.mean() * 100 < hi
     assert bootstrap_ci(np.full(50, 0.5), 100) == [50.0, 50.0]
+
+
+def test_non_contiguous_and_float32_flows_give_the_same_values():
+    rng = np.random.default_rng(4)
+    flows = rng.uniform(-1, 1, (3, 6, 9, 2))
+    pts = rng.uniform(0, 255, (3, 8, 2))
+    ref = sample_flow(flows, pts)
+    swapped = np.ascontiguousarray(flows.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)  # a strided view
+    assert not swapped.flags.c_contiguous
+    np.testing.assert_array_equal(sample_flow(swapped, pts), ref)
+    np.testing.assert_allclose(sample_flow(flows.astype(np.float32), pts), ref, atol=1e-6)
+    np.testing.assert_array_equal(sample_flow(flows[::-1], pts[::-1], index=None)[::-1], ref)
+    np.testing.assert_array_equal(sample_flow(flows, pts[[2, 0]], index=[2, 0]), ref[[2, 0]])

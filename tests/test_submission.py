@@ -210,3 +210,16 @@ def test_fast_json_path_falls_back_for_errors(monkeypatch, ann):
     text = json.dumps(_json(ann)).replace("[1, 2]", "[NaN, 2]", 3).encode()
     with pytest.raises(SubmissionError, match="NaN or Inf"):
         load_submission(text)
+
+
+def test_cocoeval_shaped_api(tmp_path, ann, flow_sub, capsys):
+    from evaluation.pckeval import PSC6KEval
+
+    csv = tmp_path / "test_pairs_ps.csv"
+    write_test_pairs_ps(ann, csv)
+    ev = PSC6KEval(csv, save_submission(flow_sub, tmp_path / "s.npz"))
+    res = ev.evaluate()
+    assert ev.stats == res.overall == evaluate(ann, flow_sub).overall
+    text = ev.summarize()
+    assert "PCK@0.10" in capsys.readouterr().out and "photo_to_sketch" in text
+    assert all(cat in text for cat in set(ann.category))

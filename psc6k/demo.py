@@ -263,16 +263,32 @@ def _round_rows(rows):
 
 
 def _pscnet_submission(checkpoint, ann, root, device, progress, notes):
-    """PSCNet flows from a checkpoint, or None (with a note) when torch / model_zoo are missing."""
-    try:
-        from model_zoo.checkpoint import load_checkpoint
-        from model_zoo.predict import predict_submission
-    except ImportError as exc:
-        notes.append(f"PSCNet skipped: {exc.name or 'torch'} is not installed (pip install 'psc6k[model]')")
-        return None
-    model = load_checkpoint(checkpoint)
-    return predict_submission(model, ann.photo, ann.sketch, root, device=device or "auto",
-                              method=f"PSCNet ({Path(checkpoint).stem})", progress=progress)
+    """PSCNet flows from a checkpoint through ``psc6k predict``, or None (with a note) when it fails.
+
+    The model zoo runs in its own process: the core package never imports ``model_zoo`` (or
+    torch), and a missing ``psc6k[model]`` install becomes a note instead of a crash.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    from psc6k.formats import write_test_pairs_ps
+    from psc6k.submission import load_submission
+
+    with tempfile.TemporaryDirectory(prefix="psc6k-demo-") as tmp:
+        pairs, out = Path(tmp) / "test_pairs_ps.csv", Path(tmp) / "pscnet.npz"
+        write_test_pairs_ps(ann, pairs)
+        cmd = [sys.executable, "-m", "psc6k", "predict", "--checkpoint", str(checkpoint), "--annotations", str(pairs),
+               "--images", str(root), "--out", str(out), "--device", device or "auto",
+               "--method", f"PSCNet ({Path(checkpoint).stem})"]
+        if not progress:
+            cmd.append("--no-progress")
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=None if progress else subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            reason = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            notes.append(f"PSCNet skipped: {reason[0]}")
+            return None
+        return load_submission(out)
 
 
 def format_leaderboard(rows, human: dict | None = None) -> str:

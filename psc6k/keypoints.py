@@ -348,14 +348,20 @@ def sketch_mask(image, *, max_dilations: int | None = None, min_speck_area: int 
     iterations : int
         Only when ``return_iterations``.
     """
-    ink = _ink_of(image)
+    _, mask, it = _ink_to_mask(_ink_of(image), max_dilations, min_speck_area, close_gaps_px)
+    return (mask, it) if return_iterations else mask
+
+
+def _ink_to_mask(ink, max_dilations, min_speck_area, close_gaps_px):
+    """Specks removed -> contour filling with iterative dilation -> optional gap closing.
+    Returns (cleaned ink, mask, dilations used); shared by :func:`sketch_mask` and
+    :func:`analyze_sketch`."""
     shape = ink.shape
     max_dilations = _default_max_dilations(shape) if max_dilations is None else int(max_dilations)
     min_speck_area = _default_speck_area(shape) if min_speck_area is None else int(min_speck_area)
     ink = remove_specks(ink, min_speck_area)
-    mask, it = _mask_from_ink(ink, max_dilations)
-    mask = close_gaps(mask, close_gaps_px)
-    return (mask, it) if return_iterations else mask
+    mask, iterations = _mask_from_ink(ink, max_dilations)
+    return ink, close_gaps(mask, close_gaps_px), iterations
 
 
 def _ink_of(image) -> np.ndarray:
@@ -804,13 +810,7 @@ def analyze_sketch(image, k: int = 8, seed: int = 0, *, max_dilations: int | Non
         arr = np.asarray(image)
         gray = to_gray(arr) if arr.dtype != bool else (~arr).astype(np.float32)
     with single_threaded():
-        ink = binarize(gray)
-        shape = ink.shape
-        md = _default_max_dilations(shape) if max_dilations is None else int(max_dilations)
-        ms = _default_speck_area(shape) if min_speck_area is None else int(min_speck_area)
-        ink = remove_specks(ink, ms)
-        mask, iterations = _mask_from_ink(ink, md)
-        mask = close_gaps(mask, close_gaps_px)
+        ink, mask, iterations = _ink_to_mask(binarize(gray), max_dilations, min_speck_area, close_gaps_px)
         parts, info = pseudo_parts(mask, k, seed, n_samples=n_samples, return_info=True)
         kps, moved = part_keypoints(parts, k, return_moved=True)
     return KeypointResult(gray=gray, ink=ink, mask=mask, parts=parts, keypoints=kps,

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from evaluation.server.app import create_app
 from evaluation.server.body import gunzip_capped
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission
+from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission, wait_until_healthy
 from psc6k.cli import main as psc6k_main
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import Submission, save_submission
@@ -352,16 +352,7 @@ def test_psc6k_serve_survives_bad_submissions(files, tmp_path, capsys):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.3)
+        wait_until_healthy(base, proc, 60)
         with httpx.Client(base_url=base, timeout=60) as http:
             for name, body, headers, status, _ in _bad_cases(files):
                 if name in ("no content type",):

@@ -25,7 +25,7 @@ from evaluation.server.leaderboard import rank
 from evaluation.server.scoring import PRIVATE_KEYS
 from evaluation.server.seed import PUBLISHED
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission
+from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission, wait_until_healthy
 from psc6k.cli import main as psc6k_main
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission
@@ -450,16 +450,7 @@ def test_two_workers_share_one_postgres_leaderboard(files, tmp_path):
                              "--bootstrap", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.3)
+        wait_until_healthy(base, proc, 90)
 
         def one(_):  # a fresh connection each time, so the kernel spreads them over the workers
             return httpx.post(base + "/submissions", content=files["good"], timeout=120,

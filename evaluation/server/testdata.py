@@ -48,3 +48,27 @@ def make_keypoint_submission(ann: Annotations, noise_px: float = 15.0, seed: int
     s2p = ann.photo_kps + rng.normal(0, noise_px, size=ann.photo_kps.shape)
     p2s = ann.sketch_kps + rng.normal(0, noise_px, size=ann.sketch_kps.shape)
     return Submission(method, "keypoints", list(ann.photo), list(ann.sketch), s2p, p2s)
+
+
+def wait_until_healthy(base_url: str, proc, timeout_s: float = 60.0) -> None:
+    """Block until ``GET base_url/health`` answers 200; fail early if the server process died.
+
+    ``proc`` is the ``subprocess.Popen`` of ``psc6k serve`` (its captured output is shown on failure).
+    """
+    import time
+
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(base_url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            out = proc.stdout or proc.stderr
+            raise AssertionError("server exited: " + (out.read().decode(errors="replace") if out else ""))
+        if time.time() > deadline:
+            raise AssertionError(f"server at {base_url} did not start within {timeout_s:.0f} s")
+        time.sleep(0.3)

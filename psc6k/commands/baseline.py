@@ -13,17 +13,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from psc6k.commands import add_dataset_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from psc6k.baselines import BASELINES
 
     parser.add_argument("name", choices=BASELINES, help="which baseline")
-    parser.add_argument("--annotations", "-a", default=None,
-                        help="test_pairs_ps.csv or test_pairs_st.csv (default: the bundled sample's)")
-    parser.add_argument("--images", "-i", default=None,
-                        help="Sketchy root the CSV paths are relative to (default: the CSV's folder "
-                             "when it holds rendered_256x256/, else the bundled sample)")
+    add_dataset_arguments(parser)
     parser.add_argument("--out", "-o", required=True, help="submission file to write (.npz, .json or .json.gz)")
     parser.add_argument("--eval", action="store_true", help="also score it and print PCK@0.05 / PCK@0.10")
     parser.add_argument("--json", action="store_true", help="print a JSON summary (path, pairs, seconds, scores)")

@@ -6,15 +6,12 @@ human-model consistency heatmap when --clicks is given.
 from __future__ import annotations
 
 import argparse
+from psc6k.commands import add_dataset_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submissions", nargs="*", metavar="SUBMISSION", help="submission files (.npz / .json / .json.gz)")
-    parser.add_argument("--annotations", "-a", default=None,
-                        help="test_pairs_ps.csv or test_pairs_st.csv (default: the bundled sample's)")
-    parser.add_argument("--images", "-i", default=None,
-                        help="Sketchy root the CSV paths are relative to (default: the CSV's folder when it "
-                             "holds rendered_256x256/, else the bundled sample)")
+    add_dataset_arguments(parser)
     parser.add_argument("--clicks", "-c", default=None, help="raw clicks CSV: adds the consistency heatmap and human agreement")
     parser.add_argument("--out", "-o", default="report", help="output folder (index.html and figures)")
     parser.add_argument("--title", default="PSC6K report", help="page title")

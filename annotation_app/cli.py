@@ -9,6 +9,8 @@ import os
 
 from psc6k.errors import Psc6kError
 
+HELP = "crowd annotation study: init, serve"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="{init,serve}", required=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 
 from psc6k.formats import Annotations, read_annotations
-from psc6k.pck import DEFAULT_ALPHAS, EvalResult, alpha_key, evaluate
-from psc6k.submission import DIRECTIONS, Submission, load_submission
+from psc6k.pck import DEFAULT_ALPHAS, EvalResult, evaluate, format_table
+from psc6k.submission import Submission, load_submission
 
 
 class PSC6KEval:
@@ -49,25 +49,3 @@ class PSC6KEval:
         text = format_table(self.result if self.result is not None else self.evaluate(), categories=categories)
         print(text, file=file or sys.stdout)
         return text
-
-
-def format_table(res: EvalResult, *, categories: bool = True) -> str:
-    keys = [alpha_key(a) for a in res.alphas]
-    thr = ", ".join(f"{a:g} -> {a * res.protocol['image_size']:g} px" for a in res.alphas)
-    lines = [f"method: {res.method} ({res.kind})   pairs: {res.n_pairs}/{res.n_annotated}"
-             f"   coverage: {100 * res.coverage:.1f}%   alpha: {thr}", ""]
-    head = f"{'':24}" + "".join(f"{k.upper():>12}" for k in keys) + f"{'err px':>10}"
-    lines += [head, "-" * len(head)]
-    lines.append(f"{'overall':24}" + "".join(f"{res.overall[k]:12.2f}" for k in keys)
-                 + f"{res.mean_error_px['overall']:10.2f}")
-    if res.ci95:
-        lines.append(f"{'  95% CI (bootstrap)':24}" + "".join(
-            f"{'%.1f-%.1f' % tuple(res.ci95[k]):>12}" for k in keys))
-    for d in DIRECTIONS:
-        lines.append(f"{d:24}" + "".join(f"{res.per_direction[d][k]:12.2f}" for k in keys)
-                     + f"{res.mean_error_px[d]:10.2f}")
-    if categories and res.per_category:
-        lines += ["", f"{'category (pairs)':24}" + "".join(f"{k.upper():>12}" for k in keys)]
-        for cat, row in res.per_category.items():
-            lines.append(f"{cat[:18] + ' (' + str(row['n_pairs']) + ')':24}" + "".join(f"{row[k]:12.2f}" for k in keys))
-    return "\n".join(lines)

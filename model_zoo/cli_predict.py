@@ -14,6 +14,8 @@ import json
 import sys
 import time
 
+HELP = "predict a flow submission with PSCNet (needs psc6k[model])"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", "-c", required=True,

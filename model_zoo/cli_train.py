@@ -18,6 +18,8 @@ import json
 import os
 import sys
 
+HELP = "train PSCNet: encoder (MoCo v2) or estimator (needs psc6k[model])"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", choices=["encoder", "estimator"], help="what to train")

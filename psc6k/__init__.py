@@ -1,7 +1,8 @@
 """psc6k: the PSC6K photo-sketch correspondence benchmark toolkit.
 
 The core package needs only numpy/scipy/scikit-learn/opencv/pandas; it never imports torch or
-the web stack. ``evaluation``, ``annotation_app`` and ``model_zoo`` build on it.
+the web stack, and names none of the parts that build on it (the annotation app, the scoring
+server, the model zoo): their commands plug into ``psc6k`` through entry points (:mod:`psc6k.cli`).
 """
 
 __version__ = "0.1.0"

@@ -1,50 +1,82 @@
 """The one ``psc6k`` command.
 
-Sub-commands are registered here by name with the module that implements them, and a module is
-imported only when its command runs: ``psc6k eval`` must not pay for torch or FastAPI, and the
-core package never imports the web or model parts (they are looked up by name at dispatch).
+Sub-commands are *discovered*, not listed here: every installed distribution may register them in
+the entry-point group ``psc6k.commands`` (this project does so in ``setup.cfg``), as
+``name = module`` or ``name = module:object``; ``psc6k --help`` lists them by name. The core package therefore names no upper layer
+(annotation app, scoring server, model zoo): they plug in the same way a third-party package would.
 
-Each command module defines::
+A command's target is imported only when that command runs (``psc6k eval`` must not pay for torch
+or FastAPI); ``psc6k --help`` imports every target to show its one-line help. A target defines::
 
+    HELP: str                                      # one line for 'psc6k --help' (else: docstring)
     def add_arguments(parser: argparse.ArgumentParser) -> None
-    def run(args: argparse.Namespace) -> int      # exit status
+    def run(args: argparse.Namespace) -> int       # exit status
 
-and raises :class:`psc6k.errors.Psc6kError` for anything the user can fix; the dispatcher
-prints its message to stderr (no traceback) and exits with status 2.
+and raises :class:`psc6k.errors.Psc6kError` for anything the user can fix; the dispatcher prints
+its message to stderr (no traceback) and exits with status 2. A target whose optional dependency is
+missing (torch, kornia, timm) gives one line with the install hint, also status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import difflib
 import sys
+from importlib.metadata import EntryPoint, entry_points
 
 from psc6k import __version__
 
-#: name -> (module, one-line help). Order is the order shown by ``psc6k --help``.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "eval": ("evaluation.eval_cli", "score a submission (flows or keypoints) by PCK, as the paper does"),
-    "synth": ("psc6k.commands.synth", "generate a synthetic Sketchy-shaped benchmark with exact ground truth"),
-    "build-pairs": ("psc6k.commands.build_pairs", "sample PSC6K test/train pairs from a Sketchy download"),
-    "build-keypoints": ("psc6k.commands.build_keypoints", "sample 8 keypoints per sketch (mask + spectral pseudo-parts)"),
-    "aggregate": ("psc6k.commands.aggregate", "aggregate crowd clicks with the 3-sigma rule into PSC6K CSVs"),
-    "annotate": ("annotation_app.cli", "crowd annotation study: init, serve"),
-    "serve": ("evaluation.server.cli", "run the scoring / leaderboard server"),
-    "predict": ("model_zoo.cli_predict", "predict a flow submission with PSCNet (needs psc6k[model])"),
-    "train": ("model_zoo.cli_train", "train PSCNet: encoder (MoCo v2) or estimator (needs psc6k[model])"),
-    "baseline": ("psc6k.commands.baseline", "run a classical baseline (identity, affine, dense) into a submission"),
-    "consistency": ("psc6k.commands.consistency", "human-model consistency (paper Fig. 5) from clicks and submissions"),
-    "report": ("psc6k.commands.report", "write a static HTML report for one or more submissions"),
-    "demo": ("psc6k.commands.demo", "run the whole benchmark on the bundled sample and print the leaderboard"),
-}
+#: Entry-point group holding the sub-commands.
+ENTRY_POINT_GROUP = "psc6k.commands"
+#: Top-level packages of the ``model`` extra: a command needing one of them gets the install hint.
+MODEL_EXTRA_PACKAGES = ("torch", "kornia", "timm", "torchvision")
+MODEL_EXTRA_HINT = "pip install 'psc6k[model]'"
 
 
-def _top_level_parser() -> argparse.ArgumentParser:
-    lines = [f"  {name:<16} {help_}" for name, (_, help_) in COMMANDS.items()]
+def discover_commands() -> dict[str, EntryPoint]:
+    """Registered sub-commands, name -> entry point, sorted by name.
+
+    Sorted because installers do not keep the order of registration; when two distributions
+    register the same name, the first one found wins.
+    """
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep)
+    return dict(sorted(found.items()))
+
+
+def command_help(target) -> str:
+    """One-line help of a command target: its ``HELP``, else the first line of its docstring."""
+    text = getattr(target, "HELP", None) or (getattr(target, "__doc__", None) or "").strip()
+    return text.splitlines()[0].strip() if text else ""
+
+
+def _missing_dependency_message(name: str, exc: ModuleNotFoundError) -> str:
+    missing = exc.name or "a dependency"
+    hint = f" Install it with: {MODEL_EXTRA_HINT}" if missing.split(".")[0] in MODEL_EXTRA_PACKAGES else ""
+    return f"psc6k {name}: needs the Python package {missing!r}, which is not installed.{hint}"
+
+
+def _listing(commands: dict[str, EntryPoint]) -> list[str]:
+    lines = []
+    for name, ep in commands.items():
+        try:
+            help_ = command_help(ep.load())
+        except ModuleNotFoundError as exc:
+            help_ = f"(unavailable: needs {exc.name or 'a missing package'})"
+        except Exception as exc:  # a broken plug-in must not break the listing of the others
+            help_ = f"(unavailable: {type(exc).__name__})"
+        lines.append(f"  {name:<16} {help_}")
+    return lines
+
+
+def _top_level_parser(commands: dict[str, EntryPoint], *, with_listing: bool = False) -> argparse.ArgumentParser:
+    listing = "commands:\n" + "\n".join(_listing(commands)) + "\n\n" if with_listing else ""
     parser = argparse.ArgumentParser(
         prog="psc6k",
+        usage="psc6k [-h] [--version] COMMAND ...",
         description="PSC6K photo-sketch correspondence benchmark toolkit.",
-        epilog="commands:\n" + "\n".join(lines) + "\n\nRun 'psc6k COMMAND --help' for a command's options.",
+        epilog=listing + "Run 'psc6k COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"psc6k {__version__}")
@@ -52,46 +84,46 @@ def _top_level_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
-    """Import the module of command ``name`` and return its configured parser and the module."""
-    module_name, help_ = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(
-        prog=f"psc6k {name}",
-        description=(module.__doc__ or help_).strip().split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    module.add_arguments(parser)
-    return parser, module
+def build_command_parser(name: str, target) -> argparse.ArgumentParser:
+    """The configured argument parser of command ``name`` implemented by ``target``."""
+    description = (getattr(target, "__doc__", None) or command_help(target)).strip().split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog=f"psc6k {name}", description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    target.add_arguments(parser)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from psc6k.errors import Psc6kError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    top = _top_level_parser()
+    commands = discover_commands()
     if not argv or argv[0] in ("-h", "--help"):
-        top.print_help()
+        _top_level_parser(commands, with_listing=True).print_help()
         return 0
     if argv[0] == "--version":
-        top.parse_args(argv)
+        _top_level_parser(commands).parse_args(argv)
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        top.print_usage(sys.stderr)
-        close = [c for c in COMMANDS if c.startswith(name[:3])]
+    if name not in commands:
+        _top_level_parser(commands).print_usage(sys.stderr)
+        close = difflib.get_close_matches(name, list(commands), n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         print(f"psc6k: unknown command {name!r}{hint}; run 'psc6k --help' for the list.", file=sys.stderr)
         return 2
     try:
-        parser, module = build_command_parser(name)
+        target = commands[name].load()
+        parser = build_command_parser(name, target)
     except ModuleNotFoundError as exc:
-        missing = exc.name or "a dependency"
-        extra = " Install it with: pip install 'psc6k[model]'" if missing.split(".")[0] in ("torch", "kornia") else ""
-        print(f"psc6k {name}: needs the Python package {missing!r}, which is not installed.{extra}", file=sys.stderr)
+        print(_missing_dependency_message(name, exc), file=sys.stderr)
         return 2
     args = parser.parse_args(rest)
     try:
-        status = module.run(args)
+        status = target.run(args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in MODEL_EXTRA_PACKAGES:
+            raise
+        print(_missing_dependency_message(name, exc), file=sys.stderr)
+        return 2
     except Psc6kError as exc:
         print(f"psc6k {name}: error: {exc}", file=sys.stderr)
         return 2

@@ -73,17 +73,12 @@ def prepare_out(out) -> Path:
 
 
 def _sample_root(sample) -> Path:
-    if sample is not None:
-        root = Path(sample)
-        if not (root / "test_pairs_ps.csv").is_file():
-            raise Psc6kError(f"{root}: no test_pairs_ps.csv; expected a benchmark folder written by 'psc6k synth'")
-        return root
-    from psc6k.data import sample_path
+    from psc6k.data import sample_default
 
-    try:
-        return Path(sample_path())
-    except FileNotFoundError as exc:
-        raise Psc6kError(str(exc)) from None
+    root = sample_default(sample, None, option="--sample", announce=False)
+    if sample is not None and not (root / "test_pairs_ps.csv").is_file():
+        raise Psc6kError(f"{root}: no test_pairs_ps.csv; expected a benchmark folder written by 'psc6k synth'")
+    return root
 
 
 def build_sketch_keypoints(sketches, images_root, seed: int = 0, progress: bool = True) -> np.ndarray:
@@ -115,8 +110,8 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     out : path
         Output folder; must be new, empty, or written by an earlier demo.
     checkpoint : path, optional
-        A PSCNet checkpoint to score beside the baselines (needs torch; skipped with a note when
-        torch or ``model_zoo`` is missing).
+        A PSCNet checkpoint to score beside the baselines, through the registered ``psc6k predict``
+        command (needs ``psc6k[model]``; skipped with a note when that command or torch is missing).
     device : str, optional
         Torch device for PSCNet (default: CUDA when available).
     sample : path, optional
@@ -265,16 +260,21 @@ def _round_rows(rows):
 def _pscnet_submission(checkpoint, ann, root, device, progress, notes):
     """PSCNet flows from a checkpoint through ``psc6k predict``, or None (with a note) when it fails.
 
-    The model zoo runs in its own process: the core package never imports ``model_zoo`` (or
-    torch), and a missing ``psc6k[model]`` install becomes a note instead of a crash.
+    The command is the one registered in the ``psc6k.commands`` entry-point group, run in its own
+    process: the core never imports the model (or torch), and a missing ``psc6k[model]`` install
+    becomes a note instead of a crash.
     """
     import subprocess
     import sys
     import tempfile
 
+    from psc6k.cli import discover_commands
     from psc6k.formats import write_test_pairs_ps
     from psc6k.submission import load_submission
 
+    if "predict" not in discover_commands():
+        notes.append("PSCNet skipped: no 'psc6k predict' command is installed (pip install 'psc6k[model]')")
+        return None
     with tempfile.TemporaryDirectory(prefix="psc6k-demo-") as tmp:
         pairs, out = Path(tmp) / "test_pairs_ps.csv", Path(tmp) / "pscnet.npz"
         write_test_pairs_ps(ann, pairs)

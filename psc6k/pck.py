@@ -271,3 +271,26 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
     }
     return EvalResult(sub.method, sub.kind, alphas, overall, per_direction, per_category, mean_error, ci95,
                       n, len(ann), protocol, SCORER_VERSION, pred, errors, ann_idx, per_pair)
+
+
+def format_table(res: EvalResult, *, categories: bool = True) -> str:
+    """The table ``psc6k eval`` prints: overall, 95% CI, per direction and per category."""
+    keys = [alpha_key(a) for a in res.alphas]
+    thr = ", ".join(f"{a:g} -> {a * res.protocol['image_size']:g} px" for a in res.alphas)
+    lines = [f"method: {res.method} ({res.kind})   pairs: {res.n_pairs}/{res.n_annotated}"
+             f"   coverage: {100 * res.coverage:.1f}%   alpha: {thr}", ""]
+    head = f"{'':24}" + "".join(f"{k.upper():>12}" for k in keys) + f"{'err px':>10}"
+    lines += [head, "-" * len(head)]
+    lines.append(f"{'overall':24}" + "".join(f"{res.overall[k]:12.2f}" for k in keys)
+                 + f"{res.mean_error_px['overall']:10.2f}")
+    if res.ci95:
+        lines.append(f"{'  95% CI (bootstrap)':24}" + "".join(
+            f"{'%.1f-%.1f' % tuple(res.ci95[k]):>12}" for k in keys))
+    for d in DIRECTIONS:
+        lines.append(f"{d:24}" + "".join(f"{res.per_direction[d][k]:12.2f}" for k in keys)
+                     + f"{res.mean_error_px[d]:10.2f}")
+    if categories and res.per_category:
+        lines += ["", f"{'category (pairs)':24}" + "".join(f"{k.upper():>12}" for k in keys)]
+        for cat, row in res.per_category.items():
+            lines.append(f"{cat[:18] + ' (' + str(row['n_pairs']) + ')':24}" + "".join(f"{row[k]:12.2f}" for k in keys))
+    return "\n".join(lines)

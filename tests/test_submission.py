@@ -171,7 +171,7 @@ def test_eval_cli_json_and_errors(tmp_path, ann, flow_sub):
 
 
 def test_import_psc6k_stays_light():
-    code = ("import sys, psc6k, psc6k.formats, psc6k.pck, psc6k.submission, psc6k.cli, evaluation.eval_cli;"
+    code = ("import sys, psc6k, psc6k.formats, psc6k.pck, psc6k.submission, psc6k.cli, psc6k.commands.eval;"
             "bad = [m for m in ('torch', 'fastapi', 'sqlalchemy', 'uvicorn', 'pandas') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

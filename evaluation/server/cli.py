@@ -14,6 +14,9 @@ import sys
 
 from .settings import ENV_ADMIN_TOKEN, ENV_SETTINGS, MB, ServerSettings
 
+HELP = "run the scoring / leaderboard server"
+
+
 DEFAULT_DB = "sqlite:///psc6k_leaderboard.sqlite"
 
 
@@ -71,14 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(args) -> ServerSettings:
     from psc6k.errors import Psc6kError
 
-    annotations = args.annotations
-    if annotations is None:
-        try:
-            from psc6k.data import sample_path
-            annotations = str(sample_path() / "test_pairs_ps.csv")
-        except Exception:
-            raise Psc6kError("--annotations is required (no bundled sample in this install)") from None
-        print(f"psc6k serve: no --annotations given, using the bundled sample: {annotations}", file=sys.stderr)
+    from psc6k.data import sample_default
+
+    annotations = str(sample_default(args.annotations, command="serve"))
     if not os.path.isfile(annotations):
         raise Psc6kError(f"{annotations}: annotations file not found")
     for name in ("max_body_mb", "max_decompressed_mb"):

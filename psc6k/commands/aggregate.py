@@ -15,6 +15,8 @@ from psc6k import NUM_KEYPOINTS
 from psc6k.errors import Psc6kError
 from psc6k.jsonsafe import json_safe as _json_safe
 
+HELP = "aggregate crowd clicks with the 3-sigma rule into PSC6K CSVs"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clicks", help="raw clicks CSV (participant,photo,sketch,keypoint,x,y,rt_ms,created_at)")

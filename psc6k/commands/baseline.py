@@ -13,7 +13,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from psc6k.commands import add_dataset_arguments
+
+from psc6k.commands import add_dataset_arguments, resolve_dataset
+
+HELP = "run a classical baseline (identity, affine, dense) into a submission"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,33 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def resolve_inputs(annotations, images):
-    """(annotations path, images root) with the bundled sample as the default."""
-    from psc6k.errors import Psc6kError
-    from psc6k.sketchy import PHOTO_DIR
-
-    if annotations is None:
-        try:
-            from psc6k.data import sample_path
-        except ImportError:
-            raise Psc6kError("--annotations is required (no bundled sample in this install)") from None
-        root = Path(sample_path())
-        annotations = root / "test_pairs_ps.csv"
-        print(f"no --annotations given, using the bundled sample: {annotations}", file=sys.stderr)
-        if images is None:
-            images = root
-    annotations = Path(annotations)
-    if images is None:
-        if (annotations.parent / PHOTO_DIR).is_dir():
-            images = annotations.parent
-        else:
-            raise Psc6kError(f"--images is required: {annotations.parent} holds no {PHOTO_DIR} folder")
-    images = Path(images)
-    if not (images / PHOTO_DIR).is_dir():
-        raise Psc6kError(f"--images {images}: not a Sketchy root (no {PHOTO_DIR} folder inside)")
-    return annotations, images
-
-
 def run(args: argparse.Namespace) -> int:
     from psc6k.baselines import run_baseline
     from psc6k.errors import Psc6kError
@@ -63,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.name.lower().endswith((".npz", ".json", ".json.gz")):
         raise Psc6kError(f"--out {out}: use a .npz, .json or .json.gz file name")
-    ann_path, images = resolve_inputs(args.annotations, args.images)
+    ann_path, images = resolve_dataset(args.annotations, args.images, command="baseline")
     ann = read_annotations(ann_path)
     start = time.perf_counter()
     sub = run_baseline(args.name, ann, images, progress=not args.no_progress)

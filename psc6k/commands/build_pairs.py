@@ -23,6 +23,8 @@ from pathlib import Path
 from psc6k.errors import Psc6kError
 from psc6k.sketchy import INVALID_LISTS
 
+HELP = "sample PSC6K test/train pairs from a Sketchy download"
+
 
 def _lists(text: str) -> tuple[str, ...]:
     text = text.strip().lower()

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+HELP = "human-model consistency (paper Fig. 5) from clicks and submissions"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submissions", nargs="*", metavar="SUBMISSION",

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+HELP = "run the whole benchmark on the bundled sample and print the leaderboard"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from psc6k.demo import DEFAULT_OUT

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from psc6k.commands import add_dataset_arguments
 
+HELP = "write a static HTML report for one or more submissions"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submissions", nargs="*", metavar="SUBMISSION", help="submission files (.npz / .json / .json.gz)")
@@ -22,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.commands.baseline import resolve_inputs
+    from psc6k.commands import resolve_dataset
     from psc6k.errors import Psc6kError
     from psc6k.formats import read_annotations, read_clicks
     from psc6k.report import write_report
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise Psc6kError("give at least one submission file to report on")
     if args.examples < 0 or args.bootstrap < 0:
         raise Psc6kError("--examples and --bootstrap must be >= 0")
-    ann_path, images = resolve_inputs(args.annotations, args.images)
+    ann_path, images = resolve_dataset(args.annotations, args.images, command="report")
     ann = read_annotations(ann_path)
     subs = []
     for path in args.submissions:

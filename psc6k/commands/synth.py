@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+HELP = "generate a synthetic Sketchy-shaped benchmark with exact ground truth"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (a new Sketchy root)")

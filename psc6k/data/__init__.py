@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from psc6k.errors import Psc6kError
@@ -29,3 +30,40 @@ def sample_path() -> Path:
     if not (root / "test_pairs_ps.csv").is_file():
         raise SampleMissingError(f"{root}: the bundled sample is missing; regenerate it with: {SAMPLE_COMMAND}")
     return root
+
+
+def sample_default(path=None, filename: str | None = "test_pairs_ps.csv", *, option: str = "--annotations",
+                   command: str | None = None, announce: bool = True) -> Path:
+    """``path`` when given, else the bundled sample's ``filename`` (its root with ``filename=None``).
+
+    The one place where a command falls back to the bundled sample. The fallback is announced
+    on stderr (``psc6k COMMAND: no OPTION given, using the bundled sample: PATH``) so that a
+    forgotten option never silently scores against the wrong data.
+
+    Parameters
+    ----------
+    path : path or None
+        What the user gave (returned as a ``Path`` untouched).
+    filename : str or None
+        File of the sample to use; ``None`` for the sample's root folder.
+    option, command : str
+        Named in the announcement and in the error (``--annotations``, ``eval``).
+    announce : bool
+        Print the announcement.
+
+    Raises
+    ------
+    psc6k.errors.Psc6kError
+        ``OPTION is required`` when the package was installed without its sample.
+    """
+    if path is not None:
+        return Path(path)
+    try:
+        root = sample_path()
+    except SampleMissingError as exc:
+        raise Psc6kError(f"{option} is required (no bundled sample in this install: {exc})") from None
+    target = root / filename if filename else root
+    if announce:
+        prefix = f"psc6k {command}: " if command else "psc6k: "
+        print(f"{prefix}no {option} given, using the bundled sample: {target}", file=sys.stderr)
+    return target

@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+HELP = "score a submission (flows or keypoints) by PCK, as the paper does"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submission", help="submission file: .json, .json.gz or .npz (docs/submission.md)")
@@ -27,26 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from psc6k.data import sample_default
     from psc6k.errors import Psc6kError
     from psc6k.formats import read_annotations
-    from psc6k.pck import evaluate
+    from psc6k.pck import evaluate, format_table
     from psc6k.submission import load_submission
-
-    from evaluation.pckeval import format_table
 
     if any(not 0 < a < 1 for a in args.alpha):
         raise Psc6kError(f"--alpha values must lie in (0, 1), got {args.alpha}")
     if args.bootstrap < 0:
         raise Psc6kError("--bootstrap must be >= 0")
-    ann_path = args.annotations
-    if ann_path is None:
-        try:
-            from psc6k.data import sample_path
-        except ImportError:
-            raise Psc6kError("--annotations is required (no bundled sample in this install)") from None
-        ann_path = sample_path() / "test_pairs_ps.csv"
-        print(f"psc6k eval: no --annotations given, using the bundled sample: {ann_path}", file=sys.stderr)
-    ann = read_annotations(ann_path)
+    ann = read_annotations(sample_default(args.annotations, command="eval"))
     sub = load_submission(args.submission)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
                    seed=args.seed)

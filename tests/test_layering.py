@@ -1,0 +1,165 @@
+"""The layering rule: the core package ``psc6k`` names none of the parts built on it, and its
+commands reach them only through the ``psc6k.commands`` entry points (psc6k/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import psc6k
+from psc6k.cli import discover_commands, main
+
+CORE = Path(psc6k.__file__).resolve().parent
+UPPER = ("evaluation", "annotation_app", "model_zoo")
+HEAVY = ("torch", "fastapi", "sqlalchemy", "uvicorn", "starlette", "kornia", "timm")
+#: Commands of this project, all registered in setup.cfg's [options.entry_points] psc6k.commands.
+PROJECT_COMMANDS = {"eval", "synth", "build-pairs", "build-keypoints", "aggregate", "annotate", "serve",
+                    "predict", "train", "baseline", "consistency", "report", "demo"}
+
+# An upper part named as a module: an import, a dotted path, or a quoted / literal module name.
+# ("evaluation" alone is an ordinary English word, so only its module-like uses count.)
+_NAMED = re.compile(r"\b(annotation_app|model_zoo)\b"
+                    r"|\b(?:from|import)\s+evaluation\b|\bevaluation\.\w|[\"'`]evaluation[\"'`.:]")
+
+
+def _core_modules() -> list[str]:
+    names = []
+    for path in sorted(CORE.rglob("*.py")):
+        rel = path.relative_to(CORE.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__main__":
+            continue
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(parts))
+    return names
+
+
+def test_rule_detector_catches_the_ways_a_module_is_named():
+    for bad in ("import model_zoo", "from evaluation.pckeval import x", '"evaluation.eval_cli"',
+                "importlib.import_module('annotation_app.cli')", "``model_zoo``", "'evaluation'"):
+        assert _NAMED.search(bad), bad
+    for fine in ("the leaderboard evaluation and the curve evaluation", "evaluation of PCK", "the model zoo"):
+        assert not _NAMED.search(fine), fine
+
+
+def test_core_source_names_no_upper_part():
+    offenders = []
+    for path in sorted(CORE.rglob("*")):
+        if path.suffix not in (".py", ".md", ".txt", ".cfg", ".toml") or "data/sample" in path.as_posix():
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if _NAMED.search(line):
+                offenders.append(f"{path.relative_to(CORE.parent)}:{n}: {line.strip()}")
+    assert not offenders, "core names an upper layer:\n" + "\n".join(offenders)
+
+
+def test_every_project_command_is_registered_and_loads_lazily():
+    commands = discover_commands()
+    assert PROJECT_COMMANDS <= set(commands), sorted(PROJECT_COMMANDS - set(commands))
+    assert list(commands) == sorted(commands)
+    assert commands["eval"].value == "psc6k.commands.eval"
+
+
+def test_importing_the_core_and_eval_help_load_no_upper_part_and_no_heavy_stack():
+    code = (
+        "import importlib, io, sys, contextlib, json\n"
+        f"for name in {_core_modules()!r}:\n"
+        "    importlib.import_module(name)\n"
+        "from psc6k.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['eval', '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {UPPER + HEAVY!r})))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+def test_eval_runs_without_loading_the_upper_parts(tmp_path):
+    from psc6k.data import sample_path
+    from psc6k.formats import read_annotations
+    from psc6k.submission import Submission, identity_flow, save_submission
+
+    ann = read_annotations(sample_path() / "test_pairs_ps.csv")
+    flows = identity_flow(len(ann), 4)
+    sub = save_submission(Submission("id", "flow", ann.photo, ann.sketch, flows, flows), tmp_path / "s.npz")
+    code = ("import sys, json; from psc6k.cli import main; status = main(['eval', sys.argv[1], '--json', "
+            "'--bootstrap', '0']); "
+            f"print(json.dumps([status, sorted(m for m in sys.modules if m.split('.')[0] in {UPPER + HEAVY!r})]))")
+    r = subprocess.run([sys.executable, "-c", code, str(sub)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [0, []]
+
+
+def test_top_level_help_lists_every_command_with_one_line(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in PROJECT_COMMANDS:
+        line = next((ln for ln in out.splitlines() if ln.strip().startswith(name + " ")), None)
+        assert line is not None and len(line.split(None, 1)[1]) > 10, name
+    assert "unavailable" not in out
+
+
+def test_unknown_command_is_one_line_with_a_suggestion(capsys):
+    assert main(["evl"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'evl'" in err and "did you mean eval" in err and "Traceback" not in err
+
+
+class _FakeEntryPoint:
+    def __init__(self, name, error):
+        self.name, self.value, self._error = name, f"fake.{name}", error
+
+    def load(self):
+        raise self._error
+
+
+@pytest.mark.parametrize("missing", ["torch", "kornia", "timm"])
+def test_missing_model_dependency_gives_the_install_hint(monkeypatch, capsys, missing):
+    fake = {"predict": _FakeEntryPoint("predict", ModuleNotFoundError(f"No module named {missing!r}", name=missing))}
+    monkeypatch.setattr("psc6k.cli.discover_commands", lambda: fake)
+    assert main(["predict", "--help"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and missing in err and "pip install 'psc6k[model]'" in err
+
+
+def test_missing_dependency_at_run_time_gives_the_install_hint(monkeypatch, capsys):
+    class Target:
+        HELP = "needs torch when it runs"
+
+        @staticmethod
+        def add_arguments(parser):
+            pass
+
+        @staticmethod
+        def run(args):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    class EP:
+        name, value = "predict", "fake"
+
+        @staticmethod
+        def load():
+            return Target
+
+    monkeypatch.setattr("psc6k.cli.discover_commands", lambda: {"predict": EP})
+    assert main(["predict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'psc6k[model]'" in err
+
+
+def test_a_broken_plugin_does_not_break_the_listing(monkeypatch, capsys):
+    real = discover_commands()
+    broken = dict(real, zzz=_FakeEntryPoint("zzz", ModuleNotFoundError("No module named 'nothere'", name="nothere")))
+    monkeypatch.setattr("psc6k.cli.discover_commands", lambda: broken)
+    assert main(["--help"]) == 0
+    assert "zzz" in capsys.readouterr().out

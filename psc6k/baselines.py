@@ -16,7 +16,7 @@ Flows are stored at a reduced resolution (the scorer upsamples them bilinearly w
   strokes), initialised by the affine: photo and sketch become comparable images, and the flow
   only has to explain the residual, smooth deformation.
 
-All images are 256 x 256 (:data:`psc6k.IMAGE_SIZE`).
+All images are 256 x 256 (:data:`psc6k.IMAGE_SIZE`), read by :func:`psc6k.images.read_image`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from psc6k import IMAGE_SIZE
 from psc6k.errors import Psc6kError
+from psc6k.images import read_image
 from psc6k.pck import pixels_to_flow
 from psc6k.submission import Submission
 from psc6k.submission import identity_flow as submission_identity_flow
@@ -105,13 +106,17 @@ def _gray_u8(image: np.ndarray) -> np.ndarray:
 
 
 def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR / BGRA channel order -> RGB / RGBA (grey images unchanged)."""
+    """OpenCV's BGR / BGRA channel order -> RGB / RGBA (grey images unchanged); its own inverse."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 3:
         return image[:, :, ::-1]
     if image.ndim == 3 and image.shape[2] == 4:
         return image[:, :, [2, 1, 0, 3]]
     return image
+
+
+#: RGB / RGBA -> OpenCV's BGR / BGRA: the same channel swap as :func:`bgr_to_rgb`.
+rgb_to_bgr = bgr_to_rgb
 
 
 def sketch_strokes(sketch: np.ndarray) -> np.ndarray:
@@ -427,21 +432,6 @@ class PairFlows:
     photo_to_sketch: np.ndarray
 
 
-def read_image(root, relpath: str, flags=cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """Read an image below a Sketchy root, checking it is 256 x 256; clear error otherwise."""
-    path = Path(root) / relpath
-    if not path.is_file():
-        raise Psc6kError(f"{path}: image not found (listed in the annotations as {relpath!r}; "
-                         f"is --images the Sketchy root?)")
-    img = cv2.imread(str(path), flags)
-    if img is None:
-        raise Psc6kError(f"{path}: not a readable image")
-    if img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise Psc6kError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, expected "
-                         f"{IMAGE_SIZE}x{IMAGE_SIZE} (Sketchy's rendered_256x256)")
-    return img
-
-
 def pair_masks(photo: np.ndarray, sketch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(photo object mask, sketch object mask), each bool ``[256, 256]``."""
     sketch_mask = sketch_object_mask(sketch)
@@ -514,8 +504,9 @@ def run_baselines(names, annotations, images_root, progress: bool = True) -> dic
                                       disable=not progress, leave=False):
         photo = sketch = None
         if needs_images:
-            photo = read_image(images_root, photo_rel, cv2.IMREAD_COLOR)
-            sketch = read_image(images_root, sketch_rel, cv2.IMREAD_UNCHANGED)
+            # psc6k.images gives RGB; the baselines work in OpenCV's channel order (GrabCut, cvtColor)
+            photo = rgb_to_bgr(read_image(images_root, photo_rel, "rgb"))
+            sketch = rgb_to_bgr(read_image(images_root, sketch_rel, "rgb"))
         for name, pf in baseline_pairs(names, photo, sketch).items():
             flows[name][0].append(pf.sketch_to_photo)
             flows[name][1].append(pf.photo_to_sketch)

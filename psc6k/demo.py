@@ -83,16 +83,15 @@ def _sample_root(sample) -> Path:
 
 def build_sketch_keypoints(sketches, images_root, seed: int = 0, progress: bool = True) -> np.ndarray:
     """8 keypoints per sketch (``psc6k.keypoints.sample_keypoints``), float64 ``[N, 8, 2]``."""
-    import cv2
     from tqdm import tqdm
 
-    from psc6k.baselines import bgr_to_rgb, read_image
+    from psc6k.images import read_image
     from psc6k.keypoints import sample_keypoints
 
     out = []
     for rel in tqdm(sketches, desc="keypoints", unit="sketch", disable=not progress, leave=False):
         path = Path(images_root) / rel
-        img = bgr_to_rgb(read_image(images_root, rel, cv2.IMREAD_UNCHANGED))  # alpha composited by the builder
+        img = read_image(images_root, rel, "rgb")
         try:
             out.append(sample_keypoints(img, k=8, seed=seed))
         except Psc6kError as exc:

@@ -165,19 +165,6 @@ def choose_examples(ann, n: int) -> list[int]:
     return sorted(dict.fromkeys(rows))[:n]
 
 
-def _load_rgb(root, relpath):
-    import cv2
-
-    path = Path(root) / relpath
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise Psc6kError(f"{path}: image not found or unreadable (listed in the annotations as {relpath!r}; "
-                         "is --images the Sketchy root?)")
-    if img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-    return img[:, :, ::-1]
-
-
 def plot_example(ann, row: int, images_root, systems, path, alpha: float = 0.10) -> None:
     """One example pair: a panel per system, sketch | photo with lines from each sketch keypoint
     to where the system puts it on the photo.
@@ -189,8 +176,10 @@ def plot_example(ann, row: int, images_root, systems, path, alpha: float = 0.10)
         ground truth are drawn as filled dots, misses as crosses; the ground truth as rings.
     """
     plt = _plt()
-    sketch = _load_rgb(images_root, ann.sketch[row])
-    photo = _load_rgb(images_root, ann.photo[row])
+    from psc6k.images import read_image
+
+    sketch = read_image(images_root, ann.sketch[row], "rgb")
+    photo = read_image(images_root, ann.photo[row], "rgb")
     gap = 12
     canvas = np.full((IMAGE_SIZE, 2 * IMAGE_SIZE + gap, 3), 255, np.uint8)
     canvas[:, :IMAGE_SIZE] = sketch

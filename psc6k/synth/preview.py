@@ -9,19 +9,11 @@ import numpy as np
 
 from psc6k import IMAGE_SIZE
 from psc6k.errors import Psc6kError
+from psc6k.images import read_image
 
 #: 8 distinct keypoint colours (RGB), keypoint i -> colour i.
 KEYPOINT_COLORS = np.array([[230, 25, 75], [60, 180, 75], [255, 200, 25], [0, 130, 200], [245, 130, 48],
                             [145, 30, 180], [70, 240, 240], [240, 50, 230]], np.uint8)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise Psc6kError(f"{path}: cannot read the image")
-    if img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-    return img[..., ::-1].copy()
 
 
 def pair_panel(photo: np.ndarray, sketch: np.ndarray, photo_kps: np.ndarray, sketch_kps: np.ndarray,
@@ -68,7 +60,7 @@ def contact_sheet(root, out_png, *, n_pairs: int = 12, columns: int = 3, seed: i
                 order.append(rows[(k + seed) % len(rows)])
         k += 1
     order = order[:n_pairs]
-    panels = [pair_panel(_read_rgb(root / ann.photo[i]), _read_rgb(root / ann.sketch[i]), ann.photo_kps[i],
+    panels = [pair_panel(read_image(root, ann.photo[i]), read_image(root, ann.sketch[i]), ann.photo_kps[i],
                          ann.sketch_kps[i], f"{ann.category[i]}  {Path(ann.sketch[i]).stem}") for i in order]
     if not panels:
         raise Psc6kError(f"{root / annotations}: no pairs to preview")

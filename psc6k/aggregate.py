@@ -93,6 +93,37 @@ class ClickAggregate:
                 out[i, k] = (x, y)
         return out
 
+    def complete_pairs(self, photo, sketch, sketch_kps, *, categories=None, source=None) -> "CompletePairs":
+        """Ground truth of the listed pairs whose every keypoint kept a click.
+
+        The one way aggregated clicks become :class:`psc6k.formats.Annotations`: a pair with a
+        keypoint that has no kept click is left out (never written with a missing point), and
+        :meth:`CompletePairs.incomplete` says which pairs and keypoints those are.
+
+        Parameters
+        ----------
+        photo, sketch : sequence of str, length N
+            The pairs, in the order wanted.
+        sketch_kps : array, shape (N, 8, 2)
+            The sketch keypoints (XB, YB) of those pairs.
+        categories, source
+            Passed to :meth:`psc6k.formats.Annotations.from_arrays`.
+
+        Returns
+        -------
+        CompletePairs
+        """
+        from psc6k.formats import Annotations
+
+        photo, sketch = list(photo), list(sketch)
+        photo_kps = self.photo_keypoints(photo, sketch)
+        complete = np.isfinite(photo_kps).all(axis=(1, 2))
+        keep = np.flatnonzero(complete)
+        sketch_kps = np.asarray(sketch_kps, dtype=np.float64).reshape(len(photo), NUM_KEYPOINTS, 2)
+        ann = Annotations.from_arrays([photo[i] for i in keep], [sketch[i] for i in keep], photo_kps[keep],
+                                      sketch_kps[keep], categories=categories, source=source)
+        return CompletePairs(ann, complete, photo_kps, photo, sketch)
+
     def summary(self) -> dict:
         """JSON-ready numbers (what ``psc6k aggregate --json`` prints)."""
         few = self.keypoints_with_fewer_than(2)
@@ -108,6 +139,35 @@ class ClickAggregate:
             "keypoints_fewer_than_2_kept": int(len(few)),
             "keypoints_without_kept_click": int((self.keypoints["n_kept"] == 0).sum()),
         }
+
+
+@dataclass
+class CompletePairs:
+    """Result of :meth:`ClickAggregate.complete_pairs`.
+
+    Attributes
+    ----------
+    annotations : psc6k.formats.Annotations
+        The complete pairs, in the listed order.
+    complete : ndarray of bool, shape (N,)
+        Per listed pair: every keypoint has a kept click.
+    photo_kps : ndarray of float64, shape (N, 8, 2)
+        Aggregated photo keypoints of every listed pair (NaN where no click was kept).
+    photo, sketch : list of str, length N
+        The listed pairs.
+    """
+
+    annotations: object
+    complete: np.ndarray
+    photo_kps: np.ndarray
+    photo: list
+    sketch: list
+
+    def incomplete(self) -> list[dict]:
+        """The pairs left out: ``{"photo", "sketch", "keypoints_missing": [k, ...]}`` each."""
+        return [{"photo": self.photo[i], "sketch": self.sketch[i],
+                 "keypoints_missing": [int(k) for k in np.flatnonzero(~np.isfinite(self.photo_kps[i]).all(axis=1))]}
+                for i in np.flatnonzero(~self.complete)]
 
 
 def _check_clicks(clicks: pd.DataFrame) -> pd.DataFrame:

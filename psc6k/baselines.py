@@ -32,7 +32,7 @@ from psc6k.errors import Psc6kError
 from psc6k.images import read_image
 from psc6k.pck import pixels_to_flow
 from psc6k.submission import Submission
-from psc6k.submission import identity_flow as submission_identity_flow
+from psc6k.submission import identity_flow
 
 #: Names accepted by :func:`run_baseline` and ``psc6k baseline``.
 BASELINES: tuple[str, ...] = ("identity", "affine", "dense")
@@ -62,11 +62,6 @@ def grid_pixels(size: int, image_size: int = IMAGE_SIZE) -> np.ndarray:
     axis = np.arange(size, dtype=np.float64) * (image_size - 1) / (size - 1)
     xx, yy = np.meshgrid(axis, axis)
     return np.stack([xx, yy], axis=-1)
-
-
-def identity_flow(size: int = LINEAR_FLOW_SIZE) -> np.ndarray:
-    """The identity flow, float32 ``[size, size, 2]``: every pixel lands on itself."""
-    return submission_identity_flow(1, size)[0].astype(np.float32)
 
 
 def affine_flow(matrix: np.ndarray, size: int = LINEAR_FLOW_SIZE) -> np.ndarray:
@@ -451,7 +446,7 @@ def baseline_pairs(names, photo: np.ndarray | None, sketch: np.ndarray | None) -
         raise Psc6kError(f"unknown baseline {unknown[0]!r}; expected one of {', '.join(BASELINES)}")
     out: dict[str, PairFlows] = {}
     if "identity" in names:
-        flow = identity_flow()
+        flow = identity_flow(1, LINEAR_FLOW_SIZE)[0].astype(np.float32)
         out["identity"] = PairFlows(flow, flow.copy())
     if "affine" in names or "dense" in names:
         photo_mask, sketch_mask = pair_masks(photo, sketch)

@@ -192,15 +192,12 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     # 3. aggregation
     t = time.perf_counter()
     agg = aggregate_clicks(clicks)
-    photo_kps = agg.photo_keypoints(photos, sketches)
-    complete = np.isfinite(photo_kps).all(axis=(1, 2))
-    if not complete.all():
-        dropped = [sketches[i] for i in np.flatnonzero(~complete)]
+    pairs = agg.complete_pairs(photos, sketches, sketch_kps, categories=sample_ann.categories,
+                               source=str(ann_dir / "test_pairs_ps.csv"))
+    dropped = [row["sketch"] for row in pairs.incomplete()]
+    if dropped:
         notes.append(f"{len(dropped)} pair(s) left out: a keypoint without any kept click ({', '.join(dropped[:3])})")
-    keep = np.flatnonzero(complete)
-    ann = Annotations.from_arrays([photos[i] for i in keep], [sketches[i] for i in keep], photo_kps[keep],
-                                  sketch_kps[keep], categories=sample_ann.categories,
-                                  source=str(ann_dir / "test_pairs_ps.csv"))
+    ann = pairs.annotations
     write_test_pairs_ps(ann, ann_dir / "test_pairs_ps.csv")
     write_test_pairs_st(ann, ann_dir / "test_pairs_st.csv")
     timings["aggregate"] = time.perf_counter() - t

@@ -30,7 +30,7 @@ import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
 from psc6k.errors import FormatError
-from psc6k.sketchy import SKETCHY_CATEGORIES, category_of
+from psc6k.sketchy import SKETCHY_CATEGORIES, category_of, class_indices
 
 PS_TEST_COLUMNS = ("photo", "sketch", "class", "XA", "YA", "XB", "YB")
 ST_TEST_COLUMNS = ("source_image", "target_image", "class", "XA", "YA", "XB", "YB")
@@ -186,7 +186,7 @@ class Annotations:
         photo, sketch = [str(p) for p in photo], [str(s) for s in sketch]
         cats = _resolve_categories(photo, categories)
         category = [category_of(p) for p in photo]
-        lookup = {c: i + 1 for i, c in enumerate(cats)}
+        lookup = class_indices(cats)
         unknown = sorted({c for c in category if c not in lookup})
         if unknown:
             raise FormatError(f"categories {unknown[:5]} are not in the category list", file=source)
@@ -312,7 +312,7 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
     if not photo:
         raise FormatError("no pairs in file (only a header)", file=path)
     cats = _resolve_categories(photo, categories)
-    lookup = {c: i + 1 for i, c in enumerate(cats)}
+    lookup = class_indices(cats)
     category = []
     for p, c, line in zip(photo, cls_vals, lines):
         try:
@@ -405,7 +405,7 @@ class TrainPairs:
     def from_paths(cls, photo, sketch, categories=None):
         photo, sketch = [str(p) for p in photo], [str(s) for s in sketch]
         cats = _resolve_categories(photo, categories)
-        lookup = {c: i + 1 for i, c in enumerate(cats)}
+        lookup = class_indices(cats)
         return cls(photo, sketch, np.array([lookup[category_of(p)] for p in photo], dtype=np.int64), cats)
 
     @property
@@ -443,7 +443,7 @@ def read_train_pairs(path, categories=None) -> TrainPairs:
         raise FormatError("no pairs in file (only a header)", file=path)
     photo = [k[0] for k in order]
     cats = _resolve_categories(photo, categories)
-    lookup = {c: i + 1 for i, c in enumerate(cats)}
+    lookup = class_indices(cats)
     for (p, _), (c, line) in order.items():
         cat = category_of(p)
         if lookup.get(cat) != c:

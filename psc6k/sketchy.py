@@ -61,9 +61,22 @@ def photo_id_of_sketch(sketch_id: str) -> str:
     return head if sep and tail.isdigit() else base
 
 
+def class_indices(categories=SKETCHY_CATEGORIES) -> dict[str, int]:
+    """``{category: class}`` for every category: its 1-based position in ``categories``, PSC6K's
+    ``class`` column (Sketchy's 125 categories are listed alphabetically, ``airplane`` = 1).
+
+    >>> class_indices(["airplane", "cat"])
+    {'airplane': 1, 'cat': 2}
+    """
+    return {c: i + 1 for i, c in enumerate(categories)}
+
+
 def class_index(category: str, categories=SKETCHY_CATEGORIES) -> int:
-    """1-based index of ``category`` in ``categories`` (alphabetical), PSC6K's ``class``."""
-    return list(categories).index(category) + 1
+    """Class of one ``category`` (see :func:`class_indices`); ``ValueError`` when it is not listed."""
+    try:
+        return class_indices(categories)[category]
+    except KeyError:
+        raise ValueError(f"category {category!r} is not in the category list") from None
 
 
 def read_id_list(path) -> list[str]:

@@ -81,7 +81,8 @@ def mini_subs(mini):
 
 def test_identity_and_affine_flow_geometry():
     # identity: grid point k lands on pixel k * 255 / (S - 1)
-    flow = B.identity_flow(16)
+    flow = B.baseline_pairs(["identity"], None, None)["identity"].sketch_to_photo
+    assert flow.shape == (16, 16, 2) and flow.dtype == np.float32
     pts = np.array([[[0.0, 0.0], [255.0, 255.0], [17.0, 200.0]]])
     np.testing.assert_allclose(transfer_keypoints(flow[None], pts), [[[0, 0], [255, 255], [17, 200]]], atol=1e-4)
     # affine: exact at every (rounded) pixel, because bilinear upsampling reproduces affine maps

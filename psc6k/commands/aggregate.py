@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from psc6k.aggregate import aggregate_clicks, human_agreement
-    from psc6k.formats import (Annotations, read_annotations, read_clicks, read_keypoints_csv,
+    from psc6k.formats import (read_annotations, read_clicks, read_keypoints_csv,
                                read_pair_list, write_test_pairs_ps, write_test_pairs_st)
 
     clicks = read_clicks(args.clicks)
@@ -76,11 +76,8 @@ def run(args: argparse.Namespace) -> int:
     wanted = set(zip(photo, sketch))
     outside = ~np.array([(p, s) in wanted for p, s in zip(clicks["photo"], clicks["sketch"])], bool)
     agg = aggregate_clicks(clicks, n_sigma=args.n_sigma)
-    photo_kps = agg.photo_keypoints(photo, sketch)
-    complete = np.isfinite(photo_kps).all(axis=(1, 2))
-    idx = np.flatnonzero(complete)
-    ann = Annotations.from_arrays([photo[i] for i in idx], [sketch[i] for i in idx], photo_kps[idx],
-                                  sketch_kps[idx], categories=categories)
+    pairs = agg.complete_pairs(photo, sketch, sketch_kps, categories=categories)
+    ann, complete = pairs.annotations, pairs.complete
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_test_pairs_ps(ann, out / "test_pairs_ps.csv")
@@ -93,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "clicks_read": n_read, "clicks_dropped_excluded_or_catch": int(drop.sum()),
         "clicks_of_pairs_not_listed": int(outside.sum()),
         "pairs_listed": len(photo), "pairs_written": int(complete.sum()),
-        "pairs_not_written": [{"photo": photo[i], "sketch": sketch[i],
-                               "keypoints_missing": [int(k) for k in np.flatnonzero(~np.isfinite(photo_kps[i]).all(axis=1))]}
-                              for i in np.flatnonzero(~complete)],
+        "pairs_not_written": pairs.incomplete(),
         "keypoints_fewer_than_2_kept_list": few[["photo", "sketch", "keypoint", "n_kept"]].to_dict(orient="records"),
         "human_agreement": agreement,
         "outputs": [str(out / "test_pairs_ps.csv"), str(out / "test_pairs_st.csv")],

@@ -18,7 +18,8 @@ import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS, __version__
 from psc6k.errors import Psc6kError
-from psc6k.sketchy import INVALID_LISTS, photo_relpath, sketch_relpath
+from psc6k.parallel import map_ordered
+from psc6k.sketchy import INVALID_LISTS, class_index, photo_relpath, sketch_relpath
 from psc6k.synth import realphotos, render
 from psc6k.synth.shapes import TEMPLATES, make_object, template_of
 from psc6k.synth.warp import SmoothWarp, random_warp, warp_flows
@@ -250,11 +251,6 @@ def _sample_keypoints(img: np.ndarray, seed: int) -> np.ndarray:
     return sample_keypoints(img, k=NUM_KEYPOINTS, seed=int(seed) & 0x7FFFFFFF)
 
 
-def _init_worker():
-    # one thread per worker: the workers are the parallelism (and the bytes do not depend on it)
-    cv2.setNumThreads(1)
-
-
 def _task(args):
     category, index, split, kw = args
     return make_photo_record(category, index, split, **kw)
@@ -431,16 +427,9 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
         bar.update(1)
 
     try:
-        if workers == 1:
-            for t in tasks:
-                consume(_task(t))
-        else:
-            import multiprocessing as mp
-
-            # spawn, not fork: a process forked while OpenCV's thread pool is busy can deadlock
-            with mp.get_context("spawn").Pool(int(workers), initializer=_init_worker) as pool:
-                for rec in pool.imap(_task, tasks, chunksize=1):
-                    consume(rec)
+        # one heavy task at a time per worker (chunksize 1); psc6k.parallel says why spawn
+        for rec in map_ordered(_task, tasks, int(workers), chunksize=1):
+            consume(rec)
     finally:
         bar.close()
 
@@ -472,7 +461,7 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
     for cat, sid, bad in stats:
         pid, _, num = sid.rpartition("-")
         flags = [int(bad == k) for k in ("error", "context", "ambiguous", "pose")]
-        lines.append(f"{cat},{cats.index(cat) + 1},{pid},{num},{','.join(map(str, flags))}\n")
+        lines.append(f"{cat},{class_index(cat, cats)},{pid},{num},{','.join(map(str, flags))}\n")
     _write_text(info / "stats.csv", "".join(lines))
     summary = SynthSummary(str(out), list(cats), len(test_photo), len(train_photo),
                            len(tasks), n_sketches, sum(len(v) for v in invalid.values()), n_clicks,

@@ -242,6 +242,8 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
             pred[d] = values[sub_idx].astype(np.float64)
         errors[d] = keypoint_errors(pred[d], tgt)
 
+    all_pred = np.stack([pred[d] for d in DIRECTIONS], axis=1)  # (n, 2, 8, 2)
+    all_tgt = np.stack([source_target[d][1] for d in DIRECTIONS], axis=1)
     all_err = np.stack([errors[d] for d in DIRECTIONS], axis=1)  # (n, 2, 8)
     overall, per_direction, ci95, per_pair = {}, {d: {} for d in DIRECTIONS}, {}, {}
     categories = np.array([ann.category[i] for i in ann_idx])
@@ -250,7 +252,7 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
     n = len(ann_idx)
     for a in alphas:
         key = alpha_key(a)
-        correct = all_err <= a * size
+        correct = pck_correct(all_pred, all_tgt, a, size)  # the one threshold rule
         overall[key] = _pct(correct)
         for j, d in enumerate(DIRECTIONS):
             per_direction[d][key] = _pct(correct[:, j])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from psc6k.formats import Annotations
-from psc6k.pck import alpha_key, evaluate, flow_to_pixels, pixels_to_flow, sample_flow, transfer_keypoints
+from psc6k.pck import (alpha_key, evaluate, flow_to_pixels, pck_correct, pixels_to_flow, sample_flow,
+                       transfer_keypoints)
 from psc6k.submission import Submission, identity_flow
 
 from conftest import make_annotations
@@ -88,17 +89,39 @@ def test_matches_torch_interpolate_when_available():
     np.testing.assert_allclose(sample_flow(flows, pts), ref, atol=1e-12)
 
 
+def _noisy_affine_case(n, h, w, seed, noise_px=25.0):
+    """Pairs whose photo keypoints are a random affine map of the sketch keypoints, and flows of
+    that map (and its inverse) on an h x w grid plus per-node noise of ``noise_px``: the errors
+    are of the order of the thresholds, so PCK@0.05 and PCK@0.10 lie strictly inside (0, 100)."""
+    rng = np.random.default_rng(seed)
+    base = make_annotations(n, seed=seed)
+    xs = np.arange(w) * (SIZE - 1) / (w - 1)
+    ys = np.arange(h) * (SIZE - 1) / (h - 1)
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1)  # (h, w, 2) pixels of the grid nodes
+    sk = 40 + base.sketch_kps * (175 / 255)  # keep the mapped points inside the image
+    pk, s2p, p2s = np.empty_like(sk), [], []
+    for i in range(n):
+        m = np.diag(rng.uniform(0.85, 1.15, 2)) + rng.uniform(-0.1, 0.1, (2, 2))
+        t = rng.uniform(-25, 25, 2)
+        pk[i] = sk[i] @ m.T + t
+        inv = np.linalg.inv(m)
+        s2p.append((grid @ m.T + t) * (2 / (SIZE - 1)) - 1 + rng.normal(0, noise_px * 2 / (SIZE - 1), (h, w, 2)))
+        p2s.append(((grid - t) @ inv.T) * (2 / (SIZE - 1)) - 1 + rng.normal(0, noise_px * 2 / (SIZE - 1), (h, w, 2)))
+    ann = Annotations.from_arrays(base.photo, base.sketch, pk, sk)
+    return ann, np.stack(s2p), np.stack(p2s)
+
+
 @pytest.mark.parametrize("h, w", [(2, 2), (16, 16), (9, 23)])
 def test_evaluate_equals_naive_protocol(h, w):
-    rng = np.random.default_rng(h + w)
-    ann = make_annotations(6, seed=h)
-    # flows that move points near their targets, so both hits and misses occur
-    s2p = rng.uniform(-1.2, 1.2, (6, h, w, 2))
-    p2s = rng.uniform(-1.2, 1.2, (6, h, w, 2))
-    sub = Submission("rnd", "flow", ann.photo, ann.sketch, s2p, p2s)
-    res = evaluate(ann, sub, alphas=(0.05, 0.10, 0.5), n_bootstrap=0)
-    for a in (0.05, 0.10, 0.5):
-        assert res.overall[alpha_key(a)] == pytest.approx(naive_pck(s2p, p2s, ann.photo_kps, ann.sketch_kps, a), abs=1e-9)
+    ann, s2p, p2s = _noisy_affine_case(6, h, w, seed=h + w)
+    sub = Submission("noisy-affine", "flow", ann.photo, ann.sketch, s2p, p2s)
+    alphas = (0.05, 0.10, 0.5)
+    res = evaluate(ann, sub, alphas=alphas, n_bootstrap=0)
+    for a in alphas:
+        naive = naive_pck(s2p, p2s, ann.photo_kps, ann.sketch_kps, a)
+        assert res.overall[alpha_key(a)] == pytest.approx(naive, abs=1e-9)
+        if a < 0.5:  # a case that scores 0 or 100 could not tell a wrong threshold or lookup apart
+            assert 0 < naive < 100, (a, naive)
 
 
 def test_hand_worked_case_threshold_is_inclusive():
@@ -114,6 +137,29 @@ def test_hand_worked_case_threshold_is_inclusive():
     assert res.overall["pck@0.05"] == 100 * 3 / 8
     assert res.overall["pck@0.10"] == 100 * 6 / 8
     assert res.mean_error_px["overall"] == pytest.approx(shifts.mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.10])
+def test_threshold_boundary_exactly_alpha_times_256_is_correct(alpha):
+    """SPEC §5: correct when the distance is <= alpha * 256. A point at exactly that distance
+    counts, one a nanopixel beyond does not, both in pck_correct and in evaluate."""
+    thr = alpha * SIZE
+    beyond = thr + 1e-9
+    tgt = np.zeros((1, 4, 2))  # offsets from 0 keep the distances exact in floating point
+    pred = tgt + np.array([[[thr, 0.0], [0.0, thr], [beyond, 0.0], [0.0, beyond]]])
+    assert pck_correct(pred, tgt, alpha).tolist() == [[True, True, False, False]]
+    # through evaluate: a keypoint submission whose 8 sketch->photo errors are the distances below
+    sk = np.array([[40.0, 0.0]] * 8)
+    dists = np.array([0.0, thr, thr, beyond, beyond, 2 * thr, thr / 2, thr])
+    pk = sk + np.stack([np.zeros(8), dists], axis=-1)
+    np.testing.assert_array_equal(pk[:, 1] - sk[:, 1], dists)  # the distances survive the float arithmetic
+    ann = Annotations.from_arrays(["r/photo/x/cat/p.jpg"], ["r/sketch/x/cat/p-1.png"], pk[None], sk[None],
+                                  categories=("cat",))
+    # sketch->photo predicts the sketch points, photo->sketch the photo points: the same 8 distances
+    sub = Submission("kp", "keypoints", ann.photo, ann.sketch, sk[None].copy(), pk[None].copy())
+    res = evaluate(ann, sub, alphas=(alpha,), n_bootstrap=0)
+    assert res.per_direction["sketch_to_photo"][alpha_key(alpha)] == 100 * 5 / 8
+    assert res.overall[alpha_key(alpha)] == 100 * 5 / 8
 
 
 def test_hand_worked_identity_flow():

@@ -22,7 +22,6 @@ All images are 256 x 256 (:data:`psc6k.IMAGE_SIZE`), read by :func:`psc6k.images
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -163,3 +163,12 @@ def test_a_broken_plugin_does_not_break_the_listing(monkeypatch, capsys):
     monkeypatch.setattr("psc6k.cli.discover_commands", lambda: broken)
     assert main(["--help"]) == 0
     assert "zzz" in capsys.readouterr().out
+
+
+def test_demo_reaches_the_model_only_through_the_registered_predict_command(monkeypatch, tmp_path):
+    from psc6k import demo
+
+    monkeypatch.setattr("psc6k.cli.discover_commands", lambda: {})
+    notes = []
+    assert demo._pscnet_submission(tmp_path / "x.pth.tar", None, tmp_path, None, False, notes) is None
+    assert notes and "no 'psc6k predict' command" in notes[0]

@@ -26,7 +26,7 @@ from model_zoo.resnet_cbn import RESNET_LAYERS
 from psc6k.errors import Psc6kError
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "read_checkpoint", "load_checkpoint", "load_state_dict_strict",
-           "infer_config", "save_checkpoint", "normalize_keys"]
+           "infer_config", "save_checkpoint", "normalize_keys", "read_encoder_init", "load_encoder_init"]
 
 CHECKPOINT_FORMAT = "psc6k-pscnet/1"
 _LIST_LIMIT = 12
@@ -222,3 +222,69 @@ def save_checkpoint(path, model: PSCNet, *, train_config: dict | None = None, **
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+# --------------------------------------------------------------------------- encoder initialisation
+_BN_KEY = re.compile(r"^(.*(?:\.|^)(?:bn\d+|downsample\.1))\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+
+
+def read_encoder_init(path) -> tuple[dict, str]:
+    """The plain torchvision-layout ResNet weights in an encoder-initialisation file.
+
+    Accepts the authors' ``moco_imagenet_resnet{18,101}_reformat.pth.tar`` (``state_dict`` of
+    torchvision keys), a bare torchvision ResNet state dict, and a MoCo v2 checkpoint
+    (``state_dict`` with ``module.encoder_q.*`` keys; the key encoder and queue are ignored).
+    ``fc.*`` (the classifier or the MoCo MLP) is dropped, as the authors' loader does.
+
+    Returns
+    -------
+    state : dict
+        torchvision ResNet keys (``conv1.weight``, ``bn1.*``, ``layer1.0.conv1.weight`` ...).
+    layout : str
+        ``"moco_v2"`` or ``"resnet"`` (the authors' reformat files and bare torchvision dicts).
+    """
+    state = read_checkpoint(path)["state_dict"]  # a bare state dict comes back wrapped, prefixes removed
+    layout = "resnet"
+    moco = [k for k in state if k.startswith(("module.encoder_q.", "encoder_q."))]
+    if moco:
+        layout = "moco_v2"
+        state = {k.split("encoder_q.", 1)[1]: v for k, v in state.items() if k in moco}
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}, layout
+
+
+def load_encoder_init(model: PSCNet, path) -> str:
+    """Initialise ``model``'s query and key encoders from plain ResNet weights (:func:`read_encoder_init`).
+
+    Every BatchNorm entry (``...bnN.*``, ``...downsample.1.*``) is copied into both conditions
+    (``...norms.0.*`` and ``...norms.1.*``), as the authors' loader does. The MoCo head, queue and
+    warp estimator keep their fresh initialisation.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the first encoder key the file lacks, a key it has that the encoder does not, or
+        a shape mismatch.
+    """
+    state, layout = read_encoder_init(path)
+    encoder = model.encoder_q
+    expected = encoder.state_dict()
+    mapped: dict = {}
+    for key, value in state.items():
+        m = _BN_KEY.match(key)
+        targets = ([f"{m.group(1)}.norms.{c}.{m.group(2)}" for c in range(encoder.num_conditions)]
+                   if m else [key])
+        for t in targets:
+            if t not in expected:
+                raise CheckpointError(f"{path}: key {key!r} does not fit the {model.config.arch} encoder "
+                                      f"(width {model.config.width})")
+            if tuple(value.shape) != tuple(expected[t].shape):
+                raise CheckpointError(f"{path}: key {key!r} has shape {tuple(value.shape)}, the "
+                                      f"{model.config.arch} encoder needs {tuple(expected[t].shape)}")
+            mapped[t] = value
+    missing = [k for k in expected if k not in mapped]
+    if missing:
+        plain = re.sub(r"\.norms\.\d+\.", ".", missing[0])
+        raise CheckpointError(f"{path}: missing encoder key {plain!r} ({len(missing)} encoder entries missing)")
+    encoder.load_state_dict(mapped, strict=True)
+    model.encoder_k.load_state_dict(mapped, strict=True)
+    return layout

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from psc6k.errors import Psc6kError
 
-__all__ = ["ImageError", "load_image", "PairDataset", "TrainPairDataset", "unwrap_worker_error"]
+__all__ = ["ImageError", "load_image", "PairDataset", "TrainPairDataset", "PhotoEpochDataset", "unwrap_worker_error"]
 
 
 class ImageError(Psc6kError):
@@ -103,6 +103,55 @@ class TrainPairDataset(Dataset):
         photo = load_image(self.root, self.photos[i], self.image_size, context=ctx)
         sketch = load_image(self.root, self.sketches[i], self.image_size, context=ctx)
         if f:
+            photo, sketch = photo.flip(-1), sketch.flip(-1)
+        return photo, sketch
+
+
+class PhotoEpochDataset(Dataset):
+    """One item per training photo (paper §4; their ``PhotoSketchDataset`` in ``train`` mode).
+
+    Item ``i`` is photo ``i`` (in order of first appearance) with one of its sketches drawn at
+    random, both mirrored with probability 1/2 (their CSV lists every pair with flip 0 and 1 and
+    they sample one row). With ``mix_within_class`` (``--supervision class``) the sketch is drawn
+    from a random photo of the same category instead. Randomness comes from torch's generator,
+    which the DataLoader seeds per worker and per epoch.
+    """
+
+    def __init__(self, pairs, root, image_size: int = 256, mix_within_class: bool = False):
+        self.root, self.image_size, self.mix = Path(root), image_size, mix_within_class
+        by_photo: dict[str, list[str]] = {}
+        cls: dict[str, int] = {}
+        for p, s, c in zip(pairs.photo, pairs.sketch, list(pairs.cls)):
+            by_photo.setdefault(p, []).append(s)
+            cls.setdefault(p, int(c))
+        self.photos = list(by_photo)
+        self.sketches = [by_photo[p] for p in self.photos]
+        self.cls = [cls[p] for p in self.photos]
+        members: dict[int, list[int]] = {}
+        for i, c in enumerate(self.cls):
+            members.setdefault(c, []).append(i)
+        self.same_class = [members[c] for c in self.cls]
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def check_files(self) -> None:
+        """Raise :class:`ImageError` naming the first missing photo or sketch file."""
+        for p, sketches in zip(self.photos, self.sketches):
+            for rel in (p, *sketches):
+                if not (self.root / rel).is_file():
+                    raise ImageError(f"image {rel!r} (train photo {p!r}) not found under {str(self.root)!r}")
+
+    def _pick(self, options):
+        return options[int(torch.randint(len(options), ()))]
+
+    def __getitem__(self, i: int):
+        j = self._pick(self.same_class[i]) if self.mix else i
+        sketch_rel = self._pick(self.sketches[j])
+        ctx = f"train photo {self.photos[i]!r}"
+        photo = load_image(self.root, self.photos[i], self.image_size, context=ctx)
+        sketch = load_image(self.root, sketch_rel, self.image_size, context=ctx)
+        if int(torch.randint(2, ())):
             photo, sketch = photo.flip(-1), sketch.flip(-1)
         return photo, sketch
 

@@ -106,15 +106,30 @@ class MoCo(nn.Module):
         unshuffle = torch.argsort(perm)
         return k_all[unshuffle.view(world, -1)[rank]][:local]
 
-    def forward(self, im_q: Tensor, im_k: Tensor, cond_q: int, cond_k: int) -> tuple[Tensor, Tensor]:
-        """Contrastive logits [N, 1 + K] (positive first) and labels (zeros) for a query/key batch."""
+    def enqueue(self, keys: Tensor) -> None:
+        """Push keys [N, dim] into the queue (all processes' keys under DDP)."""
+        self._enqueue(keys.float())
+
+    def forward(self, im_q: Tensor, im_k: Tensor, cond_q: int, cond_k: int, *, update_key: bool = True,
+                enqueue: bool = True) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """Contrastive logits [N, 1 + K] (positive first) and labels (zeros) for a query/key batch.
+
+        With gradient accumulation the trainer calls this once per micro-batch with
+        ``update_key`` only on the first (the key encoder moves once per optimizer step, as with
+        one large batch) and ``enqueue=False``; it then gets the keys as a third output and
+        pushes them all with :meth:`enqueue` after the last micro-batch, so that every query of
+        the step sees the same negatives, as in one large batch.
+        """
         q = F.normalize(self.fc_q(self.encoder_q.pooled(im_q, cond_q)[0]), dim=1)
         with torch.no_grad():
-            self._momentum_update()
+            if update_key:
+                self._momentum_update()
             k = self._shuffled_keys(im_k, cond_k)
         l_pos = (q * k.to(q.dtype)).sum(dim=1, keepdim=True)
         l_neg = q @ self.queue.clone().detach().to(q.dtype)
         logits = torch.cat([l_pos, l_neg], dim=1) / self.temperature
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        if not enqueue:
+            return logits, labels, k
         self._enqueue(k.float())
         return logits, labels

@@ -24,7 +24,7 @@ PHOTO = 0
 SKETCH = 1
 
 __all__ = ["PHOTO", "SKETCH", "ConditionalBatchNorm2d", "ConditionalSequential", "BasicBlock",
-           "Bottleneck", "ResNetCBN", "RESNET_LAYERS", "resnet_cbn"]
+           "Bottleneck", "ResNetCBN", "RESNET_LAYERS", "resnet_cbn", "share_batchnorm", "batchnorm_is_shared"]
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -223,3 +223,25 @@ def resnet_cbn(arch: str = "resnet18", **kwargs) -> ResNetCBN:
     except KeyError:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(RESNET_LAYERS)}") from None
     return ResNetCBN(block, layers, **kwargs)
+
+
+def share_batchnorm(encoder: nn.Module) -> nn.Module:
+    """Make every :class:`ConditionalBatchNorm2d` of ``encoder`` use one BatchNorm for all conditions.
+
+    This is what the authors' code trains (``nn.ModuleList([bn] * 2)`` in their
+    ``models/resnet_cbn.py``): both conditions read and update the *same* module, so its
+    checkpoints hold identical ``norms.0`` / ``norms.1`` copies. The state-dict layout is
+    unchanged (the shared module is listed under both names). Copy 0 is kept.
+    """
+    for m in encoder.modules():
+        if isinstance(m, ConditionalBatchNorm2d):
+            first = m.norms[0]
+            for c in range(1, len(m.norms)):
+                m.norms[c] = first
+    return encoder
+
+
+def batchnorm_is_shared(encoder: nn.Module) -> bool:
+    """True when every conditional BatchNorm of ``encoder`` is one module for all conditions."""
+    cbns = [m for m in encoder.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    return bool(cbns) and all(all(n is m.norms[0] for n in m.norms) for m in cbns)

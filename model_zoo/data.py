@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from psc6k.errors import Psc6kError
+from psc6k.errors import FormatError, Psc6kError
+from psc6k.images import read_image
 
 __all__ = ["ImageError", "load_image", "PairDataset", "TrainPairDataset", "PhotoEpochDataset", "unwrap_worker_error"]
 
@@ -26,25 +27,19 @@ class ImageError(Psc6kError):
 def load_image(root, relpath: str, image_size: int = 256, *, context: str = "") -> torch.Tensor:
     """Read ``root/relpath`` as RGB float [3, image_size, image_size] in [0, 1].
 
-    Transparent pixels (RGBA sketches) are composited on white, as sketches are drawn on white.
+    Pixels come from :func:`psc6k.images.read_image` (the toolkit's one reader: transparency over
+    white, hostile files refused with one line); images of another side are then resized
+    bilinearly to ``image_size`` -- a model input size, not a keypoint convention (predicted
+    flows are normalised coordinates).
     """
-    path = Path(root) / relpath
     where = f" ({context})" if context else ""
-    if not path.is_file():
-        raise ImageError(f"image {relpath!r}{where} not found under {str(root)!r} (looked for {str(path)!r})")
     try:
-        with Image.open(path) as im:
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(background, rgba)
-            im = im.convert("RGB")
-            if im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BILINEAR)
-            array = np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageError(f"cannot read image {str(path)!r}{where}: {exc}") from None
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+        array = read_image(root, relpath, "rgb", size=None)
+    except FormatError as exc:
+        raise ImageError(f"{exc}{where}") from None
+    if array.shape[:2] != (image_size, image_size):
+        array = np.asarray(Image.fromarray(array).resize((image_size, image_size), Image.BILINEAR))
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0)
 
 
 class PairDataset(Dataset):

@@ -56,13 +56,15 @@ def main() -> None:
     ap.add_argument("--data", default="/tmp/psc6k_synth_bench", help="synthetic benchmark folder (made if missing)")
     ap.add_argument("--out", default="/tmp/psc6k_train_bench", help="run folder")
     ap.add_argument("--image-size", type=int, default=128)
-    ap.add_argument("--encoder-minutes", type=float, default=5.0)
-    ap.add_argument("--encoder-epochs", type=int, default=40)
+    ap.add_argument("--encoder-minutes", type=float, default=7.0)
+    ap.add_argument("--encoder-epochs", type=int, default=60)
     ap.add_argument("--encoder-batch", type=int, default=64)
     ap.add_argument("--encoder-lr", type=float, default=0.03)
-    ap.add_argument("--moco-k", type=int, default=1024)
-    ap.add_argument("--estimator-minutes", type=float, default=14.0)
-    ap.add_argument("--estimator-epochs", type=int, default=8)
+    ap.add_argument("--moco-k", type=int, default=256, help="queue: ~0.7 x the training photos, as 8192 for Sketchy's ~11k")
+    ap.add_argument("--moco-m", type=float, default=0.99,
+                    help="key-encoder momentum: 0.999 averages over ~1000 steps, more than this run has")
+    ap.add_argument("--estimator-minutes", type=float, default=12.0)
+    ap.add_argument("--estimator-epochs", type=int, default=30)
     ap.add_argument("--estimator-batch", type=int, default=16)
     ap.add_argument("--estimator-lr", type=float, default=0.003)
     ap.add_argument("--warmup-epochs", type=int, default=1)
@@ -89,14 +91,14 @@ def main() -> None:
               "--warmup-epochs", str(args.warmup_epochs), "--recipe", "released"]
     t0 = time.perf_counter()
     psc6k("train", "encoder", *common, "--out", str(out / "encoder"), "--model-json", json.dumps(PAPER_SMALL),
-          "--moco-k", str(args.moco_k), "--batch-size", str(args.encoder_batch), "--lr", str(args.encoder_lr),
+          "--moco-k", str(args.moco_k), "--moco-m", str(args.moco_m), "--batch-size", str(args.encoder_batch), "--lr", str(args.encoder_lr),
           "--epochs", str(args.encoder_epochs), "--time-limit", str(args.encoder_minutes),
           "--knn-freq", "5", "--pck-freq", "100000")
     t1 = time.perf_counter()
     psc6k("train", "estimator", *common, "--init", str(out / "encoder" / "checkpoint_last.pth.tar"),
           "--out", str(out / "estimator"), "--batch-size", str(args.estimator_batch), "--lr", str(args.estimator_lr),
           "--epochs", str(args.estimator_epochs), "--time-limit", str(args.estimator_minutes),
-          "--pck-freq", "1", "--knn-freq", "100000", *args.extra.split())
+          "--pck-freq", "3", "--knn-freq", "100000", *args.extra.split())
     t2 = time.perf_counter()
 
     ckpt = out / "estimator" / "checkpoint_last.pth.tar"

@@ -337,3 +337,22 @@ def test_encoder_run_logs_knn_and_epoch_is_one_pass_over_photos(tmp_path, capsys
     assert "knn_s2p" in (out / "eval_log.csv").read_text().splitlines()[0]
     assert (out / "learning_curve.png").stat().st_size > 0
     assert json.loads((out / "config.json").read_text())["batch_size"] == 2
+
+
+def test_photo_epoch_dataset_pairs_and_class_supervision(tmp_path):
+    from model_zoo.data import PhotoEpochDataset
+    root = tmp_path / "sk"
+    photos, sketches = make_tiny_tree(root, n_pairs=4, size=32, categories=("airplane", "cat"))
+    # photo 0 has two sketches; pairs 0, 2 are airplanes, 1, 3 cats
+    pairs = TrainPairs.from_paths(photos + [photos[0]], sketches + [sketches[2]])
+    ds = PhotoEpochDataset(pairs, root, 32)
+    assert len(ds) == 4 and ds.sketches[0] == [sketches[0], sketches[2]]
+    mixed = PhotoEpochDataset(pairs, root, 32, mix_within_class=True)
+    assert mixed.same_class[0] == [0, 2] and mixed.same_class[1] == [1, 3]
+    from model_zoo.data import load_image
+    cat_sketches = {tuple(load_image(root, s, 32).flatten()[:64].tolist()) for s in (sketches[1], sketches[3])}
+    torch.manual_seed(0)
+    for _ in range(6):
+        _, sk = mixed[1]
+        assert tuple(sk.flatten()[:64].tolist()) in cat_sketches or \
+            tuple(sk.flip(-1).flatten()[:64].tolist()) in cat_sketches

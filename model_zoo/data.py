@@ -39,7 +39,7 @@ def load_image(root, relpath: str, image_size: int = 256, *, context: str = "") 
         raise ImageError(f"{exc}{where}") from None
     if array.shape[:2] != (image_size, image_size):
         array = np.asarray(Image.fromarray(array).resize((image_size, image_size), Image.BILINEAR))
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)  # own, writable copy
 
 
 class PairDataset(Dataset):

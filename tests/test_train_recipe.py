@@ -177,7 +177,7 @@ def _estimator_losses(**kw):
     obj = EstimatorObjective(model, warp_strength=0.5, **kw)
     photo, sketch = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     torch.manual_seed(1)
-    return {k: float(v) for k, v in obj(photo, sketch, 0).items()}
+    return {k: float(v.detach()) for k, v in obj(photo, sketch, 0).items()}
 
 
 def test_each_estimator_ablation_changes_only_its_term():

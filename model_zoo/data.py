@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from psc6k.errors import FormatError, Psc6kError
 from psc6k.images import read_image
 
-__all__ = ["ImageError", "load_image", "PairDataset", "TrainPairDataset", "PhotoEpochDataset", "unwrap_worker_error"]
+__all__ = ["ImageError", "load_image", "PairDataset", "PhotoEpochDataset", "unwrap_worker_error"]
 
 
 class ImageError(Psc6kError):
@@ -69,37 +69,6 @@ class PairDataset(Dataset):
         ctx = f"pair {i + 1}: photo={self.photos[i]!r}, sketch={self.sketches[i]!r}"
         return (i, load_image(self.root, self.photos[i], self.image_size, context=ctx),
                 load_image(self.root, self.sketches[i], self.image_size, context=ctx))
-
-
-class TrainPairDataset(Dataset):
-    """Training pairs (:class:`psc6k.formats.TrainPairs`) with the horizontal-flip copies.
-
-    ``train_pairs_ps.csv`` lists every pair twice (flip 0 and 1); item ``2 * i + f`` is pair ``i``
-    with both images mirrored when ``f`` is 1 (``flip=False`` keeps only the unflipped copies).
-    """
-
-    def __init__(self, pairs, root, image_size: int = 256, flip: bool = True):
-        self.photos, self.sketches = list(pairs.photo), list(pairs.sketch)
-        self.root, self.image_size, self.flip = Path(root), image_size, flip
-
-    def __len__(self) -> int:
-        return len(self.photos) * (2 if self.flip else 1)
-
-    def check_files(self) -> None:
-        """Raise :class:`ImageError` naming the first train pair with a missing file."""
-        for i, (p, s) in enumerate(zip(self.photos, self.sketches)):
-            for rel in (p, s):
-                if not (self.root / rel).is_file():
-                    raise ImageError(f"image {rel!r} (train pair {i + 1}) not found under {str(self.root)!r}")
-
-    def __getitem__(self, item: int):
-        i, f = divmod(item, 2) if self.flip else (item, 0)
-        ctx = f"train pair {i + 1}"
-        photo = load_image(self.root, self.photos[i], self.image_size, context=ctx)
-        sketch = load_image(self.root, self.sketches[i], self.image_size, context=ctx)
-        if f:
-            photo, sketch = photo.flip(-1), sketch.flip(-1)
-        return photo, sketch
 
 
 class PhotoEpochDataset(Dataset):

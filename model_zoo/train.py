@@ -43,7 +43,7 @@ from model_zoo.pscnet import PHOTO, SKETCH, PSCNet, PSCNetConfig
 from model_zoo.predict import predict_submission, resolve_device
 from psc6k.errors import Psc6kError
 
-__all__ = ["TrainConfig", "EncoderObjective", "EstimatorObjective", "train", "lr_at", "lr_at_epoch",
+__all__ = ["TrainConfig", "EncoderObjective", "EstimatorObjective", "train", "lr_at_epoch",
            "resolved_config", "RECIPES", "knn_accuracy", "holdout_split", "build_training_model"]
 
 TASKS = ("encoder", "estimator")
@@ -187,14 +187,6 @@ def resolved_config(cfg: TrainConfig, arch: PSCNetConfig | None = None) -> dict:
     d["sim_softmax_over"] = "source" if cfg.recipe == "released" else "target"
     d["con_loss"] = "nearest, one direction (trainer.py)" if cfg.recipe == "released" else "bilinear, both directions (Eq. 7)"
     return dict(sorted(d.items()))
-
-
-def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) -> float:
-    """Linear warm-up then half-cycle cosine decay to 0 over ``total_steps`` (per step)."""
-    if warmup_steps and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def lr_at_epoch(epoch: int, epochs: int, base_lr: float, warmup_epochs: int = 0, cos: bool = True) -> float:

@@ -14,7 +14,7 @@ from model_zoo.losses import affinity, compose_flows, consistency_loss, similari
 from model_zoo.pscnet import PHOTO, SKETCH  # noqa: E402
 from model_zoo.stn import correlation, identity_grid  # noqa: E402
 from model_zoo.testing import tiny_model, zero_residuals  # noqa: E402
-from model_zoo.train import EncoderObjective, EstimatorObjective, lr_at  # noqa: E402
+from model_zoo.train import EncoderObjective, EstimatorObjective  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -197,13 +197,6 @@ def test_moco_queue_wraps_and_stays_normalised():
     assert int(fw.queue_ptr) == 2
     torch.testing.assert_close(fw.queue[:, 4:6].T, keys[:2])
     torch.testing.assert_close(fw.queue[:, 0:2].T, keys[2:4])
-
-
-def test_lr_schedule():
-    assert lr_at(0, 100, 0.1) == pytest.approx(0.1)
-    assert lr_at(50, 100, 0.1) == pytest.approx(0.05)
-    assert lr_at(100, 100, 0.1) == pytest.approx(0.0)
-    assert lr_at(0, 100, 0.1, warmup_steps=10) == pytest.approx(0.01)
 
 
 def test_bottleneck_and_dilation_configurations_run():

@@ -11,15 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch.nn.functional as F  # noqa: E402
-
-from model_zoo.checkpoint import load_checkpoint, load_encoder_init, read_encoder_init  # noqa: E402
+from model_zoo.checkpoint import load_checkpoint, read_encoder_init  # noqa: E402
 from model_zoo.losses import masked_mse, released_consistency_loss, similarity_loss  # noqa: E402
 from model_zoo.resnet_cbn import batchnorm_is_shared  # noqa: E402
 from model_zoo.stn import identity_grid  # noqa: E402
 from model_zoo.testing import TINY, make_tiny_tree, tiny_model  # noqa: E402
 from model_zoo.train import (EncoderObjective, EstimatorObjective, TrainConfig, accumulated_step,  # noqa: E402
-                             build_training_model, holdout_split, knn_accuracy, lr_at_epoch, resolved_config)
+                             build_training_model, holdout_split, knn_accuracy, lr_at_epoch)
 from psc6k.cli import main  # noqa: E402
 from psc6k.formats import TrainPairs, write_train_pairs_ps  # noqa: E402
 
@@ -218,7 +216,6 @@ def test_freeze_is_the_default_and_no_freeze_trains_the_encoder(tmp_path):
     common = ["--images", str(root), "--train-pairs", str(train_path), "--model-json", TINY_JSON,
               "--batch-size", "4", "--image-size", "32", "--max-steps", "1", "--device", "cpu", "--workers", "0",
               "--no-progress", "--warmup-epochs", "0"]
-    start = tiny_model().state_dict()
     runs = {}
     for name, extra in (("frozen", []), ("unfrozen", ["--no-freeze"])):
         out = tmp_path / name
@@ -228,7 +225,6 @@ def test_freeze_is_the_default_and_no_freeze_trains_the_encoder(tmp_path):
         save_checkpoint(init, tiny_model())
         assert main(["train", "estimator", *common, "--init", str(init), "--out", str(out), *extra]) == 0
         runs[name] = load_checkpoint(out / "checkpoint_last.pth.tar").state_dict()
-    del start
     torch.manual_seed(0)
     ref = tiny_model().state_dict()
     key = "encoder_q.layer1.0.conv1.weight"

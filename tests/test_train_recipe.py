@@ -268,6 +268,9 @@ class _Opt:
 def _one_update(accumulate):
     torch.manual_seed(0)
     model = tiny_model(moco_queue=32).eval()      # BN in eval mode: batch statistics do not differ
+    with torch.no_grad():                          # a key encoder that lags the query one, as mid-run
+        for p in list(model.encoder_k.parameters()) + list(model.framework.fc_k.parameters()):
+            p.mul_(0.5)
     obj = EncoderObjective(model)
     obj.augment.enabled = False
     opt = torch.optim.SGD(model.encoder_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)

@@ -52,8 +52,9 @@ class ConditionalBatchNorm2d(nn.Module):
     -----
     The released training code built ``nn.ModuleList([bn] * 2)``: the *same* BatchNorm twice,
     so the released checkpoints store two identical copies. Here the copies are independent
-    modules; on released weights both give the same outputs, and training them separately is
-    what the paper describes.
+    modules (what the paper describes; ``psc6k train --recipe paper``); on released weights both
+    give the same outputs. :func:`share_batchnorm` makes them one module again, as the authors
+    trained (``--recipe released``).
     """
 
     def __init__(self, num_features: int, num_conditions: int = 2):

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO / "test-output" / "screenshots"
-from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (shared with the leaderboard browser test)
+from helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (shared with the leaderboard browser test)
 ADMIN_TOKEN = "browser-test-admin-token"
 COMPLETION_CODE = "CBROWSER7"
 N_CATEGORIES = 5

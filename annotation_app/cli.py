@@ -10,6 +10,7 @@ import os
 from psc6k.errors import Psc6kError
 
 HELP = "crowd annotation study: init, serve"
+SECTION, ORDER = "build the benchmark", 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ import sys
 import time
 
 HELP = "predict a flow submission with PSCNet (needs psc6k[model])"
+SECTION, ORDER = "methods", 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ import os
 import sys
 
 HELP = "train PSCNet: encoder (MoCo v2) or estimator (needs psc6k[model])"
+SECTION, ORDER = "methods", 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

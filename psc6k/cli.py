@@ -2,13 +2,15 @@
 
 Sub-commands are *discovered*, not listed here: every installed distribution may register them in
 the entry-point group ``psc6k.commands`` (this project does so in ``setup.cfg``), as
-``name = module`` or ``name = module:object``; ``psc6k --help`` lists them by name. The core package therefore names no upper layer
+``name = module`` or ``name = module:object``. The core package therefore names no upper layer
 (annotation app, scoring server, model zoo): they plug in the same way a third-party package would.
 
 A command's target is imported only when that command runs (``psc6k eval`` must not pay for torch
 or FastAPI); ``psc6k --help`` imports every target to show its one-line help. A target defines::
 
     HELP: str                                      # one line for 'psc6k --help' (else: docstring)
+    SECTION: str                                   # optional: heading in 'psc6k --help' (SECTIONS)
+    ORDER: int                                     # optional: place inside its section (default 50)
     def add_arguments(parser: argparse.ArgumentParser) -> None
     def run(args: argparse.Namespace) -> int       # exit status
 
@@ -31,6 +33,13 @@ ENTRY_POINT_GROUP = "psc6k.commands"
 #: Top-level packages of the ``model`` extra: a command needing one of them gets the install hint.
 MODEL_EXTRA_PACKAGES = ("torch", "kornia", "timm", "torchvision")
 MODEL_EXTRA_HINT = "pip install 'psc6k[model]'"
+#: Headings of ``psc6k --help`` in the order of a researcher's work: score a method, build (and
+#: annotate) the benchmark, make submissions, look at results. A command joins one by its
+#: ``SECTION``; other sections a plug-in names follow these (alphabetically), and commands without
+#: a ``SECTION`` come last, under :data:`OTHER_SECTION`.
+SECTIONS = ("score", "build the benchmark", "methods", "results")
+OTHER_SECTION = "other commands"
+DEFAULT_ORDER = 50
 
 
 def discover_commands() -> dict[str, EntryPoint]:
@@ -57,21 +66,41 @@ def _missing_dependency_message(name: str, exc: ModuleNotFoundError) -> str:
     return f"psc6k {name}: needs the Python package {missing!r}, which is not installed.{hint}"
 
 
+def _section_key(section: str) -> tuple:
+    if section in SECTIONS:
+        return (0, SECTIONS.index(section), "")
+    return (2, 0, "") if section == OTHER_SECTION else (1, 0, section)
+
+
 def _listing(commands: dict[str, EntryPoint]) -> list[str]:
-    lines = []
+    """The lines of ``psc6k --help``'s command list: grouped by section, then ``ORDER``, then name."""
+    entries = []  # (section, order, name, help)
     for name, ep in commands.items():
+        section, order = OTHER_SECTION, DEFAULT_ORDER
         try:
-            help_ = command_help(ep.load())
+            target = ep.load()
+            help_ = command_help(target)
+            section = str(getattr(target, "SECTION", None) or OTHER_SECTION)
+            order = getattr(target, "ORDER", DEFAULT_ORDER)
+            order = order if isinstance(order, (int, float)) and not isinstance(order, bool) else DEFAULT_ORDER
         except ModuleNotFoundError as exc:
             help_ = f"(unavailable: needs {exc.name or 'a missing package'})"
         except Exception as exc:  # a broken plug-in must not break the listing of the others
             help_ = f"(unavailable: {type(exc).__name__})"
+        entries.append((section, order, name, help_))
+    lines: list[str] = []
+    current = None
+    for section, _, name, help_ in sorted(entries, key=lambda e: (_section_key(e[0]), e[1], e[2])):
+        if section != current:
+            lines += [""] if lines else []
+            lines.append(f"{section}:")
+            current = section
         lines.append(f"  {name:<16} {help_}")
     return lines
 
 
 def _top_level_parser(commands: dict[str, EntryPoint], *, with_listing: bool = False) -> argparse.ArgumentParser:
-    listing = "commands:\n" + "\n".join(_listing(commands)) + "\n\n" if with_listing else ""
+    listing = "\n".join(_listing(commands)) + "\n\n" if with_listing else ""
     parser = argparse.ArgumentParser(
         prog="psc6k",
         usage="psc6k [-h] [--version] COMMAND ...",

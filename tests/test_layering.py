@@ -172,3 +172,36 @@ def test_demo_reaches_the_model_only_through_the_registered_predict_command(monk
     notes = []
     assert demo._pscnet_submission(tmp_path / "x.pth.tar", None, tmp_path, None, False, notes) is None
     assert notes and "no 'psc6k predict' command" in notes[0]
+
+
+def _target(help_, **attrs):
+    class EP:
+        name, value = "fake", "fake"
+
+        @staticmethod
+        def load():
+            return type("Target", (), {"HELP": help_, **attrs})
+
+    return EP
+
+
+def test_help_lists_commands_in_workflow_order_and_plugins_after(monkeypatch, capsys):
+    real = discover_commands()
+    plugins = {"aaa-mine": _target("a third-party command without a section"),
+               "zz-plot": _target("a plug-in with its own section", SECTION="plots"),
+               "ab-score": _target("a plug-in joining a known section", SECTION="score", ORDER=99)}
+    monkeypatch.setattr("psc6k.cli.discover_commands", lambda: dict(real, **plugins))
+    assert main(["--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    headings = [ln[:-1] for ln in lines if ln.endswith(":") and not ln.startswith(" ")]
+    from psc6k.cli import OTHER_SECTION, SECTIONS
+
+    sections = [h for h in headings if h in SECTIONS or h in ("plots", OTHER_SECTION)]
+    assert sections == [*SECTIONS, "plots", OTHER_SECTION]
+    names = [ln.split()[0] for ln in lines if ln.startswith("  ") and not ln.startswith("   ")
+             and ln.split()[0] in {*real, *plugins}]
+    # eval first, the demo last of the project's commands, a known-section plug-in after its ORDERed peers
+    assert names[0] == "eval" and names.index("ab-score") < names.index("build-pairs")
+    assert names.index("build-pairs") < names.index("predict") < names.index("report") < names.index("demo")
+    assert names[-2:] == ["zz-plot", "aaa-mine"]
+    assert set(names) == {*real, *plugins}

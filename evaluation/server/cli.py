@@ -15,6 +15,7 @@ import sys
 from .settings import ENV_ADMIN_TOKEN, ENV_SETTINGS, MB, ServerSettings
 
 HELP = "run the scoring / leaderboard server"
+SECTION, ORDER = "score", 20
 
 
 DEFAULT_DB = "sqlite:///psc6k_leaderboard.sqlite"

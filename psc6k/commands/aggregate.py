@@ -16,6 +16,7 @@ from psc6k.errors import Psc6kError
 from psc6k.jsonsafe import json_safe as _json_safe
 
 HELP = "aggregate crowd clicks with the 3-sigma rule into PSC6K CSVs"
+SECTION, ORDER = "build the benchmark", 40
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

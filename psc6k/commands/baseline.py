@@ -17,6 +17,7 @@ from pathlib import Path
 from psc6k.commands import add_dataset_arguments, resolve_dataset
 
 HELP = "run a classical baseline (identity, affine, dense) into a submission"
+SECTION, ORDER = "methods", 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from psc6k.errors import Psc6kError
 
 HELP = "sample 8 keypoints per sketch (mask + spectral pseudo-parts)"
+SECTION, ORDER = "build the benchmark", 20
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SKETCHY_MARKER = "rendered_256x256/"
 

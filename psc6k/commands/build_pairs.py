@@ -24,6 +24,7 @@ from psc6k.errors import Psc6kError
 from psc6k.sketchy import INVALID_LISTS
 
 HELP = "sample PSC6K test/train pairs from a Sketchy download"
+SECTION, ORDER = "build the benchmark", 10
 
 
 def _lists(text: str) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import json
 import sys
 
 HELP = "human-model consistency (paper Fig. 5) from clicks and submissions"
+SECTION, ORDER = "results", 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

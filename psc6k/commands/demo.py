@@ -12,6 +12,7 @@ import json
 import sys
 
 HELP = "run the whole benchmark on the bundled sample and print the leaderboard"
+SECTION, ORDER = "results", 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ import json
 import sys
 
 HELP = "score a submission (flows or keypoints) by PCK, as the paper does"
+SECTION, ORDER = "score", 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

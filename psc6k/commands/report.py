@@ -9,6 +9,7 @@ import argparse
 from psc6k.commands import add_dataset_arguments
 
 HELP = "write a static HTML report for one or more submissions"
+SECTION, ORDER = "results", 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ import json
 import sys
 
 HELP = "generate a synthetic Sketchy-shaped benchmark with exact ground truth"
+SECTION, ORDER = "build the benchmark", 50
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -424,7 +424,6 @@ def read_train_pairs(path, categories=None) -> TrainPairs:
     else:
         _require_columns(header, PS_TRAIN_COLUMNS if "photo" in header or "source_image" not in header
                          else ST_TRAIN_COLUMNS, file=path)
-    names = PS_TRAIN_COLUMNS if layout == "ps" else ST_TRAIN_COLUMNS
     order: dict[tuple[str, str], tuple[int, int]] = {}
     for line, row in rows:
         if len(row) != 4:

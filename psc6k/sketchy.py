@@ -87,8 +87,10 @@ def read_id_list(path) -> list[str]:
 
     Examples
     --------
-    >>> import io, tempfile, os
-    >>> p = tempfile.mktemp(); open(p, "w").write("airplane/n02691156_10151.jpg\\r\\n\\n n02691156_58 \\n")
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "list.txt")
+    >>> with open(p, "w", newline="") as fh:
+    ...     _ = fh.write("airplane/n02691156_10151.jpg\\r\\n\\n n02691156_58 \\n")
     >>> read_id_list(p)
     ['n02691156_10151', 'n02691156_58']
     """

@@ -251,8 +251,28 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
         expected = PS_TEST_COLUMNS if "photo" in header or "source_image" not in header else ST_TEST_COLUMNS
         _require_columns(header, expected, file=path)
     names = PS_TEST_COLUMNS if layout == "ps" else ST_TEST_COLUMNS
+    parsed = _parse_test_rows(rows, names, path, image_size)
+    if layout == "ps":
+        photo, sketch, lines, cls_vals, pk, sk = (list(col) for col in zip(*parsed)) if parsed else ([],) * 6
+    else:
+        photo, sketch, lines, cls_vals, pk, sk = _fold_directions(parsed, path)
+    photo_kps = np.array(pk).reshape(-1, NUM_KEYPOINTS, 2)
+    sketch_kps = np.array(sk).reshape(-1, NUM_KEYPOINTS, 2)
+    if not photo:
+        raise FormatError("no pairs in file (only a header)", file=path)
+    cats = _resolve_categories(photo, categories)
+    category = _check_classes(photo, cls_vals, lines, cats, given=categories is not None, path=path,
+                              column=names[0])
+    ann = Annotations(photo, sketch, category, np.array(cls_vals, dtype=np.int64), photo_kps,
+                      sketch_kps, cats, str(path))
+    ann.check_unique(lines)
+    return ann
 
-    parsed = []  # (line, a_path, b_path, cls, A[8,2], B[8,2])
+
+def _parse_test_rows(rows, names, path, image_size):
+    """Validated rows of a test CSV: ``(a_path, b_path, line, class, A[8, 2], B[8, 2])`` each, in file
+    order; A and B are the keypoints of the first and second path column."""
+    parsed = []
     for line, row in rows:
         if len(row) != len(names):
             raise FormatError(f"expected {len(names)} fields, got {len(row)}", file=path, row=line)
@@ -272,46 +292,45 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
             vals[col] = v
         a = np.stack([vals["XA"], vals["YA"]], axis=-1)
         b = np.stack([vals["XB"], vals["YB"]], axis=-1)
-        parsed.append((line, a_path, b_path, cls_val, a, b))
+        parsed.append((a_path, b_path, line, cls_val, a, b))
+    return parsed
 
-    if layout == "ps":
-        photo = [p[1] for p in parsed]
-        sketch = [p[2] for p in parsed]
-        lines = [p[0] for p in parsed]
-        cls_vals = [p[3] for p in parsed]
-        photo_kps = np.array([p[4] for p in parsed]).reshape(-1, NUM_KEYPOINTS, 2)
-        sketch_kps = np.array([p[5] for p in parsed]).reshape(-1, NUM_KEYPOINTS, 2)
-    else:
-        photo, sketch, lines, cls_vals, pk, sk = [], [], [], [], [], []
-        seen: dict[tuple[str, str, bool], int] = {}
-        pair_row: dict[tuple[str, str], int] = {}
-        for line, src, tgt, c, a, b in parsed:
-            src_is_photo = _is_photo_path(src)
-            if src_is_photo == _is_photo_path(tgt):
-                raise FormatError("cannot tell which of source_image/target_image is the photo "
-                                  "(expected one path with a 'photo' folder and one with 'sketch')",
-                                  file=path, row=line, column="source_image")
-            p, s, pa, sb = (src, tgt, a, b) if src_is_photo else (tgt, src, b, a)
-            key = (p, s, src_is_photo)
-            if key in seen:
-                raise FormatError(f"duplicate pair (photo={p!r}, sketch={s!r}) in the same direction; "
-                                  f"first on line {seen[key]}", file=path, row=line)
-            seen[key] = line
-            j = pair_row.get((p, s))
-            if j is not None:  # the other direction of a pair already read: must agree
-                if not (np.allclose(pk[j], pa) and np.allclose(sk[j], sb) and cls_vals[j] == c):
-                    raise FormatError(f"the two directions of pair (photo={p!r}, sketch={s!r}) disagree "
-                                      f"(line {lines[j]} vs this line)", file=path, row=line)
-                continue
-            pair_row[(p, s)] = len(photo)
-            photo.append(p), sketch.append(s), lines.append(line), cls_vals.append(c)
-            pk.append(pa), sk.append(sb)
-        photo_kps = np.array(pk).reshape(-1, NUM_KEYPOINTS, 2)
-        sketch_kps = np.array(sk).reshape(-1, NUM_KEYPOINTS, 2)
 
-    if not photo:
-        raise FormatError("no pairs in file (only a header)", file=path)
-    cats = _resolve_categories(photo, categories)
+def _fold_directions(parsed, path):
+    """Rows of ``test_pairs_st.csv`` (both directions of a pair) folded into one entry per
+    (photo, sketch) pair, in order of first appearance; the two directions must agree.
+
+    Returns the lists ``photo, sketch, lines, classes, photo_kps, sketch_kps``.
+    """
+    photo, sketch, lines, cls_vals, pk, sk = [], [], [], [], [], []
+    seen: dict[tuple[str, str, bool], int] = {}
+    pair_row: dict[tuple[str, str], int] = {}
+    for src, tgt, line, c, a, b in parsed:
+        src_is_photo = _is_photo_path(src)
+        if src_is_photo == _is_photo_path(tgt):
+            raise FormatError("cannot tell which of source_image/target_image is the photo "
+                              "(expected one path with a 'photo' folder and one with 'sketch')",
+                              file=path, row=line, column="source_image")
+        p, s, pa, sb = (src, tgt, a, b) if src_is_photo else (tgt, src, b, a)
+        key = (p, s, src_is_photo)
+        if key in seen:
+            raise FormatError(f"duplicate pair (photo={p!r}, sketch={s!r}) in the same direction; "
+                              f"first on line {seen[key]}", file=path, row=line)
+        seen[key] = line
+        j = pair_row.get((p, s))
+        if j is not None:  # the other direction of a pair already read: must agree
+            if not (np.allclose(pk[j], pa) and np.allclose(sk[j], sb) and cls_vals[j] == c):
+                raise FormatError(f"the two directions of pair (photo={p!r}, sketch={s!r}) disagree "
+                                  f"(line {lines[j]} vs this line)", file=path, row=line)
+            continue
+        pair_row[(p, s)] = len(photo)
+        photo.append(p), sketch.append(s), lines.append(line), cls_vals.append(c)
+        pk.append(pa), sk.append(sb)
+    return photo, sketch, lines, cls_vals, pk, sk
+
+
+def _check_classes(photo, cls_vals, lines, cats, *, given: bool, path, column) -> list[str]:
+    """The category of each photo path, checked against its ``class`` (1-based index in ``cats``)."""
     lookup = class_indices(cats)
     category = []
     for p, c, line in zip(photo, cls_vals, lines):
@@ -319,24 +338,21 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
             cat = category_of(p)
         except ValueError:
             raise FormatError(f"path {p!r} has no category folder", file=path, row=line,
-                              column=names[0]) from None
+                              column=column) from None
         if cat not in lookup:
             raise FormatError(f"unknown category {cat!r} (not among the {len(cats)} categories)",
-                              file=path, row=line, column=names[0])
+                              file=path, row=line, column=column)
         if c != lookup[cat]:
             hint = ""
             strangers = [x for x in cats if x not in SKETCHY_CATEGORIES]
-            if categories is None and strangers and len(strangers) < len(cats):
+            if not given and strangers and len(strangers) < len(cats):
                 hint = (f"; note {strangers[:3]} {'is' if len(strangers) == 1 else 'are'} not among the 125 Sketchy "
                         "categories, so classes index the file's own sorted category list")
             raise FormatError(f"class {c} does not match category {cat!r} (expected class {lookup[cat]}, "
                               f"its 1-based alphabetical index among {len(cats)} categories{hint})",
                               file=path, row=line, column="class")
         category.append(cat)
-    ann = Annotations(photo, sketch, category, np.array(cls_vals, dtype=np.int64), photo_kps,
-                      sketch_kps, cats, str(path))
-    ann.check_unique(lines)
-    return ann
+    return category
 
 
 def _write_rows(path, header, rows):

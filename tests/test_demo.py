@@ -1,21 +1,32 @@
-"""psc6k demo: end to end on the bundled sample (a few pairs, to stay fast), output safety."""
+"""psc6k demo: end to end on the bundled sample, output safety, and docs/demo.md's numbers.
+
+The module runs the demo once with the defaults of ``psc6k demo`` (about 25 s): the same run
+checks the pipeline and that the tables in docs/demo.md are what the command prints (the docs
+stay true; ``scripts/regenerate_docs.py`` rewrites them).
+"""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from psc6k.data import sample_path
 from psc6k.demo import MARKER, prepare_out, run_demo
 from psc6k.errors import Psc6kError
 from psc6k.formats import read_annotations, read_clicks, read_keypoints_csv
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "psc6k-demo"
-    result = run_demo(out, max_pairs=6, n_examples=1, n_bootstrap=50, progress=False, log=None)
+    # exactly what `psc6k demo` runs (its defaults), so the docs' tables can be checked against it
+    result = run_demo(out, progress=False, log=None)
     return out, result
 
 
@@ -24,13 +35,14 @@ def test_demo_end_to_end(demo):
     assert (out / MARKER).is_file()
     ann = read_annotations(out / "annotations" / "test_pairs_ps.csv")
     ann_st = read_annotations(out / "annotations" / "test_pairs_st.csv")
-    assert len(ann) == len(ann_st) == 6
+    n = len(read_annotations(sample_path() / "test_pairs_ps.csv"))
+    assert len(ann) == len(ann_st) == n == 40
     np.testing.assert_array_equal(ann.photo_kps, ann_st.photo_kps)
     # sketch keypoints are the ones built (keypoints.csv), the photo ones the click centroids
     kps = read_keypoints_csv(out / "annotations" / "keypoints.csv")
     np.testing.assert_allclose(np.stack([kps[s] for s in ann.sketch]), ann.sketch_kps)
     clicks = read_clicks(out / "annotations" / "clicks.csv")
-    assert len(clicks) == 6 * 8 * 3
+    assert len(clicks) == n * 8 * 3
     assert clicks.groupby(["photo", "sketch", "keypoint"])["participant"].nunique().eq(3).all()
     from psc6k.aggregate import aggregate_clicks
     np.testing.assert_allclose(aggregate_clicks(clicks).photo_keypoints(ann.photo, ann.sketch), ann.photo_kps)
@@ -56,6 +68,36 @@ def test_demo_scores_match_psc6k_eval(demo):
     for row in result.leaderboard:
         res = evaluate(ann, load_submission(out / "submissions" / f"{row['method']}.npz"), n_bootstrap=0)
         assert row["pck@0.10"] == pytest.approx(res.overall["pck@0.10"], abs=1e-4)
+
+
+def _docs_blocks():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import regenerate_docs
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    return regenerate_docs
+
+
+def test_docs_demo_tables_are_what_psc6k_demo_prints(demo):
+    """docs/demo.md's leaderboard and baseline tables equal a fresh run's (rerun
+    scripts/regenerate_docs.py when this fails after a deliberate change)."""
+    gen = _docs_blocks()
+    out, result = demo
+    text = (REPO / "docs" / "demo.md").read_text(encoding="utf-8")
+    assert gen.read_block(text, "demo-table") == gen.demo_table_block(result.to_dict())
+    assert gen.read_block(text, "baseline-table") == gen.baseline_table_block(out / "submissions", sample_path())
+
+
+def test_docs_blocks_replace_only_between_markers():
+    gen = _docs_blocks()
+    text = "intro\n<!-- generated:t -->\nold\n<!-- /generated:t -->\nrest\n"
+    new = gen.replace_block(text, "t", "a\nb")
+    assert new == "intro\n<!-- generated:t -->\na\nb\n<!-- /generated:t -->\nrest\n"
+    assert gen.read_block(new, "t") == "a\nb"
+    assert gen.replace_block(gen.replace_block(text, "t", ""), "t", "x") == text.replace("old", "x")
+    with pytest.raises(KeyError):
+        gen.read_block(text, "other")
 
 
 def test_refuses_to_clobber_other_folders(tmp_path):

@@ -127,10 +127,8 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     log : callable
         Where progress lines go (``print``; ``None`` for silence).
     """
-    from psc6k.aggregate import aggregate_clicks
     from psc6k.baselines import BASELINES, run_baselines
-    from psc6k.formats import (Annotations, read_annotations, read_clicks, write_clicks, write_keypoints_csv,
-                               write_test_pairs_ps, write_test_pairs_st)
+    from psc6k.formats import read_annotations, write_clicks, write_keypoints_csv
     from psc6k.report import write_report
     from psc6k.submission import save_submission
 
@@ -144,62 +142,20 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     out = prepare_out(out)
     ann_dir = out / "annotations"
     ann_dir.mkdir()
-    sample_ann = read_annotations(root / "test_pairs_ps.csv")
-    if max_pairs is not None:
-        if max_pairs < 1:
-            raise Psc6kError("--pairs must be >= 1")
-        sample_ann = sample_ann.subset(np.arange(min(max_pairs, len(sample_ann))))
+    sample_ann = _first_pairs(read_annotations(root / "test_pairs_ps.csv"), max_pairs)
     photos, sketches = list(sample_ann.photo), list(sample_ann.sketch)
     say(f"sample: {root} ({len(photos)} pairs, {len(set(sample_ann.category))} categories)")
 
     # 1-2. keypoints and crowd clicks
     t = time.perf_counter()
-    gt_path = root / "gt_flows.npz"
-    if use_sample_clicks or not gt_path.is_file():
-        if not use_sample_clicks:
-            notes.append(f"{gt_path.name} missing: used the sample's clicks.csv and keypoints")
-        sketch_kps = sample_ann.sketch_kps
-        clicks = read_clicks(root / "clicks.csv")
-        chosen = set(zip(photos, sketches))
-        clicks = clicks[[pair in chosen for pair in zip(clicks["photo"], clicks["sketch"])]].reset_index(drop=True)
-        timings["keypoints"] = 0.0
-        say("keypoints + clicks: the sample's own")
-    else:
-        from psc6k.pck import transfer_keypoints
-        from psc6k.submission import Submission, align_submission, load_submission
-        from psc6k.synth import simulate_clicks
-
-        sketch_kps = build_sketch_keypoints(sketches, root, seed=seed, progress=progress)
-        timings["keypoints"] = time.perf_counter() - t
-        say(f"keypoints: 8 per sketch for {len(sketches)} sketches in {timings['keypoints']:.1f} s")
-        t = time.perf_counter()
-        gt = load_submission(gt_path)
-        probe = Annotations.from_arrays(photos, sketches, sketch_kps, sketch_kps, categories=sample_ann.categories)
-        chosen = set(zip(photos, sketches))
-        rows = [i for i, pair in enumerate(zip(gt.photo, gt.sketch)) if pair in chosen]
-        gt = Submission(gt.method, gt.kind, [gt.photo[i] for i in rows], [gt.sketch[i] for i in rows],
-                        np.asarray(gt.sketch_to_photo)[rows], np.asarray(gt.photo_to_sketch)[rows])
-        ann_idx, sub_idx = align_submission(gt, probe)
-        true_photo = np.empty_like(sketch_kps)
-        true_photo[ann_idx] = transfer_keypoints(np.asarray(gt.sketch_to_photo)[sub_idx], sketch_kps[ann_idx])
-        true_photo = np.clip(true_photo, 0, 255)
-        clicks = simulate_clicks(photos, sketches, true_photo, seed)
-        say(f"crowd: {len(clicks)} simulated clicks, 3 participants per keypoint")
+    sketch_kps, clicks = _keypoints_and_clicks(root, sample_ann, use_sample_clicks, seed, progress, timings, notes, say)
     write_keypoints_csv(dict(zip(sketches, sketch_kps)), ann_dir / "keypoints.csv")
     write_clicks(clicks, ann_dir / "clicks.csv")
-    timings["clicks"] = time.perf_counter() - t
+    timings["clicks"] = time.perf_counter() - t - timings["keypoints"]  # simulating + writing
 
     # 3. aggregation
     t = time.perf_counter()
-    agg = aggregate_clicks(clicks)
-    pairs = agg.complete_pairs(photos, sketches, sketch_kps, categories=sample_ann.categories,
-                               source=str(ann_dir / "test_pairs_ps.csv"))
-    dropped = [row["sketch"] for row in pairs.incomplete()]
-    if dropped:
-        notes.append(f"{len(dropped)} pair(s) left out: a keypoint without any kept click ({', '.join(dropped[:3])})")
-    ann = pairs.annotations
-    write_test_pairs_ps(ann, ann_dir / "test_pairs_ps.csv")
-    write_test_pairs_st(ann, ann_dir / "test_pairs_st.csv")
+    agg, ann = _aggregate_to_csvs(clicks, sample_ann, sketch_kps, ann_dir, notes)
     timings["aggregate"] = time.perf_counter() - t
     say(f"aggregate: {agg.n_rejected} of {agg.n_clicks} clicks rejected by the 3-sigma rule "
         f"({100 * agg.rejected_fraction:.2f}%) -> {ann_dir / 'test_pairs_ps.csv'}")
@@ -237,6 +193,92 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
                         scored.get("human_agreement") or {})
     (out / "leaderboard.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
     return result
+
+
+def _keypoints_and_clicks(root: Path, sample_ann, use_sample_clicks: bool, seed: int, progress: bool,
+                          timings: dict, notes: list, say):
+    """Steps 1-2 of the demo: sketch keypoints ``[N, 8, 2]`` and the crowd's clicks (a DataFrame).
+
+    Built keypoints and clicks simulated on the exact flows, or the sample's own when asked for
+    or when the sample has no ``gt_flows.npz`` (with a note).
+    """
+    from psc6k.formats import read_clicks
+    from psc6k.synth import simulate_clicks
+
+    photos, sketches = list(sample_ann.photo), list(sample_ann.sketch)
+    gt_path = root / "gt_flows.npz"
+    if use_sample_clicks or not gt_path.is_file():
+        if not use_sample_clicks:
+            notes.append(f"{gt_path.name} missing: used the sample's clicks.csv and keypoints")
+        timings["keypoints"] = 0.0
+        say("keypoints + clicks: the sample's own")
+        return sample_ann.sketch_kps, _clicks_of_pairs(read_clicks(root / "clicks.csv"), photos, sketches)
+    t = time.perf_counter()
+    sketch_kps = build_sketch_keypoints(sketches, root, seed=seed, progress=progress)
+    timings["keypoints"] = time.perf_counter() - t
+    say(f"keypoints: 8 per sketch for {len(sketches)} sketches in {timings['keypoints']:.1f} s")
+    clicks = simulate_clicks(photos, sketches, true_photo_points(gt_path, sample_ann, sketch_kps), seed)
+    say(f"crowd: {len(clicks)} simulated clicks, 3 participants per keypoint")
+    return sketch_kps, clicks
+
+
+def _first_pairs(ann, max_pairs: int | None):
+    """The first ``max_pairs`` pairs of ``ann`` (all when None)."""
+    if max_pairs is None:
+        return ann
+    if max_pairs < 1:
+        raise Psc6kError("--pairs must be >= 1")
+    return ann.subset(np.arange(min(max_pairs, len(ann))))
+
+
+def _clicks_of_pairs(clicks, photos, sketches):
+    """The rows of a clicks table that belong to the pairs ``zip(photos, sketches)``."""
+    chosen = set(zip(photos, sketches))
+    return clicks[[pair in chosen for pair in zip(clicks["photo"], clicks["sketch"])]].reset_index(drop=True)
+
+
+def true_photo_points(gt_path, ann, sketch_kps: np.ndarray) -> np.ndarray:
+    """Where the exact ground-truth flows of ``gt_flows.npz`` put each sketch keypoint on its photo.
+
+    ``ann`` names the pairs (any order; the flow file may hold more), ``sketch_kps`` ``[N, 8, 2]``
+    are their sketch keypoints in pixels. Returns ``[N, 8, 2]`` photo pixels, read the way the
+    benchmark reads a flow (:func:`psc6k.pck.transfer_keypoints`), clipped to the image.
+    """
+    from psc6k.formats import Annotations
+    from psc6k.pck import transfer_keypoints
+    from psc6k.submission import Submission, align_submission, load_submission
+
+    photos, sketches = list(ann.photo), list(ann.sketch)
+    gt = load_submission(gt_path)
+    probe = Annotations.from_arrays(photos, sketches, sketch_kps, sketch_kps, categories=ann.categories)
+    chosen = set(zip(photos, sketches))
+    rows = [i for i, pair in enumerate(zip(gt.photo, gt.sketch)) if pair in chosen]
+    gt = Submission(gt.method, gt.kind, [gt.photo[i] for i in rows], [gt.sketch[i] for i in rows],
+                    np.asarray(gt.sketch_to_photo)[rows], np.asarray(gt.photo_to_sketch)[rows])
+    ann_idx, sub_idx = align_submission(gt, probe)
+    true_photo = np.empty_like(sketch_kps)
+    true_photo[ann_idx] = transfer_keypoints(np.asarray(gt.sketch_to_photo)[sub_idx], sketch_kps[ann_idx])
+    return np.clip(true_photo, 0, 255)
+
+
+def _aggregate_to_csvs(clicks, sample_ann, sketch_kps, ann_dir: Path, notes: list):
+    """3-sigma aggregation of ``clicks`` into the PSC6K CSVs under ``ann_dir``: (aggregate, annotations).
+
+    Pairs with a keypoint that kept no click are left out, with a note.
+    """
+    from psc6k.aggregate import aggregate_clicks
+    from psc6k.formats import write_test_pairs_ps, write_test_pairs_st
+
+    agg = aggregate_clicks(clicks)
+    pairs = agg.complete_pairs(list(sample_ann.photo), list(sample_ann.sketch), sketch_kps,
+                               categories=sample_ann.categories, source=str(ann_dir / "test_pairs_ps.csv"))
+    dropped = [row["sketch"] for row in pairs.incomplete()]
+    if dropped:
+        notes.append(f"{len(dropped)} pair(s) left out: a keypoint without any kept click ({', '.join(dropped[:3])})")
+    ann = pairs.annotations
+    write_test_pairs_ps(ann, ann_dir / "test_pairs_ps.csv")
+    write_test_pairs_st(ann, ann_dir / "test_pairs_st.csv")
+    return agg, ann
 
 
 def _round_rows(rows):

@@ -370,101 +370,36 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
     -------
     SynthSummary
     """
-    from psc6k import formats
-    from psc6k.submission import Submission, save_submission
-
-    for name, v, lo in (("--photos-per-category", photos_per_category, 1), ("--sketches-per-photo", sketches_per_photo, 1),
-                        ("--train-photos-per-category", train_photos_per_category, 0), ("--workers", workers, 1),
-                        ("--flow-size", flow_size, 2)):
-        if int(v) < lo:
-            raise Psc6kError(f"{name} must be at least {lo}, got {v}")
-    if not 1 <= jpeg_quality <= 100:
-        raise Psc6kError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
+    _check_arguments(photos_per_category=photos_per_category, sketches_per_photo=sketches_per_photo,
+                     train_photos_per_category=train_photos_per_category, workers=workers, flow_size=flow_size,
+                     jpeg_quality=jpeg_quality)
     names = category_names(int(categories))
     out = Path(out)
     _prepare_out(out, force)
 
     kw = dict(seed=int(seed), sketches_per_photo=int(sketches_per_photo), flow_size=int(flow_size),
               jpeg_quality=int(jpeg_quality))
-    tasks = []
-    for ci, cat in enumerate(sorted(names)):
-        for i in range(photos_per_category + train_photos_per_category):
-            split = "test" if i < photos_per_category else "train"
-            # the first photo of each of the first categories gets one broken sketch of each kind
-            forced = ci if (i == 0 and ci < len(BROKEN_KINDS)) else None
-            tasks.append((cat, i, split, dict(kw, force_broken=forced)))
+    tasks = _photo_tasks(names, photos_per_category, train_photos_per_category, kw)
 
     from tqdm import tqdm
 
+    written = _Written(out)
     bar = tqdm(total=len(tasks), desc="psc6k synth", unit="photo", disable=not progress)
-    test_photo, test_sketch, kps_p, kps_s, s2p, p2s = [], [], [], [], [], []
-    train_photo, train_sketch, testset, stats = [], [], [], []
-    invalid = {name: [] for name in INVALID_LISTS}
-    n_sketches = 0
-
-    def consume(rec: PhotoRecord):
-        nonlocal n_sketches
-        _write(out / rec.relpath, rec.jpeg)
-        if rec.split == "test":
-            testset.append(f"{rec.category}/{Path(rec.relpath).name}")
-        for sk in rec.sketches:
-            _write(out / sk.relpath, sk.png)
-            n_sketches += 1
-            sid = Path(sk.relpath).stem
-            stats.append((rec.category, sid, sk.invalid))
-            if sk.invalid:
-                invalid[sk.invalid].append(sid)
-            elif rec.split == "test":
-                test_photo.append(rec.relpath)
-                test_sketch.append(sk.relpath)
-                kps_p.append(sk.photo_kps)
-                kps_s.append(sk.sketch_kps)
-                s2p.append(sk.flows[0])
-                p2s.append(sk.flows[1])
-            else:
-                train_photo.append(rec.relpath)
-                train_sketch.append(sk.relpath)
-        bar.update(1)
-
     try:
         # one heavy task at a time per worker (chunksize 1); psc6k.parallel says why spawn
         for rec in map_ordered(_task, tasks, int(workers), chunksize=1):
-            consume(rec)
+            written.add(rec)
+            bar.update(1)
     finally:
         bar.close()
 
     cats = tuple(sorted(names))
-    if not test_photo:
+    if not written.test_photo:
         raise Psc6kError("no valid test pairs were generated")  # cannot happen with >= 1 sketch per photo
-    ann = formats.Annotations.from_arrays(test_photo, test_sketch, np.stack(kps_p), np.stack(kps_s), categories=cats)
-    formats.write_test_pairs_ps(ann, out / "test_pairs_ps.csv")
-    formats.write_test_pairs_st(ann, out / "test_pairs_st.csv")
-    formats.write_keypoints_csv(dict(zip(test_sketch, kps_s)), out / "keypoints.csv")
-    if train_photo:
-        tp = formats.TrainPairs.from_paths(train_photo, train_sketch, categories=cats)
-        formats.write_train_pairs_ps(tp, out / "train_pairs_ps.csv")
-        formats.write_train_pairs_st(tp, out / "train_pairs_st.csv")
-    gt = Submission("ground_truth", "flow", list(test_photo), list(test_sketch), np.stack(s2p), np.stack(p2s))
-    save_submission(gt, out / "gt_flows.npz")
-    del gt, s2p, p2s
-    n_clicks = 0
-    if clicks:
-        df = simulate_clicks(test_photo, test_sketch, ann.photo_kps, int(seed))
-        formats.write_clicks(df, out / "clicks.csv")
-        n_clicks = len(df)
-    info = out / "info"
-    info.mkdir(exist_ok=True)
-    _write_text(info / "testset.txt", "".join(f"{line}\n" for line in testset))
-    for name, ids in invalid.items():
-        _write_text(info / f"invalid-{name}.txt", "".join(f"{i}\n" for i in ids))
-    lines = ["Category,CategoryID,ImageNetID,SketchID,Error?,Context?,Ambiguous?,WrongPose?\n"]
-    for cat, sid, bad in stats:
-        pid, _, num = sid.rpartition("-")
-        flags = [int(bad == k) for k in ("error", "context", "ambiguous", "pose")]
-        lines.append(f"{cat},{class_index(cat, cats)},{pid},{num},{','.join(map(str, flags))}\n")
-    _write_text(info / "stats.csv", "".join(lines))
-    summary = SynthSummary(str(out), list(cats), len(test_photo), len(train_photo),
-                           len(tasks), n_sketches, sum(len(v) for v in invalid.values()), n_clicks,
+    n_clicks = _write_pairs_and_truth(out, written, cats, seed=int(seed), clicks=clicks)
+    _write_info(out, written, cats)
+    summary = SynthSummary(str(out), list(cats), len(written.test_photo), len(written.train_photo),
+                           len(tasks), written.n_sketches, sum(len(v) for v in written.invalid.values()), n_clicks,
                            int(flow_size), int(seed))
     meta = {"generator": "psc6k synth", "synth_version": SYNTH_VERSION, "psc6k_version": __version__,
             "arguments": {"categories": int(categories), "photos_per_category": int(photos_per_category),
@@ -474,6 +409,104 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
             "summary": {k: v for k, v in summary.to_dict().items() if k != "out"}}
     _write_text(out / "synth.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def _check_arguments(*, photos_per_category, sketches_per_photo, train_photos_per_category, workers, flow_size,
+                     jpeg_quality) -> None:
+    for name, v, lo in (("--photos-per-category", photos_per_category, 1), ("--sketches-per-photo", sketches_per_photo, 1),
+                        ("--train-photos-per-category", train_photos_per_category, 0), ("--workers", workers, 1),
+                        ("--flow-size", flow_size, 2)):
+        if int(v) < lo:
+            raise Psc6kError(f"{name} must be at least {lo}, got {v}")
+    if not 1 <= jpeg_quality <= 100:
+        raise Psc6kError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
+
+
+def _photo_tasks(names, photos_per_category: int, train_photos_per_category: int, kw: dict) -> list:
+    """``(category, index, split, options)`` per photo, categories sorted, test photos first."""
+    tasks = []
+    for ci, cat in enumerate(sorted(names)):
+        for i in range(photos_per_category + train_photos_per_category):
+            split = "test" if i < photos_per_category else "train"
+            # the first photo of each of the first categories gets one broken sketch of each kind
+            forced = ci if (i == 0 and ci < len(BROKEN_KINDS)) else None
+            tasks.append((cat, i, split, dict(kw, force_broken=forced)))
+    return tasks
+
+
+class _Written:
+    """Writes each photo's files as its record arrives (in task order) and keeps what the
+    annotation files, lists and stats need."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.test_photo, self.test_sketch, self.kps_p, self.kps_s, self.s2p, self.p2s = [], [], [], [], [], []
+        self.train_photo, self.train_sketch, self.testset, self.stats = [], [], [], []
+        self.invalid = {name: [] for name in INVALID_LISTS}
+        self.n_sketches = 0
+
+    def add(self, rec: PhotoRecord) -> None:
+        _write(self.out / rec.relpath, rec.jpeg)
+        if rec.split == "test":
+            self.testset.append(f"{rec.category}/{Path(rec.relpath).name}")
+        for sk in rec.sketches:
+            _write(self.out / sk.relpath, sk.png)
+            self.n_sketches += 1
+            sid = Path(sk.relpath).stem
+            self.stats.append((rec.category, sid, sk.invalid))
+            if sk.invalid:
+                self.invalid[sk.invalid].append(sid)
+            elif rec.split == "test":
+                self.test_photo.append(rec.relpath)
+                self.test_sketch.append(sk.relpath)
+                self.kps_p.append(sk.photo_kps)
+                self.kps_s.append(sk.sketch_kps)
+                self.s2p.append(sk.flows[0])
+                self.p2s.append(sk.flows[1])
+            else:
+                self.train_photo.append(rec.relpath)
+                self.train_sketch.append(sk.relpath)
+
+
+def _write_pairs_and_truth(out: Path, w: _Written, cats: tuple, *, seed: int, clicks: bool) -> int:
+    """The PSC6K CSVs, ``keypoints.csv``, ``gt_flows.npz`` and (``clicks``) ``clicks.csv``; the number
+    of clicks written."""
+    from psc6k import formats
+    from psc6k.submission import Submission, save_submission
+
+    ann = formats.Annotations.from_arrays(w.test_photo, w.test_sketch, np.stack(w.kps_p), np.stack(w.kps_s),
+                                          categories=cats)
+    formats.write_test_pairs_ps(ann, out / "test_pairs_ps.csv")
+    formats.write_test_pairs_st(ann, out / "test_pairs_st.csv")
+    formats.write_keypoints_csv(dict(zip(w.test_sketch, w.kps_s)), out / "keypoints.csv")
+    if w.train_photo:
+        tp = formats.TrainPairs.from_paths(w.train_photo, w.train_sketch, categories=cats)
+        formats.write_train_pairs_ps(tp, out / "train_pairs_ps.csv")
+        formats.write_train_pairs_st(tp, out / "train_pairs_st.csv")
+    gt = Submission("ground_truth", "flow", list(w.test_photo), list(w.test_sketch), np.stack(w.s2p), np.stack(w.p2s))
+    save_submission(gt, out / "gt_flows.npz")
+    del gt
+    w.s2p, w.p2s = [], []  # the flows are the bulk of the memory
+    if not clicks:
+        return 0
+    df = simulate_clicks(w.test_photo, w.test_sketch, ann.photo_kps, seed)
+    formats.write_clicks(df, out / "clicks.csv")
+    return len(df)
+
+
+def _write_info(out: Path, w: _Written, cats: tuple) -> None:
+    """Sketchy's ``info/`` folder: ``testset.txt``, the ``invalid-*.txt`` lists and ``stats.csv``."""
+    info = out / "info"
+    info.mkdir(exist_ok=True)
+    _write_text(info / "testset.txt", "".join(f"{line}\n" for line in w.testset))
+    for name, ids in w.invalid.items():
+        _write_text(info / f"invalid-{name}.txt", "".join(f"{i}\n" for i in ids))
+    lines = ["Category,CategoryID,ImageNetID,SketchID,Error?,Context?,Ambiguous?,WrongPose?\n"]
+    for cat, sid, bad in w.stats:
+        pid, _, num = sid.rpartition("-")
+        flags = [int(bad == k) for k in ("error", "context", "ambiguous", "pose")]
+        lines.append(f"{cat},{class_index(cat, cats)},{pid},{num},{','.join(map(str, flags))}\n")
+    _write_text(info / "stats.csv", "".join(lines))
 
 
 def _write(path: Path, data: bytes) -> None:

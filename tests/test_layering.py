@@ -15,7 +15,7 @@ import psc6k
 from psc6k.cli import discover_commands, main
 
 CORE = Path(psc6k.__file__).resolve().parent
-UPPER = ("evaluation", "annotation_app", "model_zoo")
+UPPER = ("evaluation", "annotation_app", "model_zoo", "psc6k_web")  # psc6k_web: the apps' shared web layer
 HEAVY = ("torch", "fastapi", "sqlalchemy", "uvicorn", "starlette", "kornia", "timm")
 #: Commands of this project, all registered in setup.cfg's [options.entry_points] psc6k.commands.
 PROJECT_COMMANDS = {"eval", "synth", "build-pairs", "build-keypoints", "aggregate", "annotate", "serve",
@@ -23,7 +23,7 @@ PROJECT_COMMANDS = {"eval", "synth", "build-pairs", "build-keypoints", "aggregat
 
 # An upper part named as a module: an import, a dotted path, or a quoted / literal module name.
 # ("evaluation" alone is an ordinary English word, so only its module-like uses count.)
-_NAMED = re.compile(r"\b(annotation_app|model_zoo)\b"
+_NAMED = re.compile(r"\b(annotation_app|model_zoo|psc6k_web)\b"
                     r"|\b(?:from|import)\s+evaluation\b|\bevaluation\.\w|[\"'`]evaluation[\"'`.:]")
 
 
@@ -42,7 +42,8 @@ def _core_modules() -> list[str]:
 
 def test_rule_detector_catches_the_ways_a_module_is_named():
     for bad in ("import model_zoo", "from evaluation.pckeval import x", '"evaluation.eval_cli"',
-                "importlib.import_module('annotation_app.cli')", "``model_zoo``", "'evaluation'"):
+                "importlib.import_module('annotation_app.cli')", "``model_zoo``", "'evaluation'",
+                "from psc6k_web.errors import install"):
         assert _NAMED.search(bad), bad
     for fine in ("the leaderboard evaluation and the curve evaluation", "evaluation of PCK", "the model zoo"):
         assert not _NAMED.search(fine), fine

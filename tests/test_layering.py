@@ -206,3 +206,18 @@ def test_help_lists_commands_in_workflow_order_and_plugins_after(monkeypatch, ca
     assert names.index("build-pairs") < names.index("predict") < names.index("report") < names.index("demo")
     assert names[-2:] == ["zz-plot", "aaa-mine"]
     assert set(names) == {*real, *plugins}
+
+
+def test_upper_parts_do_not_import_each_other():
+    """evaluation/, annotation_app/ and model_zoo/ build on the core (and the web layer) only."""
+    root = CORE.parent
+    parts = ("evaluation", "annotation_app", "model_zoo")
+    offenders = []
+    for part in parts:
+        others = "|".join(p for p in parts if p != part)
+        pattern = re.compile(rf"^\s*(?:from|import)\s+({others})\b")
+        for path in sorted((root / part).rglob("*.py")):
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert not offenders, "an upper part imports another:\n" + "\n".join(offenders)

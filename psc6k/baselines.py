@@ -194,6 +194,9 @@ def photo_foreground(photo: np.ndarray, prior: np.ndarray | None = None, iterati
         fallback = gc_mask == cv2.GC_PR_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
+        # GrabCut's GMM initialisation draws from OpenCV's global RNG: seed it per call, so a pair's
+        # result does not depend on what ran before in the process (other pairs, other tests)
+        cv2.setRNGSeed(0)
         cv2.grabCut(img, gc_mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
         mask = (gc_mask == cv2.GC_FGD) | (gc_mask == cv2.GC_PR_FGD)
     except cv2.error:

@@ -248,10 +248,13 @@ class _CappedStream:
     bytes, and beyond ``max_run`` bytes without a string delimiter (a single JSON token that
     long — a 1 GB string or number — would be buffered whole by the tokenizer)."""
 
-    def __init__(self, raw, limit: int, what: str, source, max_run: int = 32 * 1024**2):
-        self.raw, self.limit, self.what, self.source, self.max_run = raw, limit, what, source, max_run
+    def __init__(self, raw, limit: int, what: str, source, max_run: int = 32 * 1024**2,
+                 max_flat: int = 1024**2):
+        self.raw, self.limit, self.what, self.source = raw, limit, what, source
+        self.max_run, self.max_flat = max_run, max_flat
         self.count = 0
         self.run = 0  # bytes since the last unescaped quote
+        self.flat = 0  # bytes since the last bracket
 
     def read(self, n: int = -1) -> bytes:
         if n == 0:
@@ -266,6 +269,13 @@ class _CappedStream:
         if self.run > self.max_run:
             raise SubmissionTooLarge(f"JSON holds a single value of more than {_mb(self.max_run)} (a string or "
                                      "number that long is not a submission)", source=self.source)
+        # Rows of a submission are short (2 values, or W <= 256 confidences): a long stretch
+        # without a bracket would make one row's scratch grow without bound.
+        last = max(data.rfind(b"["), data.rfind(b"]"))
+        self.flat = len(data) - 1 - last if last >= 0 else self.flat + len(data)
+        if self.flat > self.max_flat:
+            raise SubmissionTooLarge(f"JSON holds more than {_mb(self.max_flat)} without a bracket (no row of a "
+                                     "submission is that long)", source=self.source)
         return data
 
 
@@ -337,6 +347,9 @@ class _Blocks:
         self.n += 1
 
     def finish(self) -> np.ndarray:
+        if len(self.blocks) == 1:  # the common case: no copy (the untouched tail is never resident)
+            out, self.blocks = self.blocks[0][:self.n], []
+            return out
         out = np.empty((self.n, *self.row_shape), np.float64)
         pos = 0
         for i in range(len(self.blocks)):
@@ -543,46 +556,50 @@ class _JsonReader:
         if event != "start_array":
             raise self.error(f"not a rectangular array of numbers (found {_FOUND.get(event, event)}){where}",
                              field=name)
-        shape = [None] * max_depth
-        count = [0] * max_depth
-        level, leaf = 0, None
+        # Per level: (child arrays, numbers inside) of the first array closed there; every other
+        # array at that level must match (rectangular), and a parent must hold exactly its
+        # children's numbers (no number mixed in beside arrays). Numbers cost one append each.
+        sig: list = [None] * max_depth
+        children = [0] * max_depth
+        start = [0] * max_depth
+        level = 0
         flat: list = []
         add = flat.append
         for event, value in self.events:
             if event == "number":
-                if leaf != level:
-                    if leaf is not None:
-                        raise self.error(f"not a rectangular array of numbers (a nested mix){where}", field=name)
-                    leaf = level
                 add(value)
-                count[level] += 1
-                if count[level] > max_elems:
-                    raise self.error(f"more than {max_elems} values in one row (the limit)", SubmissionTooLarge,
-                                     field=name)
-            elif event == "start_array":
+                continue
+            if event == "start_array":
+                children[level] += 1
                 level += 1
-                if level >= max_depth or (leaf is not None and level > leaf):
+                if level >= max_depth:
                     raise self.error(f"not a rectangular array of numbers (nested too deep){where}", field=name)
-                count[level - 1] += 1
-                count[level] = 0
-            elif event == "end_array":
-                n = count[level]
-                if shape[level] is None:
-                    shape[level] = n
-                elif shape[level] != n:
-                    raise self.error(f"not a rectangular array of numbers (rows of {shape[level]} and {n}){where}",
-                                     field=name)
-                if level == 0:
-                    break
-                level -= 1
-                if len(flat) > max_elems:
-                    raise self.error(f"more than {max_elems} values (flows are at most {side} x {side})",
-                                     SubmissionTooLarge, field=name)
-            else:
+                children[level] = 0
+                start[level] = len(flat)
+                continue
+            if event != "end_array":
                 raise self.error(f"not a rectangular array of numbers (found {_FOUND.get(event, event)}){where}",
                                  field=name)
-        dims = tuple(shape[: (leaf if leaf is not None else max_depth - 1) + 1])
-        dims = tuple(0 if d is None else d for d in dims)
+            got = (children[level], len(flat) - start[level])
+            if sig[level] is None:
+                if got[0] and got[1] != got[0] * sig[level + 1][1]:
+                    raise self.error(f"not a rectangular array of numbers (a nested mix){where}", field=name)
+                sig[level] = got
+            elif sig[level] != got:
+                raise self.error(f"not a rectangular array of numbers (rows of different lengths){where}",
+                                 field=name)
+            if len(flat) > max_elems:
+                raise self.error(f"more than {max_elems} values (flows are at most {side} x {side})",
+                                 SubmissionTooLarge, field=name)
+            if level == 0:
+                break
+            level -= 1
+        dims = []
+        for c, n in sig:
+            dims.append(c or n)
+            if not c:
+                break
+        dims = tuple(dims)
         try:
             arr = np.array(flat, dtype=np.float64)
         except OverflowError:
@@ -835,6 +852,8 @@ def load_submission(src, *, source=None, max_decompressed: int | None = None,
                                       source=name) from None
             except (zlib.error, OSError) as exc:
                 raise SubmissionError(f"gzip data is corrupt ({_one_line(exc)})", source=name) from None
+            if inner.lstrip()[:1] not in b'{["-0123456789tfn' and not inner.startswith((GZIP_MAGIC, b"PK")):
+                raise SubmissionError("gzip data that is not JSON (unrecognised bytes)", source=name)
             if inner.startswith(GZIP_MAGIC) or inner.startswith(b"PK"):
                 what = "gzip data" if inner.startswith(GZIP_MAGIC) else "an NPZ"
                 raise SubmissionError(f"gzip data holds {what}; compress JSON once, and store NPZ as it is "

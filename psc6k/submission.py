@@ -515,7 +515,10 @@ class _JsonReader:
                 if "photo" in values and "sketch" in values:
                     self.where = {"pair": (values["photo"], values["sketch"])}
             else:
+                outer = self.where
+                self.where = {**outer, "field": key}
                 values[key] = self._numbers(i, key)
+                self.where = outer
         for key in ("photo", "sketch"):
             if key not in values:
                 raise self.error(f"pairs[{i}].{key} must be a non-empty string", field=key)

@@ -44,7 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pending", type=int, default=32,
                         help="requests waiting for a scoring slot per worker before 503")
     parser.add_argument("--upload-timeout", type=float, default=300,
-                        help="seconds a body may take to arrive once its scoring slot is taken (408 beyond)")
+                        help="seconds a body may take to arrive in all (408 beyond); uploads never hold a scoring slot")
+    parser.add_argument("--upload-idle-timeout", type=float, default=30,
+                        help="seconds an upload may pause without sending a byte (408 beyond)")
+    parser.add_argument("--max-uploads-per-client", type=int, default=4,
+                        help="bodies received at once from one client address (429 beyond)")
+    parser.add_argument("--max-uploads", type=int, default=256,
+                        help="bodies received at once per worker (503 beyond)")
     parser.add_argument("--daily-quota", type=int, default=5,
                         help="default accepted leaderboard submissions per token per UTC day")
     parser.add_argument("--model-scores", default=None,
@@ -83,8 +89,10 @@ def _settings(args) -> ServerSettings:
     for name in ("max_body_mb", "max_decompressed_mb"):
         if getattr(args, name) <= 0:
             raise Psc6kError(f"--{name.replace('_', '-')} must be > 0")
-    if args.upload_timeout <= 0:
-        raise Psc6kError("--upload-timeout must be > 0")
+    if args.upload_timeout <= 0 or args.upload_idle_timeout <= 0:
+        raise Psc6kError("--upload-timeout and --upload-idle-timeout must be > 0")
+    if args.max_uploads_per_client < 1 or args.max_uploads < 1:
+        raise Psc6kError("--max-uploads-per-client and --max-uploads must be >= 1")
     if args.workers < 1 or args.max_concurrent < 1 or args.max_pending < 0 or args.daily_quota < 0:
         raise Psc6kError("--workers and --max-concurrent must be >= 1, --max-pending and --daily-quota >= 0")
     if args.model_scores and not os.path.isfile(args.model_scores):
@@ -93,7 +101,8 @@ def _settings(args) -> ServerSettings:
         annotations=os.path.abspath(annotations), db_url=args.db, private=args.private,
         max_body_bytes=int(args.max_body_mb * MB), max_decompressed_bytes=int(args.max_decompressed_mb * MB),
         max_concurrent_scoring=args.max_concurrent, max_pending_scoring=args.max_pending,
-        upload_timeout_s=args.upload_timeout,
+        upload_timeout_s=args.upload_timeout, upload_idle_timeout_s=args.upload_idle_timeout,
+        max_uploads_per_client=args.max_uploads_per_client, max_uploads=args.max_uploads,
         daily_quota=args.daily_quota, model_scores=os.path.abspath(args.model_scores) if args.model_scores else None,
         n_bootstrap=args.bootstrap, split_name=args.split_name or ("hidden" if args.private else "test"),
         seed_published=not args.no_seed,

@@ -10,6 +10,7 @@ non-aggregate parts of the reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -22,9 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from psc6k.errors import Psc6kError, SubmissionError
 from psc6k.formats import read_annotations
 from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
-from psc6k.submission import load_submission
+from psc6k.submission import SubmissionTooLarge, load_submission
 
-from .body import RawUpload, check_headers, decode_submission, receive_submission
+from .body import RawUpload, check_headers, receive_submission
 from .settings import ServerSettings
 from psc6k.jsonsafe import json_safe
 
@@ -62,14 +63,41 @@ class Scorer:
         self._loop = None
         self._semaphore: asyncio.Semaphore | None = None
         self._admitted = 0  # running + waiting
+        self._uploads: dict[str, int] = {}  # uploads in progress per client address
 
-    # -- concurrency ---------------------------------------------------------------------------
+    # -- admission -----------------------------------------------------------------------------
+    # Two stages, so that no upload can starve scoring: (1) receiving a body costs a socket and at
+    # most SPOOL_BYTES of memory (the rest is spooled to disk); it is bounded per client address
+    # and in total, and times out on its own clock (total and idle). (2) Only a request whose
+    # whole body has arrived joins the scoring queue (max_pending) and takes one of the
+    # max_concurrent scoring slots.
     def _sem(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._loop is not loop:  # one per event loop (tests start several)
             self._semaphore = asyncio.Semaphore(max(1, self.settings.max_concurrent_scoring))
             self._loop = loop
+            self._uploads = {}
         return self._semaphore
+
+    @contextlib.contextmanager
+    def uploading(self, client: str):
+        """Count one upload in progress from ``client``; 429 / 503 beyond the bounds."""
+        self._sem()
+        settings = self.settings
+        total = sum(self._uploads.values())
+        if total >= settings.max_uploads:
+            raise HTTPException(status_code=503, detail=f"the server is receiving {total} uploads; retry shortly",
+                                headers={"Retry-After": "5"})
+        if self._uploads.get(client, 0) >= settings.max_uploads_per_client:
+            raise HTTPException(status_code=429, detail=f"{settings.max_uploads_per_client} uploads from your "
+                                "address are already in progress; finish those first", headers={"Retry-After": "5"})
+        self._uploads[client] = self._uploads.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            self._uploads[client] -= 1
+            if not self._uploads[client]:
+                del self._uploads[client]
 
     def admit(self) -> None:
         """Refuse (503) when too many scorings are running or waiting in this process."""
@@ -83,34 +111,36 @@ class Scorer:
         self._admitted -= 1
 
     async def score_request(self, request) -> Scored:
-        """Read, validate and score the submission in ``request``.
+        """Receive, validate and score the submission in ``request``.
 
-        Headers are checked first (415 / 413 without queueing). A scoring slot is taken *before*
-        the body is read, so at most ``max_concurrent_scoring`` bodies are in memory per process;
-        waiting uploads stay in the socket (uvicorn stops reading a body nobody consumes). The
-        CPU work (decompression, parsing, scoring) runs in a worker thread.
+        Headers are checked first (415 / 413 without reading). The body is received under the
+        per-client upload bounds and its own timeouts; only then does the request queue for a
+        scoring slot. Reading and scoring (CPU work) run in a worker thread.
         """
-        check_headers(request, self.settings.max_body_bytes)
-        self.admit()
+        settings = self.settings
+        check_headers(request, settings.max_body_bytes)
+        client = request.client.host if request.client else "unknown"
+        with self.uploading(client):
+            raw = await receive_submission(request, settings.max_body_bytes, timeout_s=settings.upload_timeout_s,
+                                           idle_s=settings.upload_idle_timeout_s)
         try:
-            async with self._sem():
-                try:
-                    async with asyncio.timeout(self.settings.upload_timeout_s):
-                        raw = await receive_submission(request, self.settings.max_body_bytes)
-                except TimeoutError:
-                    raise HTTPException(status_code=408, detail=f"the upload took longer than "
-                                        f"{self.settings.upload_timeout_s:g} s (it holds a scoring slot)") from None
-                return await run_in_threadpool(self.score_sync, raw)
+            self.admit()
+            try:
+                async with self._sem():
+                    return await run_in_threadpool(self.score_sync, raw)
+            finally:
+                self.release()
         finally:
-            self.release()
+            raw.close()
 
     # -- the work ------------------------------------------------------------------------------
-    def score_sync(self, raw: RawUpload) -> Scored:
+    def read(self, raw: RawUpload):
+        """The one reader, with this server's limits; its errors as HTTP statuses (413 / 422)."""
         settings = self.settings
-        payload = decode_submission(raw, settings.max_decompressed_bytes)
         try:
-            sub = load_submission(payload.data, source=payload.filename,
-                                  max_decompressed=settings.max_decompressed_bytes)
+            return load_submission(raw.file, source=raw.filename, max_decompressed=settings.max_decompressed_bytes)
+        except SubmissionTooLarge as exc:
+            raise HTTPException(status_code=413, detail=str(exc)) from None
         except Psc6kError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         except MemoryError:
@@ -119,8 +149,12 @@ class Scorer:
             # load_submission should turn every bad input into SubmissionError; never let a gap
             # there become a 500 (the traceback is logged for the maintainers).
             log.warning("load_submission raised %s instead of SubmissionError", type(exc).__name__, exc_info=True)
-            raise HTTPException(status_code=422, detail=f"{payload.filename}: cannot read the submission "
-                                f"({type(exc).__name__}: {exc})") from None
+            raise HTTPException(status_code=422, detail=f"{raw.filename}: cannot read the submission "
+                                f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+    def score_sync(self, raw: RawUpload) -> Scored:
+        settings = self.settings
+        sub = self.read(raw)
         try:
             res = evaluate(self.annotations, sub, DEFAULT_ALPHAS, allow_partial=False,
                            n_bootstrap=settings.n_bootstrap, seed=settings.seed)

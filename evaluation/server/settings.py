@@ -42,8 +42,15 @@ class ServerSettings:
     max_pending_scoring : int
         Requests allowed to wait for a scoring slot; beyond, 503 with ``Retry-After``.
     upload_timeout_s : float
-        Longest time a body may take to arrive once its scoring slot is taken -> 408 beyond
-        (a slow upload must not hold a slot for ever).
+        Longest time a body may take to arrive, from the first byte of the request -> 408 beyond.
+        Uploads never hold a scoring slot: a request queues for one only once its body is in.
+    upload_idle_timeout_s : float
+        Longest pause without a byte while a body arrives -> 408 beyond.
+    max_uploads_per_client : int
+        Bodies being received at once from one client address -> 429 beyond (behind a reverse
+        proxy every client has the proxy's address: see docs/server.md).
+    max_uploads : int
+        Bodies being received at once in this process -> 503 beyond.
     daily_quota : int
         Default number of accepted leaderboard submissions per token per UTC day.
     admin_token : str or None
@@ -68,6 +75,9 @@ class ServerSettings:
     max_concurrent_scoring: int = 2
     max_pending_scoring: int = 32
     upload_timeout_s: float = 300.0
+    upload_idle_timeout_s: float = 30.0
+    max_uploads_per_client: int = 4
+    max_uploads: int = 256
     daily_quota: int = 5
     admin_token: str | None = None
     model_scores: str | None = None

@@ -1,0 +1,143 @@
+"""Admission under attack, against a real ``psc6k serve`` (uvicorn) on 127.0.0.1 with real sockets.
+
+A request takes a scoring slot only once its whole body has arrived, so stalled uploads cannot
+starve scoring; uploads are bounded per client address and time out on their own clock.
+Linux routes all of 127.0.0.0/8 to loopback, so each stalled client binds its own source address.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from evaluation.server.testdata import make_annotations, make_flow_submission, wait_until_healthy
+from psc6k.formats import write_test_pairs_ps
+from psc6k.submission import save_submission
+
+NPZ = {"content-type": "application/octet-stream"}
+STALLED_HEAD = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n{\"psc6k")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _can_bind_loopback_aliases() -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.2", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile_server")
+    ann = make_annotations()
+    csv = root / "test_pairs_ps.csv"
+    write_test_pairs_ps(ann, csv)
+    npz = save_submission(make_flow_submission(ann), root / "flow.npz").read_bytes()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "psc6k", "serve", "--annotations", str(csv), "--port", str(port),
+         "--db", f"sqlite:///{root / 'lb.sqlite'}", "--log-level", "warning", "--no-seed", "--bootstrap", "50",
+         "--max-concurrent", "2", "--max-pending", "4", "--upload-timeout", "60", "--upload-idle-timeout", "3",
+         "--max-uploads-per-client", "4"],
+        env={**os.environ, "PSC6K_ADMIN_TOKEN": "adm"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, proc, 60)
+        yield {"base": base, "port": port, "npz": npz, "proc": proc}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _stall(port: int, source: str) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(30)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(STALLED_HEAD)
+    return sock
+
+
+@pytest.mark.skipif(not _can_bind_loopback_aliases(), reason="needs 127.0.0.x source addresses")
+def test_scoring_goes_on_while_34_uploads_stall(server):
+    stalled = [_stall(server["port"], f"127.0.0.{k + 2}") for k in range(34)]
+    try:
+        time.sleep(0.3)  # the server has accepted and started reading all of them
+        with httpx.Client(base_url=server["base"], timeout=30) as http:
+            for _ in range(3):
+                t0 = time.perf_counter()
+                r = http.post("/score", content=server["npz"], headers=NPZ)
+                assert r.status_code == 200, r.text
+                assert time.perf_counter() - t0 < 2.5, "a legitimate request waited for stalled uploads"
+        assert server["proc"].poll() is None
+        # Each stalled upload is cut off on its own clock (idle timeout 3 s), not held for ever.
+        for sock in stalled[:3]:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 408")
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.skipif(not _can_bind_loopback_aliases(), reason="needs 127.0.0.x source addresses")
+def test_uploads_are_bounded_per_client_address(server):
+    mine = [_stall(server["port"], "127.0.0.77") for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        fifth = _stall(server["port"], "127.0.0.77")
+        reply = fifth.recv(4096)
+        fifth.close()
+        assert reply.startswith(b"HTTP/1.1 429") and b"uploads from your address" in reply
+        with httpx.Client(base_url=server["base"], timeout=30) as http:  # another address is unaffected
+            assert http.post("/score", content=server["npz"], headers=NPZ).status_code == 200
+    finally:
+        for sock in mine:
+            sock.close()
+
+
+def test_slow_trickle_is_cut_by_the_total_timeout(tmp_path):
+    """An upload sending a byte now and then (never idle long enough) still ends at the total clock."""
+    ann = make_annotations()
+    csv = tmp_path / "test_pairs_ps.csv"
+    write_test_pairs_ps(ann, csv)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "psc6k", "serve", "--annotations", str(csv), "--port", str(port),
+         "--db", f"sqlite:///{tmp_path / 'lb.sqlite'}", "--log-level", "warning", "--no-seed",
+         "--upload-timeout", "2", "--upload-idle-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", proc, 60)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(STALLED_HEAD)
+            t0 = time.perf_counter()
+            sock.setblocking(False)
+            reply = b""
+            while time.perf_counter() - t0 < 10 and not reply:
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    pass
+                time.sleep(0.5)
+                try:
+                    reply = sock.recv(4096)
+                except BlockingIOError:
+                    pass
+            assert reply.startswith(b"HTTP/1.1 408") and b"longer than 2 s" in reply
+            assert time.perf_counter() - t0 < 5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

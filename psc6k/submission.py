@@ -411,8 +411,8 @@ class _JsonReader:
             if "invalid char" in text or "invalid string" in text or "lexical" in text:
                 hint = " (NaN, Infinity and other non-JSON tokens are not allowed; all values must be finite numbers)"
             elif "overflow" in text:
-                hint = " (a number is too large for float64)"
-            raise self.error(f"malformed JSON near byte {self.stream.count}: {text}{hint}") from None
+                hint = " (a number is too large)"
+            raise self.error(f"malformed JSON (within the first {self.stream.count} bytes): {text}{hint}") from None
         except EOFError:
             raise self.error("gzip data is truncated (the stream ends before the end of the gzip member)",
                              pair=None, field=None) from None
@@ -454,6 +454,8 @@ class _JsonReader:
 
     def _scalar(self, key: str):
         event, value = self.next()
+        if event == "boolean":
+            event, value = "string", "true" if value else "false"
         if key == "psc6k_submission":
             if event == "number" and type(value) is int and value == SUBMISSION_VERSION:
                 return value
@@ -679,6 +681,9 @@ def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source):
 
 
 def _one_line(exc) -> str:
+    """A short, stable description of a read error (the same whatever the stream: file, bytes, spool)."""
+    if isinstance(exc, (OSError, EOFError)) or "seek" in str(exc):
+        return "truncated or corrupt data"
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
 

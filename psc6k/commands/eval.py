@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--per-pair", action="store_true", help="with --json: add per-pair keypoint errors")
     parser.add_argument("--no-categories", action="store_true", help="table without the per-category rows")
+    parser.add_argument("--max-decompressed-mb", type=float, default=None,
+                        help="largest decompressed JSON text / declared NPZ arrays, in MiB (default 8192; "
+                             "'psc6k serve' has the same option, default 1024)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise Psc6kError("--bootstrap must be >= 0")
     ann = read_annotations(sample_default(args.annotations, command="eval"))
-    sub = load_submission(args.submission)
+    if args.max_decompressed_mb is not None and args.max_decompressed_mb <= 0:
+        raise Psc6kError("--max-decompressed-mb must be > 0")
+    limit = None if args.max_decompressed_mb is None else int(args.max_decompressed_mb * 1024 * 1024)
+    sub = load_submission(args.submission, max_decompressed=limit)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
                    seed=args.seed)
     if args.json:

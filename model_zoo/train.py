@@ -41,6 +41,7 @@ from model_zoo.losses import (consistency_loss, masked_mse, released_consistency
 from model_zoo.resnet_cbn import share_batchnorm
 from model_zoo.pscnet import PHOTO, SKETCH, PSCNet, PSCNetConfig
 from model_zoo.predict import predict_submission, resolve_device
+from psc6k.csvsafe import safe_row
 from psc6k.errors import Psc6kError
 
 __all__ = ["TrainConfig", "EncoderObjective", "EstimatorObjective", "train", "lr_at_epoch",
@@ -394,10 +395,10 @@ class MetricsWriter:
                 header = next(csv.reader(fh), [])
             fields = header + [k for k in fields if k not in header]
         with open(path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            w = csv.writer(fh)
             if new:
-                w.writeheader()
-            w.writerow({k: record.get(k, "") for k in fields})
+                w.writerow(safe_row(fields))
+            w.writerow(safe_row(record.get(k, "") for k in fields))
 
     def read(self, kind: str) -> list[dict]:
         if not self.jsonl.exists():

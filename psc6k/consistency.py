@@ -211,8 +211,10 @@ def write_consistency(result: ConsistencyResult, out_dir) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "consistency.csv", "json": out_dir / "consistency.json",
              "png": out_dir / "consistency.png"}
-    pd.DataFrame(result.distance, index=result.names, columns=result.names).to_csv(
-        paths["csv"], index_label="system", float_format="%.6f", lineterminator="\n")
+    from psc6k.csvsafe import safe_frame
+
+    table = pd.DataFrame(result.distance, index=list(result.names), columns=list(result.names))
+    safe_frame(table).to_csv(paths["csv"], index_label="system", float_format="%.6f", lineterminator="\n")
     paths["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     plot_consistency(result, paths["png"])
     return paths

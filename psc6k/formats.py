@@ -29,6 +29,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
+from psc6k.csvsafe import safe_frame, safe_row
 from psc6k.errors import FormatError
 from psc6k.sketchy import SKETCHY_CATEGORIES, category_of, class_indices
 
@@ -360,8 +361,8 @@ def _write_rows(path, header, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow(safe_row(header))
+        writer.writerows(safe_row(row) for row in rows)
 
 
 def write_test_pairs_ps(ann: Annotations, path) -> None:
@@ -599,7 +600,7 @@ def write_clicks(df, path) -> None:
     out = df[cols].copy()
     for col in ("x", "y"):
         out[col] = [format_float(v) for v in out[col]]
-    out.to_csv(path, index=False, lineterminator="\n")
+    safe_frame(out).to_csv(path, index=False, lineterminator="\n")
 
 
 def clicks_to_csv_text(df) -> str:

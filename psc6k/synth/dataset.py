@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS, __version__
+from psc6k.csvsafe import safe_row
 from psc6k.errors import Psc6kError
 from psc6k.parallel import map_ordered
 from psc6k.sketchy import INVALID_LISTS, class_index, photo_relpath, sketch_relpath
@@ -505,7 +506,7 @@ def _write_info(out: Path, w: _Written, cats: tuple) -> None:
     for cat, sid, bad in w.stats:
         pid, _, num = sid.rpartition("-")
         flags = [int(bad == k) for k in ("error", "context", "ambiguous", "pose")]
-        lines.append(f"{cat},{class_index(cat, cats)},{pid},{num},{','.join(map(str, flags))}\n")
+        lines.append(",".join(safe_row([cat, str(class_index(cat, cats)), pid, num, *map(str, flags)])) + "\n")
     _write_text(info / "stats.csv", "".join(lines))
 
 

@@ -61,9 +61,9 @@ def command_help(target) -> str:
 
 
 def _missing_dependency_message(name: str, exc: ModuleNotFoundError) -> str:
-    missing = exc.name or "a dependency"
-    hint = f" Install it with: {MODEL_EXTRA_HINT}" if missing.split(".")[0] in MODEL_EXTRA_PACKAGES else ""
-    return f"psc6k {name}: needs the Python package {missing!r}, which is not installed.{hint}"
+    from psc6k.cli_errors import missing_dependency
+
+    return f"psc6k {name}: {missing_dependency(exc)}"
 
 
 def _section_key(section: str) -> tuple:
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         print(f"psc6k: unknown command {name!r}{hint}; run 'psc6k --help' for the list.", file=sys.stderr)
         return 2
+    from psc6k.cli_errors import describe, shorten
+
     try:
         target = commands[name].load()
         parser = build_command_parser(name, target)
@@ -148,13 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         status = target.run(args)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in MODEL_EXTRA_PACKAGES:
-            raise
+    except ModuleNotFoundError as exc:  # also when the import happens inside run (torch in predict / train)
         print(_missing_dependency_message(name, exc), file=sys.stderr)
         return 2
     except Psc6kError as exc:
-        print(f"psc6k {name}: error: {exc}", file=sys.stderr)
+        print(f"psc6k {name}: error: {shorten(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"psc6k {name}: interrupted", file=sys.stderr)
@@ -165,6 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as exc:  # never a traceback: a user mistake is one line and status 2
+        import os
+        if os.environ.get("PSC6K_DEBUG"):
+            raise
+        message = describe(exc)
+        if message is None:
+            print(f"psc6k {name}: internal error: {type(exc).__name__}: {shorten(str(exc), 200)} (a bug; "
+                  "rerun with PSC6K_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+            return 1
+        print(f"psc6k {name}: error: {shorten(message)}", file=sys.stderr)
+        return 2
     return int(status or 0)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
 from psc6k.csvsafe import safe_frame, safe_row
+from psc6k.inputs import check_input_file, read_text
 from psc6k.errors import FormatError
 from psc6k.sketchy import SKETCHY_CATEGORIES, category_of, class_indices
 
@@ -88,13 +89,7 @@ def _check_in_image(values, *, file, row, column, size=IMAGE_SIZE):
 def _open_csv(path):
     """Read a CSV as (header, rows with their 1-based line numbers). Tolerates BOM and CRLF."""
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise FormatError("file not found", file=path) from None
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", file=path) from None
+    text = read_text(path, what="a CSV file")
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
@@ -550,9 +545,7 @@ def read_clicks(path):
     """
     import pandas as pd
 
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError("file not found", file=path)
+    path = check_input_file(path, what="a clicks CSV file")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:

@@ -46,6 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return _run(args)
+    except SQLAlchemyError as exc:  # a --db that is a folder, not a database, unreachable, ...
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise Psc6kError(f"--db {args.db}: cannot open the study database ({reason})") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.action == "init":
         from .config import load_config
         from .study import init_study

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psc6k.errors import Psc6kError
+from psc6k.inputs import read_text
 
 DEFAULT_TITLE = "Find the matching point: sketch to photo"
 DEFAULT_CONSENT = (
@@ -144,7 +145,7 @@ def load_config(path=None, **overrides) -> StudyConfig:
     if path is not None:
         path = Path(path)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(read_text(path, what="a study.toml file", max_bytes=1024 * 1024))
         except FileNotFoundError:
             raise Psc6kError(f"{path}: config file not found") from None
         except tomllib.TOMLDecodeError as exc:

@@ -137,8 +137,13 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     notes: list[str] = []
     t0 = time.perf_counter()
     root = _sample_root(sample)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise Psc6kError(f"--checkpoint {checkpoint}: file not found")
+    if checkpoint is not None:
+        from psc6k.inputs import check_input_file
+
+        try:
+            check_input_file(checkpoint, what="a PSCNet checkpoint (.pth.tar)", max_bytes=None, text=False)
+        except Psc6kError as exc:
+            raise Psc6kError(f"--checkpoint {exc}") from None
     out = prepare_out(out)
     ann_dir = out / "annotations"
     ann_dir.mkdir()
@@ -163,18 +168,20 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     # 4. methods
     t = time.perf_counter()
     sub_dir = out / "submissions"
+    pscnet = None
+    if checkpoint is not None:  # first: a bad checkpoint fails before the slower steps
+        pscnet = _pscnet_submission(checkpoint, ann_dir / "test_pairs_ps.csv", root, device, progress, notes, sub_dir)
+        if pscnet is not None:
+            timings["pscnet"] = time.perf_counter() - t
+            say(f"PSCNet: {Path(checkpoint).name} in {timings['pscnet']:.1f} s -> {sub_dir / (pscnet.method + '.npz')}")
+        t = time.perf_counter()
     subs = list(run_baselines(BASELINES, ann, root, progress=progress).values())
     timings["baselines"] = time.perf_counter() - t
     say(f"baselines: {', '.join(BASELINES)} in {timings['baselines']:.1f} s")
-    if checkpoint is not None:
-        t = time.perf_counter()
-        pscnet = _pscnet_submission(checkpoint, ann, root, device, progress, notes)
-        if pscnet is not None:
-            subs.append(pscnet)
-            timings["pscnet"] = time.perf_counter() - t
-            say(f"PSCNet: {Path(checkpoint).name} in {timings['pscnet']:.1f} s")
     for sub in subs:
-        save_submission(sub, sub_dir / f"{sub.method}.npz")
+        save_submission(sub, sub_dir / f"{file_safe_name(sub.method)}.npz")
+    if pscnet is not None:
+        subs.append(pscnet)  # already saved by psc6k predict
 
     # 5. scores and report
     t = time.perf_counter()
@@ -295,38 +302,60 @@ def _round_rows(rows):
     return out
 
 
-def _pscnet_submission(checkpoint, ann, root, device, progress, notes):
-    """PSCNet flows from a checkpoint through ``psc6k predict``, or None (with a note) when it fails.
+_CHECKPOINT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".ckpt")
+
+
+def file_safe_name(text: str) -> str:
+    """A file name made of ``[A-Za-z0-9._-]`` only (``"PSCNet (x y)"`` -> ``"PSCNet_x_y"``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "submission"
+
+
+def pscnet_method_name(checkpoint) -> str:
+    """``PSCNet-<checkpoint file name without its suffix>``, e.g. ``PSCNet-checkpoint_last``."""
+    name = Path(checkpoint).name
+    for suffix in _CHECKPOINT_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return file_safe_name(f"PSCNet-{name}")
+
+
+def _pscnet_submission(checkpoint, ann_csv: Path, root, device, progress, notes, sub_dir: Path):
+    """PSCNet flows from a checkpoint through ``psc6k predict``, written to ``sub_dir`` (kept, under
+    ``--out``, so the command printed afterwards works). A missing ``psc6k[model]`` install is a
+    note; a checkpoint that cannot be read is an error (the user asked for it).
 
     The command is the one registered in the ``psc6k.commands`` entry-point group, run in its own
-    process: the core never imports the model (or torch), and a missing ``psc6k[model]`` install
-    becomes a note instead of a crash.
+    process: the core never imports the model (or torch).
     """
     import subprocess
     import sys
-    import tempfile
 
     from psc6k.cli import discover_commands
-    from psc6k.formats import write_test_pairs_ps
+    from psc6k.errors import Psc6kError
     from psc6k.submission import load_submission
 
     if "predict" not in discover_commands():
         notes.append("PSCNet skipped: no 'psc6k predict' command is installed (pip install 'psc6k[model]')")
         return None
-    with tempfile.TemporaryDirectory(prefix="psc6k-demo-") as tmp:
-        pairs, out = Path(tmp) / "test_pairs_ps.csv", Path(tmp) / "pscnet.npz"
-        write_test_pairs_ps(ann, pairs)
-        cmd = [sys.executable, "-m", "psc6k", "predict", "--checkpoint", str(checkpoint), "--annotations", str(pairs),
-               "--images", str(root), "--out", str(out), "--device", device or "auto",
-               "--method", f"PSCNet ({Path(checkpoint).stem})"]
-        if not progress:
-            cmd.append("--no-progress")
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=None if progress else subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            reason = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-            notes.append(f"PSCNet skipped: {reason[0]}")
+    method = pscnet_method_name(checkpoint)
+    out = sub_dir / f"{method}.npz"
+    sub_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "psc6k", "predict", "--checkpoint", str(checkpoint), "--annotations", str(ann_csv),
+           "--images", str(root), "--out", str(out), "--device", device or "auto", "--method", method]
+    if not progress:
+        cmd.append("--no-progress")
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        reason = ((proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"])[0]
+        reason = reason.split(": error: ", 1)[-1]
+        if "needs the Python package" in reason:
+            notes.append(f"PSCNet skipped: {reason}")
             return None
-        return load_submission(out)
+        raise Psc6kError(f"--checkpoint {checkpoint}: PSCNet prediction failed: {reason}")
+    return load_submission(out)
 
 
 def format_leaderboard(rows, human: dict | None = None) -> str:

@@ -94,8 +94,11 @@ def read_id_list(path) -> list[str]:
     >>> read_id_list(p)
     ['n02691156_10151', 'n02691156_58']
     """
+    from psc6k.inputs import check_input_file
+
     ids = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open(check_input_file(path, what="a Sketchy list file", max_bytes=256 * 1024**2),
+              encoding="utf-8-sig", newline="") as fh:
         for line in fh:
             line = line.strip()
             if not line or line.startswith("#"):
@@ -106,8 +109,11 @@ def read_id_list(path) -> list[str]:
 
 def read_id_list_with_category(path) -> list[tuple[str | None, str]]:
     """Like :func:`read_id_list` but keeps the category prefix when a line has one."""
+    from psc6k.inputs import check_input_file
+
     out = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open(check_input_file(path, what="a Sketchy list file", max_bytes=256 * 1024**2),
+              encoding="utf-8-sig", newline="") as fh:
         for line in fh:
             line = line.strip().replace("\\", "/")
             if not line or line.startswith("#"):

@@ -147,4 +147,5 @@ def test_demo_with_a_pscnet_checkpoint(tmp_path):
     result = run_demo(tmp_path / "d", checkpoint=ckpt, max_pairs=2, n_examples=0, n_bootstrap=0,
                       use_sample_clicks=True, device="cpu", progress=False, log=None)
     methods = [r["method"] for r in result.leaderboard]
-    assert "PSCNet (tiny.pth)" in methods and len(methods) == 4
+    assert "PSCNet-tiny" in methods and len(methods) == 4
+    assert (tmp_path / "d" / "submissions" / "PSCNet-tiny.npz").is_file()  # kept under --out

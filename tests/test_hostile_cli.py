@@ -72,7 +72,7 @@ def _cases():
         ("eval -a", ["eval", GT, "-a", "{X}"], CSV, ".csv", FILE_KINDS),
         ("build-pairs root", ["build-pairs", "{X}", "--out", out], None, "", DIR_KINDS),
         ("build-pairs --testset", ["build-pairs", S, "--out", out, "--testset", "{X}"], S / "info/testset.txt", ".txt",
-         FILE_KINDS),
+         ("dir", "missing", "empty", "sparse")),  # a truncated list is a shorter list
         ("build-keypoints input", ["build-keypoints", "{X}", "--out", "{R}/kp.csv", "--images", S], CSV, ".csv",
          ("missing", "empty", "truncated", "sparse")),
         ("build-keypoints --images", ["build-keypoints", CSV, "--out", "{R}/kp.csv", "--images", "{X}"], None, "",
@@ -92,7 +92,7 @@ def _cases():
         ("annotate init --images", ["annotate", "init", "--pairs", CSV, "--images", "{X}", "--db", db], None, "",
          DIR_KINDS),
         ("annotate init --config", ["annotate", "init", "--pairs", CSV, "--images", S, "--db", db, "--config", "{X}"],
-         None, ".toml", FILE_KINDS),
+         None, ".toml", ("dir", "missing", "truncated", "sparse")),  # an empty study.toml means all defaults
         ("annotate init --db", ["annotate", "init", "--pairs", CSV, "--images", S, "--db", "{X}"], None, ".sqlite",
          ("dir", "truncated", "sparse")),
         ("annotate serve --db", ["annotate", "serve", "--db", "{X}"], None, ".sqlite",
@@ -181,9 +181,40 @@ def test_every_command_refuses_bad_paths_in_one_line(work, capsys, template, lik
     bad = _variant(root, kind, like, suffix)
     argv = _argv(template, bad, root, work["ckpt"])
     capsys.readouterr()
-    rc = main(argv)
+    with PeakRSS() as peak:
+        rc = main(argv)
     err = capsys.readouterr().err
     _check_one_line(rc, err, bad, argv)
+    if kind == "sparse":  # refused without reading the 2 GB
+        assert peak.grew < 512 * 1024**2, f"memory grew by {peak.grew / 1e6:.0f} MB: the 2 GB file was read"
+
+
+class PeakRSS:
+    """Largest growth of this process's resident memory while the block runs (sampled every 5 ms)."""
+
+    def __enter__(self):
+        import threading
+
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.grew = self.peak - self.start
 
 
 # --------------------------------------------------------------------------- the issue's item 8
@@ -261,3 +292,23 @@ def test_unexpected_exception_is_one_line_with_status_1(monkeypatch, capsys):
     assert cli.main(["eval"]) == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "PSC6K_DEBUG" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_demo_checkpoint_keeps_a_file_safe_submission_and_prints_a_working_command(work, tmp_path, capsys):
+    import shlex
+
+    if work["ckpt"] is None:
+        pytest.skip("needs torch")
+    ckpt = tmp_path / "checkpoint last.pth.tar"
+    shutil.copy(work["ckpt"], ckpt)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--checkpoint", str(ckpt), "--pairs", "2", "--examples", "0",
+                 "--use-sample-clicks", "--device", "cpu", "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    kept = out / "submissions" / "PSCNet-checkpoint_last.npz"
+    assert kept.is_file()
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("score PSCNet again: "))
+    argv = shlex.split(line[len("score PSCNet again: "):])
+    assert argv[:2] == ["psc6k", "eval"]
+    assert main(argv[1:] + ["--bootstrap", "0"]) == 0

@@ -30,11 +30,16 @@ def resolve_dataset(annotations, images, *, command: str | None = None) -> tuple
         annotations = sample_default(None, command=command)
         if images is None:
             images = annotations.parent
-    annotations = Path(annotations)
+    from psc6k.inputs import check_input_file
+
+    annotations = check_input_file(annotations, what="an annotation CSV (test_pairs_ps.csv / test_pairs_st.csv)")
     if images is None:
         if (annotations.parent / PHOTO_DIR).is_dir():
             images = annotations.parent
         else:
+            from psc6k.formats import read_annotations
+
+            read_annotations(annotations)  # a bad CSV is the first thing to report
             raise Psc6kError(f"--images is required: {annotations.parent} holds no {PHOTO_DIR} folder")
     images = Path(images)
     if not (images / PHOTO_DIR).is_dir():

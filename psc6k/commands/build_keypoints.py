@@ -94,10 +94,13 @@ def collect_from_csv(path: Path, images_root: Path | None = None) -> list[tuple[
     """(key, path) of the distinct sketches of a pair CSV, in order of first appearance."""
     from psc6k import formats
 
+    from psc6k.inputs import check_input_file
+
+    check_input_file(path, what="a pair CSV file")
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             header = [h.strip() for h in next(csv.reader(fh), [])]
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise Psc6kError(f"{path}: cannot read ({exc})") from None
     if "sketch" in header and "photo" in header:
         sketches = formats.read_pair_list(path).sketch

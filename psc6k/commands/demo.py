@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 HELP = "run the whole benchmark on the bundled sample and print the leaderboard"
@@ -57,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
     print(format_leaderboard(result.leaderboard, result.human_agreement))
     for note in result.notes:
         print(f"note: {note}")
+    ann_csv = result.out / "annotations" / "test_pairs_ps.csv"
+    for row in result.leaderboard:
+        if str(row.get("method", "")).startswith("PSCNet-"):
+            sub = result.out / "submissions" / f"{row['method']}.npz"
+            print(f"score PSCNet again: psc6k eval {shlex.quote(str(sub))} --annotations {shlex.quote(str(ann_csv))}")
     print(f"\nreport: {result.report}  (open it in a browser)")
     print(f"done in {result.timings['total']:.1f} s")
     return 0

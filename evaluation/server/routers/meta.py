@@ -60,7 +60,14 @@ def load_model_scores(path: str | None, names: list[str]) -> dict:
     --json`` result, which is attributed to the first model."""
     if not path:
         return {}
-    data = json.loads(Path(path).read_text())
+    from psc6k.errors import FormatError
+    from psc6k.inputs import read_text
+
+    text = read_text(path, what="a JSON file of psc6k eval results", max_bytes=64 * 1024 * 1024)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise FormatError(f"malformed JSON ({str(exc)[:200]})", file=path) from None
     if isinstance(data, dict) and "overall" in data:
         return {names[0] if names else data.get("method", "model"): data}
     return data if isinstance(data, dict) else {}

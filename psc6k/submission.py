@@ -40,6 +40,7 @@ import gzip
 import io
 import json
 import os
+import re
 import stat
 import zipfile
 import zlib
@@ -243,6 +244,11 @@ def _is_float_dtype(dtype: np.dtype) -> bool:
 
 
 # --------------------------------------------------------------------------- reading: sources
+#: A high surrogate escape not followed by a low one, or a low one not preceded by a high one.
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                             rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
 class _CappedStream:
     """``read()`` of an underlying stream that refuses (SubmissionTooLarge) beyond ``limit``
     bytes, and beyond ``max_run`` bytes without a string delimiter (a single JSON token that
@@ -255,6 +261,7 @@ class _CappedStream:
         self.count = 0
         self.run = 0  # bytes since the last unescaped quote
         self.flat = 0  # bytes since the last bracket
+        self.tail = b""  # end of the previous chunk (an escape may straddle two reads)
 
     def read(self, n: int = -1) -> bytes:
         if n == 0:
@@ -264,6 +271,12 @@ class _CappedStream:
         if self.count > self.limit:
             raise SubmissionTooLarge(f"{self.what} decompresses to more than {_mb(self.limit)} (the limit)",
                                      source=self.source)
+        if b"\\u" in data and _LONE_SURROGATE.search(self.tail + data):
+            # yajl would silently merge a lone surrogate escape with the next one; Python would keep
+            # text that is not Unicode. Either way it is not a valid JSON string.
+            raise SubmissionError("JSON text holds a lone UTF-16 surrogate escape (\\ud800-\\udfff); strings "
+                                  "must be valid Unicode", source=self.source)
+        self.tail = data[-12:]
         last = data.replace(b'\\"', b"\0\0").rfind(b'"')
         self.run = len(data) - 1 - last if last >= 0 else self.run + len(data)
         if self.run > self.max_run:

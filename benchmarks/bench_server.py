@@ -7,7 +7,13 @@
 2. Burst of small keypoint submissions (125 pairs) against a second server: requests/s, p50 and
    p99 latency, every reply checked; reference: in-process load + evaluate, serially.
 
-Usage: ``python benchmarks/bench_server.py [--concurrency 20] [--format npz|json.gz] [--workers 1]``.
+3. Hostile requests (issue #12), each sent while a legitimate full-size NPZ is scored: the
+   server's peak RSS and the legitimate request's latency, side by side with the plain case
+   (no attack): a gzip JSON object bomb, uint8 flows declaring ~1 GB, a gzip bomb up to the
+   decompression cap, 34 stalled uploads, and a 6,250-pair JSON submission (the streaming reader).
+
+Usage: ``python benchmarks/bench_server.py [--concurrency 20] [--format npz|json.gz] [--workers 1]
+[--skip-full] [--skip-burst] [--skip-hostile]``.
 Timings depend on the machine's load; the shared development machine has 2 cores.
 """
 
@@ -253,6 +259,102 @@ def bench_burst(tmp: Path, args) -> None:
         raise SystemExit("some replies differ from in-process scoring")
 
 
+def _hostile_bodies(ann_small) -> list[tuple[str, bytes, dict, int]]:
+    """(name, body, headers, how many at once) of each attack."""
+    import gzip
+    import io
+
+    import numpy as np
+
+    bomb = gzip.compress(b'{"psc6k_submission": 1, "kind": "flow", "junk": [' + b"[]," * 80_000_000 + b"[]]}", 6)
+    n = 40  # uint8 flows of 2500 x 2500: 40 pairs declare 0.5 GB per direction, 1 GB in all
+    buf = io.BytesIO()
+    zeros = np.zeros((n, 2500, 2500, 2), np.uint8)
+    np.savez_compressed(buf, photo=np.array(ann_small.photo[:n]), sketch=np.array(ann_small.sketch[:n]),
+                        sketch_to_photo=zeros, photo_to_sketch=zeros)
+    cap = gzip.compress(b'{"method": "' + b"a[" * (600 * 2**20), 1)
+    gz = {"content-type": "application/json", "content-encoding": "gzip"}
+    return [("JSON object bomb (gzip)", bomb, gz, 1),
+            ("uint8 flows 2500x2500 (NPZ)", buf.getvalue(), {"content-type": "application/octet-stream"}, 1),
+            ("gzip bomb to the 1.2 GB cap", cap, gz, 1)]
+
+
+def bench_hostile(tmp: Path, args) -> None:
+    print("\n== hostile requests, each while a legitimate 6,250-pair 16x16 NPZ is scored (default settings)")
+    ann = make_annotations(125, 10, 5)
+    csv = tmp / "hostile.csv"
+    write_test_pairs_ps(ann, csv)
+    legit = save_submission(make_flow_submission(ann), tmp / "legit.npz").read_bytes()
+    legit_json = save_submission(make_flow_submission(ann), tmp / "legit.json").read_bytes()
+    from psc6k.formats import read_annotations
+    expected, _ = reference(read_annotations(csv), legit)
+    cases = _hostile_bodies(ann)
+    db = args.db or f"sqlite:///{tmp / 'hostile.sqlite'}"
+    proc, base = start_server(csv, db, ["--max-decompressed-mb", "1200"])
+    rows = []
+    try:
+        post(base, legit, "application/octet-stream")  # warm up
+
+        def legit_under(attack) -> tuple[float, int, float, str]:
+            sampler = RssSampler(proc.pid)
+            sampler.start()
+            outcome = attack() if attack else None
+            t, status, reply = post(base, legit, "application/octet-stream")
+            assert check(reply, status, expected), (status, str(reply)[:300])
+            detail = outcome() if outcome else ""
+            sampler.stop.set()
+            sampler.join()
+            return t, status, sampler.peak, detail
+
+        rows.append(("plain (no attack)",) + legit_under(None))
+        for name, body, headers, _ in cases:
+            def attack(body=body, headers=headers):
+                result = {}
+
+                def send():
+                    t = time.perf_counter()
+                    r = httpx.post(base + "/score", content=body, headers=headers, timeout=600)
+                    result["v"] = f"{r.status_code} in {time.perf_counter() - t:.2f} s ({len(body) / 1e3:.0f} KB sent)"
+                th = threading.Thread(target=send)
+                th.start()
+                time.sleep(0.05)
+                return lambda: (th.join(), result.get("v", "?"))[1]
+            rows.append((name,) + legit_under(attack))
+
+        def stall():
+            socks = []
+            for k in range(34):
+                sock = socket.socket()
+                sock.bind((f"127.0.0.{k + 2}", 0))
+                sock.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+                sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 1000000\r\n\r\n{")
+                socks.append(sock)
+            time.sleep(0.3)
+            return lambda: ([s.close() for s in socks], "34 held open, none answered yet")[1]
+        rows.append(("34 stalled uploads",) + legit_under(stall))
+
+        def json_legit():
+            result = {}
+
+            def send():
+                t = time.perf_counter()
+                r = httpx.post(base + "/score", content=legit_json, headers={"content-type": "application/json"},
+                               timeout=600)
+                result["v"] = f"{r.status_code} in {time.perf_counter() - t:.2f} s ({len(legit_json) / 1e6:.0f} MB JSON)"
+            th = threading.Thread(target=send)
+            th.start()
+            time.sleep(0.05)
+            return lambda: (th.join(), result.get("v", "?"))[1]
+        rows.append(("6,250-pair JSON (legit, streamed)",) + legit_under(json_legit))
+    finally:
+        stop_server(proc)
+    print(f"{'case':<36}{'legit latency':>14}{'peak server RSS':>17}   other request")
+    for name, t, status, peak, detail in rows:
+        print(f"{name:<36}{t:>12.2f} s{peak / 2**20:>13.0f} MiB   {detail}")
+    print(f"(legitimate replies identical to in-process scoring: {len(rows)} / {len(rows)})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=20)
@@ -264,6 +366,7 @@ def main(argv=None) -> int:
     parser.add_argument("--db", default=None, help="leaderboard URL (default: a temporary SQLite file)")
     parser.add_argument("--skip-full", action="store_true")
     parser.add_argument("--skip-burst", action="store_true")
+    parser.add_argument("--skip-hostile", action="store_true")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="psc6k-bench-server-") as tmp:
@@ -271,6 +374,8 @@ def main(argv=None) -> int:
             bench_full(Path(tmp), args)
         if not args.skip_burst:
             bench_burst(Path(tmp), args)
+        if not args.skip_hostile:
+            bench_hostile(Path(tmp), args)
     return 0
 
 

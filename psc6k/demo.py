@@ -322,7 +322,7 @@ def pscnet_method_name(checkpoint) -> str:
     return file_safe_name(f"PSCNet-{name}")
 
 
-def _pscnet_submission(checkpoint, ann_csv: Path, root, device, progress, notes, sub_dir: Path):
+def _pscnet_submission(checkpoint, ann_csv: Path, root, device, progress, notes, sub_dir: Path | None = None):
     """PSCNet flows from a checkpoint through ``psc6k predict``, written to ``sub_dir`` (kept, under
     ``--out``, so the command printed afterwards works). A missing ``psc6k[model]`` install is a
     note; a checkpoint that cannot be read is an error (the user asked for it).
@@ -341,6 +341,7 @@ def _pscnet_submission(checkpoint, ann_csv: Path, root, device, progress, notes,
         notes.append("PSCNet skipped: no 'psc6k predict' command is installed (pip install 'psc6k[model]')")
         return None
     method = pscnet_method_name(checkpoint)
+    sub_dir = Path(sub_dir) if sub_dir is not None else Path(ann_csv).parent.parent / "submissions"
     out = sub_dir / f"{method}.npz"
     sub_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "psc6k", "predict", "--checkpoint", str(checkpoint), "--annotations", str(ann_csv),

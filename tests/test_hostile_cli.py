@@ -277,21 +277,20 @@ def test_missing_torch_gives_the_install_hint(tmp_path):
 
 
 def test_unexpected_exception_is_one_line_with_status_1(monkeypatch, capsys):
+    import types
+
     import psc6k.cli as cli
 
-    class Boom:
-        @staticmethod
-        def add_arguments(parser):
-            pass
+    def boom(args):
+        raise KeyError("x")
 
-        @staticmethod
-        def run(args):
-            raise KeyError("x")
-
-    monkeypatch.setattr(cli, "build_command_parser", lambda name: (__import__("argparse").ArgumentParser(), Boom))
-    assert cli.main(["eval"]) == 1
+    target = types.SimpleNamespace(__doc__="A command that has a bug.", add_arguments=lambda parser: None, run=boom)
+    entry = types.SimpleNamespace(load=lambda: target)
+    monkeypatch.setattr(cli, "discover_commands", lambda: {"boom": entry})
+    assert cli.main(["boom"]) == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "PSC6K_DEBUG" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -16,19 +16,13 @@ import time
 import httpx
 import pytest
 
-from evaluation.server.testdata import make_annotations, make_flow_submission, wait_until_healthy
+from evaluation.server.testdata import free_port, make_annotations, make_flow_submission, wait_until_healthy
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission
 
 NPZ = {"content-type": "application/octet-stream"}
 STALLED_HEAD = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100000\r\n\r\n{\"psc6k")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _can_bind_loopback_aliases() -> bool:
@@ -47,7 +41,7 @@ def server(tmp_path_factory):
     csv = root / "test_pairs_ps.csv"
     write_test_pairs_ps(ann, csv)
     npz = save_submission(make_flow_submission(ann), root / "flow.npz").read_bytes()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "psc6k", "serve", "--annotations", str(csv), "--port", str(port),
          "--db", f"sqlite:///{root / 'lb.sqlite'}", "--log-level", "warning", "--no-seed", "--bootstrap", "50",
@@ -113,7 +107,7 @@ def test_slow_trickle_is_cut_by_the_total_timeout(tmp_path):
     ann = make_annotations()
     csv = tmp_path / "test_pairs_ps.csv"
     write_test_pairs_ps(ann, csv)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "psc6k", "serve", "--annotations", str(csv), "--port", str(port),
          "--db", f"sqlite:///{tmp_path / 'lb.sqlite'}", "--log-level", "warning", "--no-seed",

@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient
 
 from evaluation.server.app import create_app
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission, wait_until_healthy
+from evaluation.server.testdata import (free_port, make_annotations, make_flow_submission, make_keypoint_submission,
+                                         wait_until_healthy)
 from psc6k.cli import main as psc6k_main
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import Submission, save_submission
@@ -345,15 +346,9 @@ def test_health_and_openapi(client, files):
 
 
 # --------------------------------------------------------------------------- a real server process
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_psc6k_serve_survives_bad_submissions(files, tmp_path, capsys):
     """`psc6k serve` under uvicorn: bad inputs, then the same answer as `psc6k eval --json`."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PSC6K_ADMIN_TOKEN": "adm"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "psc6k", "serve", "--annotations", str(files["csv"]), "--port", str(port),

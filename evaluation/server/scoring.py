@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import os
 from dataclasses import dataclass
 

@@ -50,6 +50,15 @@ def make_keypoint_submission(ann: Annotations, noise_px: float = 15.0, seed: int
     return Submission(method, "keypoints", list(ann.photo), list(ann.sketch), s2p, p2s)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a test server)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_until_healthy(base_url: str, proc, timeout_s: float = 60.0) -> None:
     """Block until ``GET base_url/health`` answers 200; fail early if the server process died.
 

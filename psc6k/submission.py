@@ -249,17 +249,23 @@ _LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][
                              rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 
 
+#: A double quote that is not escaped (preceded by an even run of backslashes).
+_UNESCAPED_QUOTE = re.compile(rb'(?<!\\)(?:\\\\)*"')
+
+
 class _CappedStream:
     """``read()`` of an underlying stream that refuses (SubmissionTooLarge) beyond ``limit``
-    bytes, and beyond ``max_run`` bytes without a string delimiter (a single JSON token that
-    long — a 1 GB string or number — would be buffered whole by the tokenizer)."""
+    bytes, and as soon as the text could make the tokenizer buffer one huge token: a string
+    longer than ``max_string`` bytes, or ``max_flat`` bytes without a bracket (a huge number, or
+    a row of numbers no submission has). yajl buffers a token whole (and re-scans it as it grows),
+    so these caps bound both its memory and its time."""
 
-    def __init__(self, raw, limit: int, what: str, source, max_run: int = 32 * 1024**2,
-                 max_flat: int = 1024**2):
+    def __init__(self, raw, limit: int, what: str, source, max_string: int = 1024**2, max_flat: int = 1024**2):
         self.raw, self.limit, self.what, self.source = raw, limit, what, source
-        self.max_run, self.max_flat = max_run, max_flat
+        self.max_string, self.max_flat = max_string, max_flat
         self.count = 0
-        self.run = 0  # bytes since the last unescaped quote
+        self.in_string = False
+        self.string_run = 0  # bytes of the string being read
         self.flat = 0  # bytes since the last bracket
         self.tail = b""  # end of the previous chunk (an escape may straddle two reads)
 
@@ -276,12 +282,8 @@ class _CappedStream:
             # text that is not Unicode. Either way it is not a valid JSON string.
             raise SubmissionError("JSON text holds a lone UTF-16 surrogate escape (\\ud800-\\udfff); strings "
                                   "must be valid Unicode", source=self.source)
+        self._track_strings(data)
         self.tail = data[-12:]
-        last = data.replace(b'\\"', b"\0\0").rfind(b'"')
-        self.run = len(data) - 1 - last if last >= 0 else self.run + len(data)
-        if self.run > self.max_run:
-            raise SubmissionTooLarge(f"JSON holds a single value of more than {_mb(self.max_run)} (a string or "
-                                     "number that long is not a submission)", source=self.source)
         # Rows of a submission are short (2 values, or W <= 256 confidences): a long stretch
         # without a bracket would make one row's scratch grow without bound.
         last = max(data.rfind(b"["), data.rfind(b"]"))
@@ -290,6 +292,24 @@ class _CappedStream:
             raise SubmissionTooLarge(f"JSON holds more than {_mb(self.max_flat)} without a bracket (no row of a "
                                      "submission is that long)", source=self.source)
         return data
+
+    def _track_strings(self, data: bytes) -> None:
+        if b'"' not in data:
+            quotes = []
+        else:
+            # an odd run of backslashes at the end of the previous chunk escapes this chunk's first byte
+            run = len(self.tail) - len(self.tail.rstrip(b"\\"))
+            prefix = b"\\" if run % 2 else b""
+            quotes = [m.end() - 1 - len(prefix) for m in _UNESCAPED_QUOTE.finditer(prefix + data)]
+            quotes = [q for q in quotes if q >= 0]
+        if quotes:
+            self.in_string ^= len(quotes) % 2 == 1
+            self.string_run = len(data) - 1 - quotes[-1] if self.in_string else 0
+        elif self.in_string:
+            self.string_run += len(data)
+        if self.string_run > self.max_string:
+            raise SubmissionTooLarge(f"JSON holds a string of more than {_mb(self.max_string)} (no string of a "
+                                     "submission is that long)", source=self.source)
 
 
 class _Source:

@@ -109,6 +109,11 @@ def corpus(ann):
         "garbage.bin": b"\x00\x01\x02garbage",
         "gzip-in-gzip.json.gz": gzip.compress(gzip.compress(dumps(good_json))),
         "gzip-bomb.json.gz": gzip.compress(b'{"method": "' + b"a[" * (LIMIT_MB * 2**20)),
+        "gzip-pairs-bomb.json.gz": gzip.compress(b'{"psc6k_submission": 1, "kind": "keypoints", "pairs": ['
+                                                 + b'{"photo": "p", "sketch": "s", "sketch_to_photo": [[1, 2], [1, 2], '
+                                                   b'[1, 2], [1, 2], [1, 2], [1, 2], [1, 2], [1, 2]], "photo_to_sketch": '
+                                                   b'[[1, 2], [1, 2], [1, 2], [1, 2], [1, 2], [1, 2], [1, 2], [1, 2]]},'
+                                                 * 90_000),
         # hostile NPZ
         "uint8-flows.npz": _deflated_npz(**names, sketch_to_photo=np.zeros((n, 2500, 2500, 2), np.uint8)[:1],
                                          photo_to_sketch=np.zeros((1, 2, 2, 2), np.uint8)),

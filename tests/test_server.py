@@ -241,9 +241,15 @@ def _bad_cases(files):
         ("zip bomb", _zip_bomb(64 * 2**20), NPZ, 413, ["decompress"]),
         ("gzip bomb of zeros", gzip.compress(bytes(64 * 2**20)), {**JSON, "content-encoding": "gzip"}, 422,
          ["not JSON"]),
-        ("gzip bomb", gzip.compress(b'{"method": "' + b"a[" * (32 * 2**20)), {**JSON, "content-encoding": "gzip"}, 413,
-         ["decompress"]),
+        ("gzip bomb", gzip.compress(b'{"psc6k_submission": 1, "kind": "keypoints", "pairs": [' + _KP_PAIR * 90_000),
+         {**JSON, "content-encoding": "gzip"}, 413, ["more than"]),
+        ("gzip string bomb", gzip.compress(b'{"method": "' + b"a[" * (32 * 2**20)), {**JSON, "content-encoding": "gzip"},
+         413, ["string of more than"]),
     ]
+
+
+_KP_PAIR = (b'{"photo": "p", "sketch": "s", "sketch_to_photo": [' + b"[1, 2], " * 7 + b'[1, 2]], "photo_to_sketch": ['
+            + b"[1, 2], " * 7 + b"[1, 2]]},")
 
 
 def _zip_with(members: dict) -> bytes:

@@ -273,10 +273,14 @@ def _hostile_bodies(ann_small) -> list[tuple[str, bytes, dict, int]]:
     np.savez_compressed(buf, photo=np.array(ann_small.photo[:n]), sketch=np.array(ann_small.sketch[:n]),
                         sketch_to_photo=zeros, photo_to_sketch=zeros)
     cap = gzip.compress(b'{"method": "' + b"a[" * (600 * 2**20), 1)
+    pair = (b'{"photo": "p", "sketch": "s", "sketch_to_photo": [' + b"[1, 2], " * 7 + b'[1, 2]], "photo_to_sketch": ['
+            + b"[1, 2], " * 7 + b"[1, 2]]},")
+    pairs_bomb = gzip.compress(b'{"psc6k_submission": 1, "kind": "keypoints", "pairs": [' + pair * 99_000, 6)
     gz = {"content-type": "application/json", "content-encoding": "gzip"}
     return [("JSON object bomb (gzip)", bomb, gz, 1),
             ("uint8 flows 2500x2500 (NPZ)", buf.getvalue(), {"content-type": "application/octet-stream"}, 1),
-            ("gzip bomb to the 1.2 GB cap", cap, gz, 1)]
+            ("gzip string bomb (1.2 GB)", cap, gz, 1),
+            ("gzip pairs bomb to the 1.2 GB cap", pairs_bomb, gz, 1)]
 
 
 def bench_hostile(tmp: Path, args) -> None:

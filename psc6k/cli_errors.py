@@ -7,14 +7,13 @@ a bug, reported as one line too (exit status 1), with ``PSC6K_DEBUG=1`` giving t
 
 from __future__ import annotations
 
+from psc6k.cli import MODEL_EXTRA_HINT, MODEL_EXTRA_PACKAGES
+
 #: Longest message printed; longer ones are cut with a count of what was left out.
 MAX_MESSAGE_CHARS = 400
-#: Import name -> how to install it.
-INSTALL_HINTS = {
-    "torch": "pip install 'psc6k[model]'", "torchvision": "pip install 'psc6k[model]'",
-    "kornia": "pip install 'psc6k[model]'", "timm": "pip install 'psc6k[model]'",
-    "psycopg": "pip install 'psc6k[postgres]'", "psycopg2": "pip install 'psc6k[postgres]'",
-}
+#: Import name -> how to install it (the model extra's packages are listed in psc6k.cli).
+INSTALL_HINTS = {**{name: MODEL_EXTRA_HINT for name in MODEL_EXTRA_PACKAGES},
+                 "psycopg": "pip install 'psc6k[postgres]'", "psycopg2": "pip install 'psc6k[postgres]'"}
 #: Exceptions raised by these libraries on bad input are reported by their first line.
 _LIBRARIES = ("sqlalchemy", "pandas", "PIL", "cv2", "pydantic", "tomllib", "tomli", "json", "csv", "zipfile",
               "gzip", "zlib", "ijson", "numpy", "urllib", "sqlite3", "psycopg")

@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-mb", type=float, default=200, help="largest request body (413 beyond)")
     parser.add_argument("--max-decompressed-mb", type=float, default=1024,
                         help="largest submission after gzip / zip decompression (413 beyond)")
+    parser.add_argument("--max-flow-side", type=int, default=256, help="largest flow height / width (413 beyond)")
     parser.add_argument("--max-concurrent", type=int, default=2,
                         help="scorings at once per worker (each holds a parsed submission in memory)")
     parser.add_argument("--max-pending", type=int, default=32,
@@ -91,6 +92,8 @@ def _settings(args) -> ServerSettings:
             raise Psc6kError(f"--{name.replace('_', '-')} must be > 0")
     if args.upload_timeout <= 0 or args.upload_idle_timeout <= 0:
         raise Psc6kError("--upload-timeout and --upload-idle-timeout must be > 0")
+    if args.max_flow_side < 2:
+        raise Psc6kError("--max-flow-side must be >= 2")
     if args.max_uploads_per_client < 1 or args.max_uploads < 1:
         raise Psc6kError("--max-uploads-per-client and --max-uploads must be >= 1")
     if args.workers < 1 or args.max_concurrent < 1 or args.max_pending < 0 or args.daily_quota < 0:
@@ -100,6 +103,7 @@ def _settings(args) -> ServerSettings:
     return ServerSettings(
         annotations=os.path.abspath(annotations), db_url=args.db, private=args.private,
         max_body_bytes=int(args.max_body_mb * MB), max_decompressed_bytes=int(args.max_decompressed_mb * MB),
+        max_flow_side=args.max_flow_side,
         max_concurrent_scoring=args.max_concurrent, max_pending_scoring=args.max_pending,
         upload_timeout_s=args.upload_timeout, upload_idle_timeout_s=args.upload_idle_timeout,
         max_uploads_per_client=args.max_uploads_per_client, max_uploads=args.max_uploads,

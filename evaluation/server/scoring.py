@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from psc6k.errors import Psc6kError, SubmissionError
 from psc6k.formats import read_annotations
 from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
-from psc6k.submission import SubmissionTooLarge, load_submission
+from psc6k.submission import ReadLimits, SubmissionTooLarge, load_submission
 
 from .body import RawUpload, check_headers, receive_submission
 from .settings import ServerSettings
@@ -137,7 +137,8 @@ class Scorer:
         """The one reader, with this server's limits; its errors as HTTP statuses (413 / 422)."""
         settings = self.settings
         try:
-            return load_submission(raw.file, source=raw.filename, max_decompressed=settings.max_decompressed_bytes)
+            limits = ReadLimits(max_bytes=settings.max_decompressed_bytes, max_side=settings.max_flow_side)
+            return load_submission(raw.file, source=raw.filename, limits=limits)
         except SubmissionTooLarge as exc:
             raise HTTPException(status_code=413, detail=str(exc)) from None
         except Psc6kError as exc:

@@ -37,6 +37,8 @@ class ServerSettings:
         Largest request body accepted by the scoring endpoints (bytes on the wire) -> 413 beyond.
     max_decompressed_bytes : int
         Largest submission after gzip / zip decompression -> 413 beyond.
+    max_flow_side : int
+        Largest flow height / width accepted -> 413 beyond (``psc6k.submission.ReadLimits``).
     max_concurrent_scoring : int
         Scorings running at once in this process (each holds a parsed submission in memory).
     max_pending_scoring : int
@@ -72,6 +74,7 @@ class ServerSettings:
     private: bool = False
     max_body_bytes: int = 200 * MB
     max_decompressed_bytes: int = 1024 * MB
+    max_flow_side: int = 256
     max_concurrent_scoring: int = 2
     max_pending_scoring: int = 32
     upload_timeout_s: float = 300.0

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-decompressed-mb", type=float, default=None,
                         help="largest decompressed JSON text / declared NPZ arrays, in MiB (default 8192; "
                              "'psc6k serve' has the same option, default 1024)")
+    parser.add_argument("--max-flow-side", type=int, default=256, help="largest flow height / width accepted")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from psc6k.errors import Psc6kError
     from psc6k.formats import read_annotations
     from psc6k.pck import evaluate, format_table
-    from psc6k.submission import load_submission
+    from psc6k.submission import ReadLimits, load_submission
 
     if any(not 0 < a < 1 for a in args.alpha):
         raise Psc6kError(f"--alpha values must lie in (0, 1), got {args.alpha}")
@@ -46,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
     ann = read_annotations(sample_default(args.annotations, command="eval"))
     if args.max_decompressed_mb is not None and args.max_decompressed_mb <= 0:
         raise Psc6kError("--max-decompressed-mb must be > 0")
-    limit = None if args.max_decompressed_mb is None else int(args.max_decompressed_mb * 1024 * 1024)
-    sub = load_submission(args.submission, max_decompressed=limit)
+    if args.max_flow_side < 2:
+        raise Psc6kError("--max-flow-side must be >= 2")
+    limits = ReadLimits(max_side=args.max_flow_side)
+    if args.max_decompressed_mb is not None:
+        limits = ReadLimits(max_bytes=int(args.max_decompressed_mb * 1024 * 1024), max_side=args.max_flow_side)
+    sub = load_submission(args.submission, limits=limits)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
                    seed=args.seed)
     if args.json:

@@ -221,6 +221,8 @@ def _check_values(sub: Submission, source) -> None:
                 total = sum(_count_nonfinite_rows(arr[k:k + step]) for k in range(0, n, step))
                 raise SubmissionError(f"contains NaN or Inf ({total} pair(s) affected); all values must be finite",
                                       source=source, field=name, pair=(sub.photo[i], sub.sketch[i]))
+            if arr.dtype.itemsize == 2:  # every finite float16 is within +-65504
+                continue
             big = (block > MAX_ABS_VALUE).any(axis=1) | (block < -MAX_ABS_VALUE).any(axis=1)
             if big.any():
                 i = lo + int(np.flatnonzero(big)[0])
@@ -512,6 +514,7 @@ class _JsonReader:
         if event != "start_array":
             raise self.error(f"expected a list of pairs, got {_FOUND.get(event, event)}", field="pairs")
         photo, sketch = [], []
+        seen: dict = {}
         while True:
             event, _ = self.next()
             if event == "end_array":
@@ -520,9 +523,12 @@ class _JsonReader:
             if event != "start_map":
                 raise self.error(f"pairs[{i}] is not an object (found {_FOUND.get(event, event)})", field="pairs")
             if i >= self.limits.max_pairs:
-                raise self.error(f"more than {self.limits.max_pairs} pairs (the limit)", SubmissionTooLarge,
-                                 field="pairs")
+                raise self.error(f"more than {self.limits.max_pairs} pairs (the limit; scorers set it to the number "
+                                 "of annotated pairs)", SubmissionTooLarge, field="pairs")
             p, s = self._pair(i)
+            if (p, s) in seen:  # refused here, not after parsing thousands more
+                raise self.error(f"duplicate pair (entries {seen[(p, s)]} and {i})", pair=(p, s), field=None)
+            seen[(p, s)] = i
             photo.append(p)
             sketch.append(s)
             self.where = {}
@@ -740,7 +746,8 @@ def _check_npz_headers(headers: dict, source, limits: ReadLimits) -> str:
                 raise SubmissionError(f"longer than {MAX_STRING_CHARS} characters", source=source, field=key)
     n = headers["photo"][0][0]
     if n > limits.max_pairs:
-        raise SubmissionTooLarge(f"{n} pairs, over the limit of {limits.max_pairs}", source=source, field="photo")
+        raise SubmissionTooLarge(f"{n} pairs, over the limit of {limits.max_pairs} (scorers set it to the number of "
+                                 "annotated pairs)", source=source, field="photo")
     numeric = [d for d in (*DIRECTIONS, *CONFIDENCE_FIELDS.values()) if d in headers]
     for key in numeric:
         shape, dtype, _ = headers[key]

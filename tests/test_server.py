@@ -241,8 +241,12 @@ def _bad_cases(files):
         ("zip bomb", _zip_bomb(64 * 2**20), NPZ, 413, ["decompress"]),
         ("gzip bomb of zeros", gzip.compress(bytes(64 * 2**20)), {**JSON, "content-encoding": "gzip"}, 422,
          ["not JSON"]),
-        ("gzip bomb", gzip.compress(b'{"psc6k_submission": 1, "kind": "keypoints", "pairs": [' + _KP_PAIR * 90_000),
-         {**JSON, "content-encoding": "gzip"}, 413, ["more than"]),
+        ("gzip bomb of duplicate pairs", gzip.compress(b'{"psc6k_submission": 1, "kind": "keypoints", "pairs": ['
+                                                       + _KP_PAIR * 90_000), {**JSON, "content-encoding": "gzip"}, 422,
+         ["duplicate pair (entries 0 and 1)"]),
+        ("gzip bomb of pairs", gzip.compress(b'{"psc6k_submission": 1, "kind": "keypoints", "pairs": ['
+                                             + b"".join(_KP_PAIR.replace(b'"p"', b'"p%d"' % i) for i in range(90_000))),
+         {**JSON, "content-encoding": "gzip"}, 413, ["more than 13 pairs"]),
         ("gzip string bomb", gzip.compress(b'{"method": "' + b"a[" * (32 * 2**20)), {**JSON, "content-encoding": "gzip"},
          413, ["string of more than"]),
     ]

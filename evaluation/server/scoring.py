@@ -137,7 +137,10 @@ class Scorer:
         """The one reader, with this server's limits; its errors as HTTP statuses (413 / 422)."""
         settings = self.settings
         try:
-            limits = ReadLimits(max_bytes=settings.max_decompressed_bytes, max_side=settings.max_flow_side)
+            # at most one entry per annotated pair (+1, so that an extra pair is named by the alignment):
+            # more is refused while parsing, which bounds the CPU a request can cost
+            limits = ReadLimits(max_bytes=settings.max_decompressed_bytes, max_side=settings.max_flow_side,
+                                max_pairs=len(self.annotations) + 1)
             return load_submission(raw.file, source=raw.filename, limits=limits)
         except SubmissionTooLarge as exc:
             raise HTTPException(status_code=413, detail=str(exc)) from None

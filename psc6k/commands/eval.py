@@ -49,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
         raise Psc6kError("--max-decompressed-mb must be > 0")
     if args.max_flow_side < 2:
         raise Psc6kError("--max-flow-side must be >= 2")
-    limits = ReadLimits(max_side=args.max_flow_side)
+    # at most one entry per annotated pair (+1: an extra pair is named by the alignment), as the server
+    limits = ReadLimits(max_side=args.max_flow_side, max_pairs=len(ann) + 1)
     if args.max_decompressed_mb is not None:
-        limits = ReadLimits(max_bytes=int(args.max_decompressed_mb * 1024 * 1024), max_side=args.max_flow_side)
+        limits = ReadLimits(int(args.max_decompressed_mb * 1024 * 1024), args.max_flow_side, len(ann) + 1)
     sub = load_submission(args.submission, limits=limits)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
                    seed=args.seed)

@@ -45,12 +45,23 @@ class MoCo(nn.Module):
         Key-encoder momentum m (0.999).
     temperature : float
         Softmax temperature T (0.07).
+    bn_groups : int
+        Single-process shuffle-BN emulation (MoCo §3.3): without DDP, queries are encoded in
+        ``bn_groups`` contiguous groups and keys in as many groups of a random permutation, each
+        group with its own BatchNorm statistics, as on ``bn_groups`` GPUs with shuffled keys.
+        Without it a query and its positive key share one batch's statistics, which MoCo can
+        exploit instead of learning (the leak the authors' DDP shuffle closes). 8: MoCo's
+        8-GPU setup (batch 256 = 8 x 32). Groups keep at least 2 samples; 1 turns it off. Under
+        DDP the real cross-process shuffle is used instead.
     """
 
     def __init__(self, encoder_q: ResNetCBN, encoder_k: ResNetCBN, dim: int = 128, queue_size: int = 8192,
-                 momentum: float = 0.999, temperature: float = 0.07):
+                 momentum: float = 0.999, temperature: float = 0.07, bn_groups: int = 8):
         super().__init__()
+        if bn_groups < 1:
+            raise ValueError("bn_groups must be >= 1")
         self.queue_size, self.momentum, self.temperature = queue_size, momentum, temperature
+        self.bn_groups = bn_groups
         # Buffers are registered before the child modules so that the state-dict order is the
         # released one (framework.queue, framework.queue_ptr, framework.encoder_q ...).
         self.register_buffer("queue", F.normalize(torch.randn(dim, queue_size), dim=0))
@@ -90,11 +101,28 @@ class MoCo(nn.Module):
         self.queue[:, idx] = keys.T.to(self.queue.dtype)
         self.queue_ptr[0] = (ptr + n) % self.queue_size
 
+    def _groups(self, n: int) -> int:
+        """BN groups for a local batch of ``n`` (1 when not training: eval-mode BN cannot leak)."""
+        if not self.training or _distributed():
+            return 1
+        return max(1, min(self.bn_groups, n // 2))
+
+    def _queries(self, im_q: Tensor, cond_q: int) -> Tensor:
+        groups = self._groups(im_q.shape[0])
+        pooled = torch.cat([self.encoder_q.pooled(chunk, cond_q)[0] for chunk in torch.tensor_split(im_q, groups)])
+        return F.normalize(self.fc_q(pooled), dim=1)
+
     @torch.no_grad()
     def _shuffled_keys(self, im_k: Tensor, cond_k: int) -> Tensor:
-        """Key embeddings computed on a batch shuffled across processes (shuffle-BN, MoCo §3.3)."""
+        """Key embeddings computed on a batch shuffled across BN groups (shuffle-BN, MoCo §3.3):
+        across processes under DDP, across ``bn_groups`` groups of the local batch otherwise."""
         if not _distributed():
-            return F.normalize(self.fc_k(self.encoder_k.pooled(im_k, cond_k)[0]), dim=1)
+            groups = self._groups(im_k.shape[0])
+            perm = torch.randperm(im_k.shape[0], device=im_k.device) if groups > 1 else None
+            shuffled = im_k if perm is None else im_k[perm]
+            pooled = torch.cat([self.encoder_k.pooled(chunk, cond_k)[0] for chunk in torch.tensor_split(shuffled, groups)])
+            k = F.normalize(self.fc_k(pooled), dim=1)
+            return k if perm is None else k[torch.argsort(perm)]
         local = im_k.shape[0]
         gathered = concat_all_gather(im_k)
         world, rank = dist.get_world_size(), dist.get_rank()
@@ -120,7 +148,7 @@ class MoCo(nn.Module):
         pushes them all with :meth:`enqueue` after the last micro-batch, so that every query of
         the step sees the same negatives, as in one large batch.
         """
-        q = F.normalize(self.fc_q(self.encoder_q.pooled(im_q, cond_q)[0]), dim=1)
+        q = self._queries(im_q, cond_q)
         with torch.no_grad():
             if update_key:
                 self._momentum_update()

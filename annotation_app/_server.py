@@ -30,7 +30,8 @@ class TcpConfig(uvicorn.Config):
         return sock
 
 
-def run_workers(app: str, *, host: str, port: int, workers: int, log_level: str) -> None:
+def run_workers(app, *, host: str, port: int, workers: int, log_level: str) -> None:
+    """Serve ``app`` (an import string or a picklable factory, called once in each worker)."""
     config = TcpConfig(app, factory=True, host=host, port=port, workers=workers, log_level=log_level)
     try:
         Multiprocess(config, sockets=[config.bind_socket()]).run()

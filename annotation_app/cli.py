@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--annotators-per-keypoint", type=int, default=None, help="default 3 (or the config's)")
     p.add_argument("--trials-per-participant", type=int, default=None, help="default 125 (or the config's)")
     p.add_argument("--lease-minutes", type=float, default=None, help="default 60 (or the config's)")
+    p.add_argument("--first-click-minutes", type=float, default=None,
+                   help="a session without any click after this many minutes gives its slots back "
+                        "(default 15, or the config's)")
+    p.add_argument("--public-url", default="https://YOUR-HOST",
+                   help="where participants reach the server; only used to print the study URL for Prolific")
     p.add_argument("--force", action="store_true", help="replace a study already in the database")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -40,63 +45,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     s.add_argument("--images", default=None, help="override the images root stored at init")
     s.add_argument("--log-level", default="warning")
-    s.add_argument("--sqlite-synchronous", choices=["full", "normal"], default=None,
-                   help="SQLite only: 'full' (default) fsyncs every click, surviving power loss; 'normal' "
+    s.add_argument("--sqlite-synchronous", choices=["full", "normal"], default="full",
+                   help="SQLite only: 'full' fsyncs every click, surviving power loss; 'normal' "
                         "survives a crash of the server (kill -9) but not of the machine, and is faster")
+    s.add_argument("--entry-rate-limit", default=None,
+                   help="per-client limit of study entries (POST /api/sessions), e.g. '10/minute' or "
+                        "'3/second;50/hour' (the limits library's notation); off by default")
+    s.add_argument("--rate-limit-storage", default="memory://",
+                   help="where the rate-limit counters live: memory:// (per worker) or e.g. redis://host:6379")
+    s.add_argument("--trusted-proxy-header", default=None,
+                   help="header in which your reverse proxy passes the client address (e.g. X-Forwarded-For); "
+                        "set it only behind such a proxy: the rate limit then keys on its last entry")
 
 
 def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return _run(args)
+        return run_init(args) if args.action == "init" else run_serve(args)
     except SQLAlchemyError as exc:  # a --db that is a folder, not a database, unreachable, ...
         reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
         raise Psc6kError(f"--db {args.db}: cannot open the study database ({reason})") from None
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.action == "init":
-        from .config import load_config
-        from .study import init_study
+def run_init(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .study import init_study
 
-        cfg = load_config(args.config, annotators_per_keypoint=args.annotators_per_keypoint,
-                          trials_per_participant=args.trials_per_participant, lease_minutes=args.lease_minutes)
-        summary = init_study(args.db, args.pairs, args.images, cfg, args.keypoints, force=args.force)
-        if args.json:
-            print(json.dumps(summary, indent=2))
-        else:
-            print(f"study created in {args.db}: {summary['pairs']} pairs, {summary['tasks']} tasks, "
-                  f"{summary['slots']} slots over {summary['categories']} categories; "
-                  f"{summary['trials_per_participant']} trials per participant -> at least "
-                  f"{summary['minimum_complete_sessions']} complete sessions.")
-            print(f"Prolific completion code: {summary['completion_code']}  (redirect {summary['redirect_url']})")
+    cfg = load_config(args.config, annotators_per_keypoint=args.annotators_per_keypoint,
+                      trials_per_participant=args.trials_per_participant, lease_minutes=args.lease_minutes,
+                      first_click_minutes=args.first_click_minutes)
+    summary = init_study(args.db, args.pairs, args.images, cfg, args.keypoints, force=args.force)
+    summary["study_url"] = cfg.study_url(args.public_url)
+    if args.json:
+        print(json.dumps(summary, indent=2))
         return 0
+    print(f"study created in {args.db}: {summary['pairs']} pairs, {summary['tasks']} tasks, "
+          f"{summary['slots']} slots over {summary['categories']} categories; "
+          f"{summary['trials_per_participant']} trials per participant -> at least "
+          f"{summary['minimum_complete_sessions']} complete sessions.")
+    print(f"Prolific study URL (paste it into Prolific; the key= part admits participants):\n  {summary['study_url']}")
+    print(f"Prolific completion code: {summary['completion_code']}  (redirect {summary['redirect_url']})")
+    return 0
+
+
+def serve_settings(args: argparse.Namespace):
+    """The settings of every worker process, from the command line (admin token: environment)."""
+    from pydantic import ValidationError
+
+    from .db import normalise_url
+    from .settings import AnnotationSettings
+
+    try:
+        return AnnotationSettings(
+            db_url=normalise_url(args.db), image_root=args.images, admin_token=os.environ.get("PSC6K_ADMIN_TOKEN"),
+            sqlite_synchronous=args.sqlite_synchronous, entry_rate_limit=args.entry_rate_limit,
+            rate_limit_storage=args.rate_limit_storage, trusted_proxy_header=args.trusted_proxy_header)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise Psc6kError(f"annotate serve: {problems}") from None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import functools
 
     import uvicorn
 
-    from .db import normalise_url
-    from .service import ApiError, StudyService
+    from .app import create_app
+    from .service import StudyService
 
-    url = normalise_url(args.db)
-    try:  # fail here, with a message, rather than in every worker
-        StudyService(url, image_root=args.images).close()
-    except ApiError as exc:
-        raise Psc6kError(exc.detail) from None
-    os.environ["PSC6K_ANNOT_DB"] = url
-    if args.sqlite_synchronous:
-        os.environ["PSC6K_SQLITE_SYNCHRONOUS"] = args.sqlite_synchronous
-    if args.images:
-        os.environ["PSC6K_ANNOT_IMAGES"] = args.images
-    if not os.environ.get("PSC6K_ADMIN_TOKEN"):
+    settings = serve_settings(args)
+    StudyService.from_settings(settings).close()  # fail here, with a message, rather than in every worker
+    if not settings.admin_token:
         print("psc6k annotate serve: PSC6K_ADMIN_TOKEN is not set; the admin API is disabled.")
     print(f"serving on http://{args.host}:{args.port}/ (admin: /admin)")
     if args.workers <= 1:
-        uvicorn.run("annotation_app.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                    log_level=args.log_level)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
         return 0
     from ._server import run_workers
 
-    run_workers("annotation_app.app:create_app_from_env", host=args.host, port=args.port, workers=args.workers,
-                log_level=args.log_level)
+    # each worker builds its own app from the same settings (pickled to the spawned process)
+    run_workers(functools.partial(create_app, settings), host=args.host, port=args.port,
+                workers=args.workers, log_level=args.log_level)
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ DEFAULT_INSTRUCTIONS = (
     "immediately; if you reload the page you continue where you stopped."
 )
 PROLIFIC_COMPLETE_URL = "https://app.prolific.com/submissions/complete?cc={code}"
+#: The study URL to paste into Prolific (``{base}``: where the server is reachable).
+PROLIFIC_STUDY_URL = ("{base}/?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}"
+                      "&SESSION_ID={{{{%SESSION_ID%}}}}&key={key}")
+LINK_KEY_RE = r"^[A-Za-z0-9_\-]{8,64}$"
 
 
 @dataclass
@@ -56,6 +61,8 @@ class StudyConfig:
     trials_per_participant: int = 125
     annotators_per_keypoint: int = 3
     lease_minutes: float = 60.0
+    first_click_minutes: float = 15.0  # a session without a click by then gives its slots back
+    link_key: str = ""                 # the study link's key=...; generated at init when empty
     completion_code: str = ""          # generated at init when empty
     redirect_url: str = ""             # default: Prolific's completion URL with the code
     seed: int = 0
@@ -72,12 +79,16 @@ class StudyConfig:
         """Fill generated defaults and check ranges; raises Psc6kError naming the key."""
         if not self.completion_code:
             self.completion_code = "C" + secrets.token_hex(4).upper()
+        if not self.link_key:
+            self.link_key = secrets.token_urlsafe(12)
         if not self.redirect_url:
             self.redirect_url = PROLIFIC_COMPLETE_URL.format(code=self.completion_code)
         checks = [
             ("trials_per_participant", self.trials_per_participant >= 1),
             ("annotators_per_keypoint", self.annotators_per_keypoint >= 1),
             ("lease_minutes", math.isfinite(self.lease_minutes) and self.lease_minutes > 0),
+            ("first_click_minutes", math.isfinite(self.first_click_minutes) and self.first_click_minutes > 0),
+            ("link_key (8-64 characters A-Z a-z 0-9 _ -)", re.match(LINK_KEY_RE, self.link_key) is not None),
             ("practice.count", self.practice_count >= 0),
             ("practice.tolerance_px", self.practice_tolerance_px > 0),
             ("catch.per_session", self.catch_per_session >= 0),
@@ -100,11 +111,22 @@ class StudyConfig:
     def lease_seconds(self) -> float:
         return self.lease_minutes * 60.0
 
+    @property
+    def first_click_seconds(self) -> float:
+        return self.first_click_minutes * 60.0
+
+    def study_url(self, base: str = "https://YOUR-HOST") -> str:
+        """The URL to paste into Prolific: the participant page with Prolific's placeholders
+        and this study's link key."""
+        return PROLIFIC_STUDY_URL.format(base=base.rstrip("/"), key=self.link_key)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudyConfig":
+        """The config stored at init. A study made before link keys existed has none: its
+        ``link_key`` stays empty and the server then asks for no key."""
         data = dict(data)
         data["practice_items"] = [ItemSpec(**d) for d in data.get("practice_items", [])]
         data["catch_items"] = [ItemSpec(**d) for d in data.get("catch_items", [])]
@@ -112,7 +134,7 @@ class StudyConfig:
 
 
 _TOP_KEYS = {"title", "consent_text", "instructions_text", "trials_per_participant",
-             "annotators_per_keypoint", "lease_minutes", "completion_code", "redirect_url", "seed",
+             "annotators_per_keypoint", "lease_minutes", "first_click_minutes", "link_key", "completion_code", "redirect_url", "seed",
              "practice", "catch"}
 _PRACTICE_KEYS = {"count", "tolerance_px", "items"}
 _CATCH_KEYS = {"per_session", "max_failures", "tolerance_px", "items"}
@@ -154,7 +176,7 @@ def load_config(path=None, **overrides) -> StudyConfig:
         if unknown:
             raise Psc6kError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_TOP_KEYS)}")
         types = {"title": str, "consent_text": str, "instructions_text": str, "completion_code": str,
-                 "redirect_url": str, "trials_per_participant": int, "annotators_per_keypoint": int,
+                 "redirect_url": str, "link_key": str, "first_click_minutes": (int, float), "trials_per_participant": int, "annotators_per_keypoint": int,
                  "seed": int, "lease_minutes": (int, float)}
         for key, typ in types.items():
             if key in raw:

@@ -167,21 +167,19 @@ def normalise_url(url: str) -> str:
 
 #: SQLite durability: FULL fsyncs the WAL at every commit (a click survives a power loss);
 #: NORMAL survives any crash of the server process (kill -9 included) but not of the machine,
-#: and is an order of magnitude faster on slow disks. Environment: PSC6K_SQLITE_SYNCHRONOUS.
+#: and is an order of magnitude faster on slow disks (``AnnotationSettings.sqlite_synchronous``).
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-def make_engines(url: str, *, pool_size: int = 10, sqlite_synchronous: str | None = None) -> tuple[Engine, Engine]:
+def make_engines(url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL") -> tuple[Engine, Engine]:
     """Return ``(write_engine, read_engine)`` for ``url``.
 
     On SQLite the write engine opens every transaction with ``BEGIN IMMEDIATE`` (so writers
     queue on the busy timeout instead of failing on lock upgrade) and the read engine with a
     plain deferred ``BEGIN`` (WAL readers never block). On PostgreSQL both are the same engine.
     """
-    import os
-
     url = normalise_url(url)
-    sync = (sqlite_synchronous or os.environ.get("PSC6K_SQLITE_SYNCHRONOUS") or "FULL").upper()
+    sync = sqlite_synchronous.upper()
     if sync not in SQLITE_SYNCHRONOUS:
         raise ValueError(f"SQLite synchronous mode must be one of {SQLITE_SYNCHRONOUS}, got {sync!r}")
     if not is_sqlite(url):

@@ -68,30 +68,46 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
     Returns
     -------
     dict
-        Counts: pairs, tasks, slots, categories, minimum complete sessions.
+        Counts (pairs, tasks, slots, categories, minimum complete sessions), the completion
+        code and redirect URL, and the study link's key.
     """
     config.finalise()
     root = Path(images_root)
     if not root.is_dir():
         raise Psc6kError(f"--images {root}: not a directory")
     root = root.resolve()
+    pair_list, known, sketch_kps = _read_inputs(pairs_csv, keypoints_csv)
+    config.categories = list(pair_list.categories)
+    rows = _pair_rows(pair_list, known, sketch_kps, pairs_csv, keypoints_csv)
+    missing = [p for r in rows for p in (r["photo"], r["sketch"]) if not (root / p).is_file()]
+    if missing:
+        raise Psc6kError(f"{len(missing)} image(s) of {pairs_csv} are missing under --images {root}, "
+                         f"e.g. {missing[:3]}")
+    extra_rows = _item_rows(config, rows, sketch_kps, root)
+    _write_study(db_url, config, root, rows, extra_rows, force=force)
+    return _summary(config, rows)
+
+
+def _read_inputs(pairs_csv, keypoints_csv):
+    """The pair list, its known answers (or None) and the sketch keypoints ``{sketch: [8, 2]}``."""
     pair_list = read_pair_list(pairs_csv)
-    known = None
     try:
         known = read_annotations(pairs_csv, categories=pair_list.categories)
     except FormatError:
         known = None  # a plain photo,sketch,class list: no known answers
-    known_index = known.index() if known is not None else {}
     if keypoints_csv is not None:
         sketch_kps = read_keypoints_csv(keypoints_csv)
     elif known is not None:
-        sketch_kps = {s: known.sketch_kps[i] for (p, s), i in known_index.items()}
+        sketch_kps = {s: known.sketch_kps[i] for (p, s), i in known.index().items()}
     else:
         raise Psc6kError(f"{pairs_csv} has no XB/YB columns: give --keypoints keypoints.csv "
                          f"(the output of psc6k build-keypoints)")
+    return pair_list, known, sketch_kps
 
-    categories = list(pair_list.categories)
-    config.categories = categories
+
+def _pair_rows(pair_list, known, sketch_kps, pairs_csv, keypoints_csv) -> list[dict]:
+    """One ``pairs`` row per study pair, paths and keypoints checked."""
+    known_index = known.index() if known is not None else {}
     rows = []
     for i, (photo, sketch, cls) in enumerate(zip(pair_list.photo, pair_list.sketch, pair_list.cls)):
         safe_relpath(photo, what=f"{pairs_csv}: pair {i + 1} photo")
@@ -108,46 +124,57 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
         rows.append({"photo": photo, "sketch": sketch, "category": category_of(photo), "cls": int(cls),
                      "sketch_kps_json": json.dumps(kps.tolist()),
                      "photo_kps_json": json.dumps(photo_kps) if photo_kps is not None else None})
-    missing = [p for r in rows for p in (r["photo"], r["sketch"]) if not (root / p).is_file()]
-    if missing:
-        raise Psc6kError(f"{len(missing)} image(s) of {pairs_csv} are missing under --images {root}, "
-                         f"e.g. {missing[:3]}")
+    return rows
 
-    # Practice and catch items name pairs that may not be study pairs: register those too.
-    pair_key = {(r["photo"], r["sketch"]): r for r in rows}
+
+def _item_rows(config: StudyConfig, rows: list[dict], sketch_kps: dict, root: Path) -> list[dict]:
+    """Check the practice and catch items (filling their sketch keypoints) and return ``pairs``
+    rows for catch pairs that are not study pairs."""
+    pair_key = {(r["photo"], r["sketch"]) for r in rows}
     extra_rows = []
     for kind, items in (("practice", config.practice_items), ("catch", config.catch_items)):
         for n, item in enumerate(items):
             where = f"study config [[{kind}.items]] #{n + 1}"
-            safe_relpath(item.photo, what=f"{where}: photo")
-            safe_relpath(item.sketch, what=f"{where}: sketch")
-            for p in (item.photo, item.sketch):
-                if not (root / p).is_file():
-                    raise Psc6kError(f"{where}: image {p!r} not found under --images {root}")
-            if item.sketch_keypoint is None:
-                kps = sketch_kps.get(item.sketch)
-                if kps is None:
-                    raise Psc6kError(f"{where}: no sketch_keypoint given and sketch {item.sketch!r} "
-                                     f"is not in the keypoints")
-                item.sketch_keypoint = [float(v) for v in np.asarray(kps)[item.keypoint]]
-            for key in ("sketch_keypoint", "answer"):
-                v = getattr(item, key)
-                if v is not None and not _xy_ok(v):
-                    raise Psc6kError(f"{where}: {key} {v} lies outside the image")
+            _check_item(item, where, sketch_kps, root)
             if kind == "catch" and (item.photo, item.sketch) not in pair_key:
-                try:
-                    cat = category_of(item.photo)
-                except ValueError:
-                    raise Psc6kError(f"{where}: photo path {item.photo!r} has no category folder") from None
-                kps = np.full((NUM_KEYPOINTS, 2), np.nan)
-                kps[item.keypoint] = item.sketch_keypoint
-                row = {"photo": item.photo, "sketch": item.sketch, "category": cat,
-                       "cls": categories.index(cat) + 1 if cat in categories else 0,
-                       "sketch_kps_json": json.dumps([[None if np.isnan(v) else v for v in p] for p in kps.tolist()]),
-                       "photo_kps_json": None}
-                pair_key[(item.photo, item.sketch)] = row
-                extra_rows.append(row)
+                pair_key.add((item.photo, item.sketch))
+                extra_rows.append(_catch_pair_row(item, where, config.categories))
+    return extra_rows
 
+
+def _check_item(item, where: str, sketch_kps: dict, root: Path) -> None:
+    safe_relpath(item.photo, what=f"{where}: photo")
+    safe_relpath(item.sketch, what=f"{where}: sketch")
+    for p in (item.photo, item.sketch):
+        if not (root / p).is_file():
+            raise Psc6kError(f"{where}: image {p!r} not found under --images {root}")
+    if item.sketch_keypoint is None:
+        kps = sketch_kps.get(item.sketch)
+        if kps is None:
+            raise Psc6kError(f"{where}: no sketch_keypoint given and sketch {item.sketch!r} is not in the keypoints")
+        item.sketch_keypoint = [float(v) for v in np.asarray(kps)[item.keypoint]]
+    for key in ("sketch_keypoint", "answer"):
+        v = getattr(item, key)
+        if v is not None and not _xy_ok(v):
+            raise Psc6kError(f"{where}: {key} {v} lies outside the image")
+
+
+def _catch_pair_row(item, where: str, categories: list) -> dict:
+    try:
+        cat = category_of(item.photo)
+    except ValueError:
+        raise Psc6kError(f"{where}: photo path {item.photo!r} has no category folder") from None
+    kps = np.full((NUM_KEYPOINTS, 2), np.nan)
+    kps[item.keypoint] = item.sketch_keypoint
+    return {"photo": item.photo, "sketch": item.sketch, "category": cat,
+            "cls": categories.index(cat) + 1 if cat in categories else 0,
+            "sketch_kps_json": json.dumps([[None if np.isnan(v) else v for v in p] for p in kps.tolist()]),
+            "photo_kps_json": None}
+
+
+def _write_study(db_url: str, config: StudyConfig, root: Path, rows: list[dict], extra_rows: list[dict],
+                 *, force: bool) -> None:
+    """The study row, pairs, one task per (pair, keypoint) with its slots, and the catch tasks."""
     write, _ = db.make_engines(db_url)
     try:
         with write.begin() as conn:
@@ -164,8 +191,7 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
             conn.execute(insert(db.pairs), rows + extra_rows)
             pair_ids = {(r.photo, r.sketch): r.id for r in conn.execute(select(db.pairs.c.id, db.pairs.c.photo, db.pairs.c.sketch))}
             n = config.annotators_per_keypoint
-            rng = np.random.default_rng(config.seed)
-            ranks = rng.permutation(len(rows) * NUM_KEYPOINTS)
+            ranks = np.random.default_rng(config.seed).permutation(len(rows) * NUM_KEYPOINTS)
             task_rows = []
             for i, r in enumerate(rows):
                 pid = pair_ids[(r["photo"], r["sketch"])]
@@ -187,6 +213,10 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
                 conn.execute(insert(db.slots), slot_rows[start:start + 20000])
     finally:
         write.dispose()
+
+
+def _summary(config: StudyConfig, rows: list[dict]) -> dict:
+    n = config.annotators_per_keypoint
     per_category: dict[str, int] = {}
     for r in rows:
         per_category[r["category"]] = per_category.get(r["category"], 0) + NUM_KEYPOINTS * n
@@ -199,4 +229,5 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
     return {"pairs": len(rows), "tasks": len(rows) * NUM_KEYPOINTS, "slots": n_slots,
             "categories": n_cat, "catch_tasks": len(config.catch_items),
             "trials_per_participant": per_session, "minimum_complete_sessions": min_sessions,
-            "completion_code": config.completion_code, "redirect_url": config.redirect_url}
+            "completion_code": config.completion_code, "redirect_url": config.redirect_url,
+            "link_key": config.link_key, "first_click_minutes": config.first_click_minutes}

@@ -49,3 +49,108 @@ class SubmissionError(Psc6kError, ValueError):
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__((", ".join(where) + ": " if where else "") + message)
+
+
+# ------------------------------------------------------------------------------ request errors
+# Errors of a request to one of the web services. They live in core (no web import here) so that
+# service code of every part raises them and the ONE table below decides what a client sees;
+# ``psc6k_web.errors.install_error_handlers`` applies it to a FastAPI app (docs/errors.md).
+
+class RequestError(Psc6kError):
+    """A :class:`Psc6kError` with extra JSON fields for the HTTP error body.
+
+    Parameters
+    ----------
+    message : str
+        The ``detail`` of the reply: what is wrong, naming the field, and what to do.
+    **fields
+        Extra members of the error body (for example ``field="trial_id"``, ``missing=3``).
+    """
+
+    def __init__(self, message: str, /, **fields):
+        super().__init__(message)
+        self.fields = fields
+
+
+class AuthenticationError(RequestError):
+    """No credentials, or credentials this server does not know."""
+
+
+class PermissionDeniedError(RequestError):
+    """Credentials are known but not allowed here, or the feature is switched off."""
+
+
+class NotFoundError(RequestError):
+    """The request names something that does not exist (for this caller)."""
+
+
+class ConflictError(RequestError):
+    """The request contradicts the stored state (already answered, study full, ...)."""
+
+
+class GoneError(RequestError):
+    """What the request needs existed but lapsed (an expired reservation)."""
+
+
+class TooLargeError(RequestError):
+    """A body or a decompressed payload is over its limit."""
+
+
+class RateLimitedError(RequestError):
+    """Too many requests from this client; ``retry_after`` seconds until the next may pass."""
+
+    def __init__(self, message: str, /, retry_after: int = 60, **fields):
+        super().__init__(message, **fields)
+        self.retry_after = int(retry_after)
+
+
+class UnavailableError(RequestError):
+    """The service cannot answer now (a dependency is down, too busy); retry later."""
+
+
+#: The error contract of both web services: exception class -> (HTTP status, ``code``).
+#: The most specific class of an exception's MRO listed here wins. Documented in docs/errors.md.
+HTTP_ERRORS: dict[type, tuple[int, str]] = {
+    AuthenticationError: (401, "unauthorized"),
+    PermissionDeniedError: (403, "forbidden"),
+    NotFoundError: (404, "not_found"),
+    ConflictError: (409, "conflict"),
+    GoneError: (410, "gone"),
+    TooLargeError: (413, "too_large"),
+    RateLimitedError: (429, "rate_limited"),
+    UnavailableError: (503, "unavailable"),
+    SubmissionError: (422, "invalid_submission"),
+    FormatError: (422, "invalid_format"),
+    Psc6kError: (422, "invalid_input"),
+}
+
+#: ``code`` of an error that carries only an HTTP status (a framework's or a route's
+#: ``HTTPException``): the same code as the exception class with that status.
+HTTP_STATUS_CODES: dict[int, str] = {400: "bad_request", 405: "method_not_allowed", 408: "timeout",
+                                     500: "internal_error",
+                                     **{status: code for status, code in HTTP_ERRORS.values()}}
+HTTP_STATUS_CODES[422] = "invalid_request"
+
+
+def http_error(exc: BaseException) -> tuple[int, str]:
+    """``(status, code)`` of ``exc`` by :data:`HTTP_ERRORS`; ``(500, "internal_error")`` for
+    anything that is not a :class:`Psc6kError` (a bug).
+
+    Examples
+    --------
+    >>> http_error(ConflictError("trial 3 is already answered"))
+    (409, 'conflict')
+    >>> http_error(FormatError("bad header", file="a.csv"))
+    (422, 'invalid_format')
+    >>> http_error(KeyError("x"))
+    (500, 'internal_error')
+    """
+    for cls in type(exc).__mro__:
+        if cls in HTTP_ERRORS:
+            return HTTP_ERRORS[cls]
+    return 500, "internal_error"
+
+
+def error_fields(exc: BaseException) -> dict:
+    """The extra JSON fields of ``exc``'s error body (``{}`` unless it is a :class:`RequestError`)."""
+    return dict(getattr(exc, "fields", None) or {})

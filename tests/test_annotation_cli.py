@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from annotation_app.app import create_app
+from annotation_app.settings import AnnotationSettings
 from annotation_app.testing import make_study_files
 from psc6k.cli import main
 from psc6k.formats import Annotations, write_test_pairs_ps
@@ -63,6 +64,7 @@ consent_text = "Consent."
 trials_per_participant = 3
 lease_minutes = 30
 completion_code = "CODE123"
+link_key = "cfg-link-key"
 [practice]
 tolerance_px = 15.0
 [[practice.items]]
@@ -80,21 +82,21 @@ answer = [30.0, 40.0]
 ''')
     db = f"sqlite:///{tmp_path}/c.db"
     assert init(files, db, "--config", str(cfg)) == 0
-    client = TestClient(create_app(db, admin_token="t" * 12))
-    info = client.get("/api/study").json()
-    assert info["title"] == "My study" and info["consent_text"] == "Consent." and info["lease_minutes"] == 30
-    assert info["practice"] == [{"practice_id": 0, "sketch_url": "/api/study/practice/0/sketch",
-                                 "photo_url": "/api/study/practice/0/photo",
-                                 "sketch_keypoint": files["sketch_kps"][files["sketch"][0]][1].tolist(),
-                                 "answer": [10.0, 20.0], "tolerance_px": 15.0}]
-    body = client.post("/api/sessions", json={"prolific_pid": "abc"}).json()
-    assert body["total"] == 4  # 3 regular + 1 catch
-    for t in body["trials"]:
-        assert client.post(f"/api/sessions/{body['session_token']}/clicks",
-                           json={"trial_id": t["trial_id"], "x": 30, "y": 40, "client_id": str(t["trial_id"])}).status_code == 201
-    done = client.post(f"/api/sessions/{body['session_token']}/complete").json()
-    assert done == {"completion_code": "CODE123",
-                    "redirect_url": "https://app.prolific.com/submissions/complete?cc=CODE123"}
+    with TestClient(create_app(AnnotationSettings(db_url=db, admin_token="t" * 12))) as client:
+        info = client.get("/api/study").json()
+        assert info["title"] == "My study" and info["consent_text"] == "Consent." and info["lease_minutes"] == 30
+        assert info["practice"] == [{"practice_id": 0, "sketch_url": "/api/study/practice/0/sketch",
+                                     "photo_url": "/api/study/practice/0/photo",
+                                     "sketch_keypoint": files["sketch_kps"][files["sketch"][0]][1].tolist(),
+                                     "answer": [10.0, 20.0], "tolerance_px": 15.0}]
+        body = client.post("/api/sessions", json={"prolific_pid": "abc", "link_key": "cfg-link-key"}).json()
+        assert body["total"] == 4  # 3 regular + 1 catch
+        for t in body["trials"]:
+            assert client.post(f"/api/sessions/{body['session_token']}/clicks",
+                               json={"trial_id": t["trial_id"], "x": 30, "y": 40, "client_id": str(t["trial_id"])}).status_code == 201
+        done = client.post(f"/api/sessions/{body['session_token']}/complete").json()
+        assert done == {"completion_code": "CODE123",
+                        "redirect_url": "https://app.prolific.com/submissions/complete?cc=CODE123"}
 
 
 def test_pairs_with_known_answers_need_no_keypoints(files, tmp_path):
@@ -107,7 +109,8 @@ def test_pairs_with_known_answers_need_no_keypoints(files, tmp_path):
     db = f"sqlite:///{tmp_path}/k.db"
     rc = main(["annotate", "init", "--pairs", str(ps), "--images", str(files["images"]), "--db", db])
     assert rc == 0
-    practice = TestClient(create_app(db, admin_token="t" * 12)).get("/api/study").json()["practice"]
+    with TestClient(create_app(AnnotationSettings(db_url=db))) as client:
+        practice = client.get("/api/study").json()["practice"]
     assert len(practice) == 3 and all(p["answer"] is not None and p["tolerance_px"] == 25.6 for p in practice)
     # each practice answer is the known photo keypoint of its pair
     known = {tuple(np.round(k, 6)) for k in photo_kps.reshape(-1, 2)}

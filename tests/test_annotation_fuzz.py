@@ -9,6 +9,8 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 from annotation_app.app import create_app  # noqa: E402
+from annotation_app.service import StudyService  # noqa: E402
+from annotation_app.settings import AnnotationSettings  # noqa: E402
 from annotation_app.config import StudyConfig  # noqa: E402
 from annotation_app.study import init_study  # noqa: E402
 from annotation_app.testing import make_study_files  # noqa: E402
@@ -22,7 +24,9 @@ def fuzz_app(tmp_path_factory):
     files = make_study_files(root, n_categories=3, photos_per_category=1)
     url = f"sqlite:///{root}/fuzz.db"
     init_study(url, files["pairs"], files["images"], StudyConfig(trials_per_participant=3), files["keypoints"])
-    return create_app(url, admin_token=ADMIN)
+    service = StudyService(url)
+    yield create_app(AnnotationSettings(db_url=url, admin_token=ADMIN), service=service)
+    service.close()
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,20 @@ from annotation_app import db
 from annotation_app.app import create_app
 from annotation_app.config import ItemSpec, StudyConfig, load_config
 from annotation_app.service import StudyService
+from annotation_app.settings import AnnotationSettings
 from annotation_app.study import init_study
 from annotation_app.testing import make_study_files, postgres_test_url, reset_postgres
 from psc6k.aggregate import aggregate_clicks
-from psc6k.errors import Psc6kError
+from psc6k.errors import ConflictError, Psc6kError
 from psc6k.formats import read_annotations, read_clicks
 
 ADMIN = "test-admin-token-123"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
+KEY = "test-link-key-1"  # the study link's key=...
+
+
+def make_app(service, admin_token=ADMIN, **settings):
+    return create_app(AnnotationSettings(db_url="unused://", admin_token=admin_token, **settings), service=service)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -57,11 +63,11 @@ class FakeClock:
 
 
 def make_study(db_url, files, **cfg):
-    config = StudyConfig(**{"trials_per_participant": 5, **cfg})
+    config = StudyConfig(**{"trials_per_participant": 5, "link_key": KEY, **cfg})
     init_study(db_url, files["pairs"], files["images"], config, files["keypoints"])
     clock = FakeClock()
     service = StudyService(db_url, clock=clock)
-    app = create_app(service=service, admin_token=ADMIN)
+    app = make_app(service)
     client = TestClient(app, raise_server_exceptions=False)
     return service, app, client, clock
 
@@ -75,7 +81,7 @@ def study(db_url, files):
 
 
 def start(client, pid="PID0001"):
-    r = client.post("/api/sessions", json={"prolific_pid": pid, "study_id": "S1", "session_id": "X1"})
+    r = client.post("/api/sessions", json={"prolific_pid": pid, "study_id": "S1", "session_id": "X1", "link_key": KEY})
     assert r.status_code in (200, 201), r.text
     return r.json()
 
@@ -146,7 +152,8 @@ def test_resume_same_pid_same_plan(study):
     service, _, client, _ = study
     first = start(client, "PIDresume")
     click(client, first["session_token"], first["trials"][0]["trial_id"])
-    again = client.post("/api/sessions", json={"prolific_pid": "PIDresume", "study_id": "S1", "session_id": "other"})
+    again = client.post("/api/sessions", json={"prolific_pid": "PIDresume", "study_id": "S1", "session_id": "other",
+                                                "link_key": KEY})
     assert again.status_code == 200
     body = again.json()
     assert body["session_token"] == first["session_token"]
@@ -191,7 +198,7 @@ def test_concurrent_session_starts_never_double_assign(db_url, files):
     # Two services = two "workers" with their own engines on the same database.
     service, app, client, _ = make_study(db_url, files, trials_per_participant=5)
     other = StudyService(db_url, clock=service.clock)  # one clock, or one "worker" would expire the other's leases
-    client2 = TestClient(create_app(service=other, admin_token=ADMIN), raise_server_exceptions=False)
+    client2 = TestClient(make_app(other), raise_server_exceptions=False)
     pids = [f"P{i:04d}" for i in range(20)] + ["P0000", "P0001"] * 3  # some PIDs race with themselves
     with ThreadPoolExecutor(8) as pool:
         bodies = list(pool.map(lambda a: start(client if a[0] % 2 else client2, a[1]), enumerate(pids)))
@@ -223,7 +230,7 @@ def test_lease_expiry_releases_slots_and_keeps_clicks(db_url, files):
     # Fill the rest of the study with new participants: the 4 released slots are reused.
     n_sessions = 0
     while True:
-        r = client.post("/api/sessions", json={"prolific_pid": f"N{n_sessions:03d}"})
+        r = client.post("/api/sessions", json={"prolific_pid": f"N{n_sessions:03d}", "link_key": KEY})
         if r.status_code == 409:
             assert r.json()["reason"] == "study_full"
             break
@@ -262,9 +269,10 @@ def test_plan_125_categories_fills_evenly_with_minimum_sessions(db_url, tmp_path
     # 125 pairs x 8 keypoints x 3 = 3000 slots = exactly 24 sessions of 125 trials
     init_study(db_url, files["pairs"], files["images"], StudyConfig(trials_per_participant=125), files["keypoints"])
     service = StudyService(db_url)
+    key = service.config.link_key
     seen_counts = []
     for i in range(24):
-        body, created = service.start_session(f"PID{i:03d}", "S", "X")
+        body, created = service.sessions.start(f"PID{i:03d}", "S", "X", key)
         assert created and body["total"] == 125
         cats = [t["category"] for t in body["trials"]]
         assert len(set(cats)) == 125  # exactly one pair per category
@@ -278,9 +286,9 @@ def test_plan_125_categories_fills_evenly_with_minimum_sessions(db_url, tmp_path
         assert all(max(v) - min(v) <= 1 for v in per_cat.values())
         seen_counts.append(sum(n for _, _, n in held))
     assert seen_counts == [125 * (i + 1) for i in range(24)]
-    with pytest.raises(Exception) as exc:
-        service.start_session("PID-late", "S", "X")
-    assert exc.value.status == 409
+    with pytest.raises(ConflictError) as exc:
+        service.sessions.start("PID-late", "S", "X", key)
+    assert exc.value.fields["reason"] == "study_full"
     check_invariants(service)
     service.close()
 
@@ -354,8 +362,9 @@ def test_every_admin_route_needs_the_token(study):
             r = client.get(path, headers=headers)
             assert r.status_code == 401, (path, headers, r.status_code)
         assert client.get(path, headers=AUTH).status_code in (200, 404), path
-    disabled = TestClient(create_app(service=app.state.service, admin_token=""), raise_server_exceptions=False)
-    assert disabled.get("/api/admin/progress", headers=AUTH).status_code == 503
+    disabled = TestClient(make_app(app.state.service, admin_token=""), raise_server_exceptions=False)
+    r = disabled.get("/api/admin/progress", headers=AUTH)
+    assert r.status_code == 403 and r.json()["code"] == "forbidden" and "PSC6K_ADMIN_TOKEN" in r.json()["detail"]
 
 
 def test_admin_views_and_exports(db_url, files):
@@ -363,7 +372,7 @@ def test_admin_views_and_exports(db_url, files):
     rng = np.random.default_rng(0)
     sessions = []
     while True:
-        r = client.post("/api/sessions", json={"prolific_pid": f"F{len(sessions):03d}"})
+        r = client.post("/api/sessions", json={"prolific_pid": f"F{len(sessions):03d}", "link_key": KEY})
         if r.status_code == 409:
             break
         body = r.json()
@@ -448,7 +457,7 @@ def test_bad_input_is_4xx_naming_the_field_never_500(study):
     for path in ("/api/sessions/nope/clicks", "/api/sessions/" + "a" * 40 + "/clicks"):
         assert client.post(path, json={"trial_id": 1, "x": 1, "y": 1, "client_id": "a"}).status_code == 404
     for pid in ("", "a" * 65, "bad pid", "../../x", 12):
-        r = client.post("/api/sessions", json={"prolific_pid": pid})
+        r = client.post("/api/sessions", json={"prolific_pid": pid, "link_key": KEY})
         assert r.status_code == 422 and "prolific_pid" in r.json()["detail"]
     big = client.post(f"/api/sessions/{token}/clicks", content=b"{" + b" " * 70000 + b"}",
                       headers={"content-type": "application/json"})

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from fastapi.responses import JSONResponse
+from psc6k_web.responses import SafeJSONResponse  # noqa: F401  (one JSON reply for both apps)
 
 
 def clean_text(value: str, limit: int | None = None) -> str:
@@ -13,16 +11,3 @@ def clean_text(value: str, limit: int | None = None) -> str:
     text = value.encode("utf-8", "replace").decode("utf-8")
     text = "".join(ch if ch >= " " or ch in "\t" else " " for ch in text).strip()
     return text[:limit] if limit else text
-
-
-class SafeJSONResponse(JSONResponse):
-    """ASCII-escaped JSON (lone surrogates from user strings encode as ``\\udXXX``), and
-    non-finite floats as ``null`` instead of an exception."""
-
-    def render(self, content) -> bytes:
-        try:
-            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        except ValueError:
-            from psc6k.jsonsafe import json_safe
-            text = json.dumps(json_safe(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        return text.encode("ascii")

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO / "test-output" / "screenshots"
 from helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (shared with the leaderboard browser test)
 ADMIN_TOKEN = "browser-test-admin-token"
+LINK_KEY = "browser-link-key"
 COMPLETION_CODE = "CBROWSER7"
 N_CATEGORIES = 5
 TRIALS = 5
@@ -149,6 +150,7 @@ def start_server(study_files, db_path, *, clock=None, **config_overrides) -> Liv
     from annotation_app.app import create_app
     from annotation_app.config import ItemSpec, StudyConfig
     from annotation_app.service import StudyService
+    from annotation_app.settings import AnnotationSettings
     from annotation_app.study import init_study
 
     port = _free_port()
@@ -159,16 +161,17 @@ def start_server(study_files, db_path, *, clock=None, **config_overrides) -> Liv
                          keypoint=p["keypoint"], answer=list(p["answer"]), tolerance_px=25.6) for p in PRACTICE]
     settings = dict(title="Find the matching point (browser test)", trials_per_participant=TRIALS,
                     annotators_per_keypoint=3, completion_code=COMPLETION_CODE, redirect_url=redirect,
-                    practice_items=practice, practice_count=len(practice))
+                    practice_items=practice, practice_count=len(practice), link_key=LINK_KEY)
     settings.update(config_overrides)
     db_url = f"sqlite:///{db_path}"
     init_study(db_url, study_files["pairs"], study_files["images"], StudyConfig(**settings), study_files["keypoints"])
     service = StudyService(db_url, clock=clock)
-    app = create_app(service=service, admin_token=ADMIN_TOKEN)
+    app = create_app(AnnotationSettings(db_url=db_url, admin_token=ADMIN_TOKEN), service=service)
     live = LiveServer(app, port).start()
     live.app, live.service = app, service
     live.redirect_url = redirect
     live.admin_token = ADMIN_TOKEN
+    live.link_key = LINK_KEY
     live.completion_code = COMPLETION_CODE
     live.study_files = study_files
     return live

@@ -21,7 +21,7 @@ TOUCH_PX = 0.4  # touch points may be rounded to whole CSS pixels (1 CSS px = 0.
 
 # ------------------------------------------------------------------------------ helpers
 def study_url(server, pid: str) -> str:
-    return f"{server.url}/?PROLIFIC_PID={pid}&STUDY_ID=study-1&SESSION_ID=sess-{pid}"
+    return f"{server.url}/?PROLIFIC_PID={pid}&STUDY_ID=study-1&SESSION_ID=sess-{pid}&key={server.link_key}"
 
 
 def wait_screen(page, name: str):
@@ -62,7 +62,8 @@ def session_of(server, pid: str) -> dict:
     import httpx
 
     r = httpx.post(f"{server.url}/api/sessions", json={"prolific_pid": pid, "study_id": "study-1",
-                                                       "session_id": f"sess-{pid}"}, timeout=10)
+                                                       "session_id": f"sess-{pid}", "link_key": server.link_key},
+                   timeout=10)
     assert r.status_code in (200, 201), r.text
     return r.json()
 

@@ -1,0 +1,1 @@
+"""Routes of the annotation app, one module per concern."""

@@ -1,0 +1,121 @@
+"""Clicks: store one click durably before answering; retries with the same ``client_id`` get
+the same body. The hot path: one transaction of four statements."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from psc6k.errors import ConflictError, GoneError, NotFoundError
+
+from .. import db
+from .catch import record_catch_result
+from .store import iso, unknown_token
+
+T, S, TR, C, SL = db.tasks, db.sessions, db.trials, db.clicks, db.slots
+
+# The statements, built once: constructing SQLAlchemy expressions costs more CPU than running
+# them on SQLite.
+_TRIAL = TR.join(T, T.c.id == TR.c.task_id)
+_Q_SESSION_TRIAL = (
+    select(S.c.id, S.c.status, S.c.expires_at, S.c.flagged, S.c.catch_failed, S.c.n_trials,
+           TR.c.task_id, TR.c.slot_index, TR.c.is_catch, T.c.answer_x, T.c.answer_y, T.c.tolerance_px)
+    .select_from(S.outerjoin(_TRIAL, and_(TR.c.session_id == S.c.id, TR.c.id == bindparam("tid"))))
+    .where(S.c.token == bindparam("token")))
+_Q_EARLIER = select(C.c.trial_id, C.c.client_id, C.c.reply_json).where(
+    C.c.session_id == bindparam("sid"), or_(C.c.client_id == bindparam("cid"), C.c.trial_id == bindparam("tid")))
+_U_FILL = (update(SL).where(SL.c.task_id == bindparam("task"), SL.c.slot_index == bindparam("slot"),
+                            SL.c.holder_session_id == bindparam("sid"), SL.c.filled == False)  # noqa: E712
+           .values(filled=True))
+_Q_PROGRESS = (select(func.count(C.c.id), func.min(case((and_(C.c.id.is_(None), TR.c.id != bindparam("tid")), TR.c.idx))))
+               .select_from(TR.outerjoin(C, C.c.trial_id == TR.c.id)).where(TR.c.session_id == bindparam("sid")))
+_Q_ANSWERED = select(func.count()).select_from(C).where(C.c.session_id == bindparam("sid"))
+_I_CLICK = insert(C)
+
+
+class _NotStored(Exception):
+    """Leave the write transaction: the click cannot be stored as sent (see :meth:`Clicks._resolve`)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class Clicks:
+    def __init__(self, store):
+        self.store = store
+
+    def record(self, token: str, trial_id: int, x: float, y: float, rt_ms: float | None, client_id: str,
+               display: dict | None) -> tuple[dict, bool]:
+        """Store one click durably; returns (reply, created). ``created`` is False for a retry
+        of a stored click (same ``client_id``, same trial), which gets the stored reply.
+
+        Raises ``ConflictError`` (trial already answered, ``client_id`` used for another
+        trial), ``GoneError`` (the lease lapsed), ``NotFoundError`` (token or trial unknown).
+        """
+        lapsed = None
+        try:
+            with self.store.write_tx() as conn:
+                return self._store(conn, token, trial_id, x, y, rt_ms, client_id, display), True
+        except IntegrityError:  # a unique constraint: a concurrent duplicate, or a reused client_id
+            pass
+        except _NotStored as stop:
+            if not isinstance(stop.error, GoneError):
+                raise stop.error from None
+            lapsed = stop.error  # unless this is a retry of a click stored before the lapse
+        return self._resolve(token, trial_id, client_id, lapsed)
+
+    def _store(self, conn, token, trial_id, x, y, rt_ms, client_id, display) -> dict:
+        now = self.store.clock()
+        row = conn.execute(_Q_SESSION_TRIAL, {"token": token, "tid": trial_id}).first()
+        if row is None:
+            raise _NotStored(unknown_token())
+        if row.task_id is None:
+            raise _NotStored(NotFoundError(f"trial_id {trial_id} is not a trial of this session", field="trial_id"))
+        if row.status == "expired" or (row.status == "active" and now > row.expires_at):
+            n = conn.execute(_Q_ANSWERED, {"sid": row.id}).scalar_one()
+            raise _NotStored(GoneError(
+                f"your reservation expired at {iso(row.expires_at)}; the {n} clicks you gave are kept, but "
+                f"this trial now belongs to someone else. Please return to Prolific.",
+                answered_count=n, status="expired"))
+        if row.is_catch:
+            self.store.lock_plans(conn)  # a failed catch trial may flag the session and release its slots
+        flagged = bool(row.flagged)
+        slot_index = None if (row.is_catch or flagged) else row.slot_index
+        if slot_index is not None:
+            filled = conn.execute(_U_FILL, {"task": row.task_id, "slot": slot_index, "sid": row.id})
+            if filled.rowcount != 1:  # answered already, or the slot went to someone else
+                raise _NotStored(GoneError("this trial's reservation lapsed and was given to someone else; "
+                                           "your earlier clicks are kept", status="expired"))
+        n_answered, next_index = conn.execute(_Q_PROGRESS, {"tid": trial_id, "sid": row.id}).one()
+        reply = {"trial_id": trial_id, "stored": True, "next_index": row.n_trials if next_index is None else next_index,
+                 "answered_count": n_answered + 1, "total": row.n_trials}
+        conn.execute(_I_CLICK, {
+            "trial_id": trial_id, "session_id": row.id, "task_id": row.task_id, "slot_index": slot_index,
+            "client_id": client_id, "x": x, "y": y, "rt_ms": rt_ms,
+            "display_json": json.dumps(display) if display else None, "created_at": now, "excluded": flagged,
+            "reply_json": json.dumps(reply)})
+        if row.is_catch:
+            record_catch_result(self.store, conn, row, x, y)
+        return reply
+
+    def _resolve(self, token: str, trial_id: int, client_id: str, lapsed: Exception | None) -> tuple[dict, bool]:
+        """Why a click was not stored: a retry of a stored click (its reply, 200), a second
+        click on an answered trial or a reused ``client_id`` (409), else ``lapsed`` (410)."""
+        with self.store.read.connect() as conn:
+            sess = conn.execute(select(S.c.id).where(S.c.token == token)).first()
+            if sess is None:
+                raise unknown_token()
+            earlier = conn.execute(_Q_EARLIER, {"sid": sess.id, "cid": client_id, "tid": trial_id}).all()
+        for prev in earlier:
+            if prev.client_id == client_id:
+                if prev.trial_id != trial_id:
+                    raise ConflictError(f"client_id {client_id!r} was already used for trial {prev.trial_id}; "
+                                        f"use a new client_id for each click", field="client_id")
+                return json.loads(prev.reply_json), False
+        if earlier:
+            raise ConflictError(f"trial {trial_id} is already answered; a trial takes one click", field="trial_id")
+        if lapsed is not None:
+            raise lapsed
+        raise ConflictError(f"trial {trial_id} is already answered", field="trial_id")

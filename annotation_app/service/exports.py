@@ -1,0 +1,115 @@
+"""Exports: the raw clicks (CSV / JSON lines) and the aggregated ground truth (3-sigma rule)
+as PSC6K CSVs, a zip of them, or COCO-keypoints JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from psc6k import NUM_KEYPOINTS
+from psc6k.jsonsafe import json_safe
+
+from .. import db
+from .admin_stats import click_rows
+from .store import iso
+
+T, P = db.tasks, db.pairs
+
+
+@dataclass
+class ExportFile:
+    """A download: its bytes, media type and file name."""
+
+    content: bytes
+    media_type: str
+    filename: str
+
+
+class Exports:
+    def __init__(self, store):
+        self.store = store
+
+    def clicks_frame(self, *, include_all: bool = False):
+        """Raw clicks as a DataFrame with psc6k.formats.CLICK_COLUMNS (+ display, and with
+        ``include_all`` the catch-trial and flagged clicks plus ``kind`` and ``excluded``)."""
+        import pandas as pd
+
+        with self.store.read.connect() as conn:
+            rows = click_rows(conn, include_all=include_all)
+        data = {"participant": [r.participant for r in rows], "photo": [r.photo for r in rows],
+                "sketch": [r.sketch for r in rows], "keypoint": [int(r.keypoint) for r in rows],
+                "x": [float(r.x) for r in rows], "y": [float(r.y) for r in rows],
+                "rt_ms": [r.rt_ms for r in rows], "created_at": [iso(r.created_at) for r in rows],
+                "display": [r.display_json or "" for r in rows]}
+        if include_all:
+            data["kind"] = ["catch" if r.is_catch else "regular" for r in rows]
+            data["excluded"] = [int(bool(r.excluded)) for r in rows]
+        return pd.DataFrame(data)
+
+    def clicks_file(self, fmt: str = "csv", *, include_all: bool = False) -> ExportFile:
+        """``csv`` (written by psc6k.formats) or ``jsonl`` (``display`` as an object)."""
+        from psc6k.formats import clicks_to_csv_text
+
+        frame = self.clicks_frame(include_all=include_all)
+        if fmt == "csv":
+            return ExportFile(clicks_to_csv_text(frame).encode("utf-8"), "text/csv", "clicks.csv")
+        lines = []
+        for rec in frame.to_dict(orient="records"):
+            rec["display"] = json.loads(rec["display"]) if rec["display"] else None
+            lines.append(json.dumps(rec) + "\n")
+        return ExportFile("".join(lines).encode("utf-8"), "application/x-ndjson", "clicks.jsonl")
+
+    def aggregate(self, n_sigma: float = 3.0):
+        """Aggregate the counted clicks; returns (Annotations of complete pairs, ClickAggregate,
+        report dict). Pairs with a keypoint left without a kept click are reported, not written."""
+        from psc6k.aggregate import aggregate_clicks, human_agreement
+        from psc6k.formats import Annotations
+
+        clicks = self.clicks_frame()
+        agg = aggregate_clicks(clicks, n_sigma=n_sigma)
+        with self.store.read.connect() as conn:
+            prs = conn.execute(select(P).where(P.c.id.in_(select(T.c.pair_id).where(T.c.is_catch == False)))  # noqa: E712
+                               .order_by(P.c.id)).all()
+        photo = [p.photo for p in prs]
+        sketch = [p.sketch for p in prs]
+        photo_kps = agg.photo_keypoints(photo, sketch)
+        complete = np.isfinite(photo_kps).all(axis=(1, 2))
+        idx = np.flatnonzero(complete)
+        sketch_kps = np.array([json.loads(p.sketch_kps_json) for p in prs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 2)
+        ann = Annotations.from_arrays([photo[i] for i in idx], [sketch[i] for i in idx], photo_kps[idx],
+                                      sketch_kps[idx], categories=self.store.config.categories or None)
+        report = agg.summary()
+        report.update({"pairs_total": len(prs), "pairs_complete": int(complete.sum()),
+                       "pairs_incomplete": [{"photo": photo[i], "sketch": sketch[i]} for i in np.flatnonzero(~complete)][:1000],
+                       "human_agreement": human_agreement(clicks, kept=agg.kept) if len(clicks) else None})
+        return ann, agg, json_safe(report)
+
+    def ground_truth_file(self, fmt: str = "psc6k", n_sigma: float = 3.0) -> ExportFile:
+        """``psc6k``: a zip of test_pairs_ps.csv, test_pairs_st.csv and aggregate_report.json;
+        ``ps`` / ``st``: one CSV; ``coco``: COCO-keypoints JSON."""
+        from psc6k.formats import write_test_pairs_ps, write_test_pairs_st
+
+        from ..export import to_coco
+
+        ann, _, report = self.aggregate(n_sigma)
+        if fmt == "coco":
+            return ExportFile(json.dumps(to_coco(ann, report)).encode("utf-8"), "application/json", "psc6k_coco.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            ps, st = Path(tmp) / "test_pairs_ps.csv", Path(tmp) / "test_pairs_st.csv"
+            write_test_pairs_ps(ann, ps)
+            write_test_pairs_st(ann, st)
+            if fmt in ("ps", "st"):
+                return ExportFile((ps if fmt == "ps" else st).read_bytes(), "text/csv", f"test_pairs_{fmt}.csv")
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.write(ps, "test_pairs_ps.csv")
+                zf.write(st, "test_pairs_st.csv")
+                zf.writestr("aggregate_report.json", json.dumps(report, indent=2))
+        return ExportFile(buf.getvalue(), "application/zip", "psc6k_annotations.zip")

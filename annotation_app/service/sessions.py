@@ -1,0 +1,133 @@
+"""Sessions: study entry (link key, one plan per Prolific id, resume), the session body the
+page works from, and completion."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import random
+import secrets
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from psc6k.errors import ConflictError, PermissionDeniedError
+
+from .. import db
+from .leases import release_lapsed
+from .planning import claim, plan_candidates
+from .store import iso
+
+T, P, S, TR, C = db.tasks, db.pairs, db.sessions, db.trials, db.clicks
+
+
+class _Exists(Exception):
+    """The same Prolific id started a session meanwhile (a second tab)."""
+
+
+def study_full() -> ConflictError:
+    return ConflictError("the study is full: every keypoint already has its annotators (or is reserved by "
+                         "participants still working); please return the study on Prolific", reason="study_full")
+
+
+class Sessions:
+    def __init__(self, store):
+        self.store = store
+
+    def check_link_key(self, given: str | None) -> None:
+        """The study link's ``key``: without the right one no session starts (a study made
+        before link keys existed asks for none)."""
+        expected = self.store.config.link_key
+        if expected and not hmac.compare_digest((given or "").encode(), expected.encode()):
+            raise PermissionDeniedError("this study link is incomplete or wrong (its key= part is missing or "
+                                        "does not match): open the study again from Prolific", field="link_key")
+
+    def start(self, prolific_pid: str, study_id: str = "", session_id: str = "", link_key: str | None = None
+              ) -> tuple[dict, bool]:
+        """Start (or resume) the session of ``prolific_pid``; returns (body, created).
+
+        The plan is computed from a consistent read *outside* the write lock (it scans every
+        task, tens of milliseconds on a full study, and clicks would queue behind it); under the
+        lock it is used only if no slot was claimed or released since (``plan_version``),
+        else recomputed there. Either way the slots are claimed exactly as if planned under
+        the lock.
+        """
+        self.check_link_key(link_key)
+        store = self.store
+        existing = self._token_of(prolific_pid)
+        if existing is not None:
+            return self.body(existing), False
+        rng = random.Random(secrets.randbits(64))
+        with store.read.connect() as conn:
+            with conn.begin():  # one snapshot (SQLite); the version is read first (PostgreSQL)
+                version = conn.execute(select(db.study.c.plan_version)).scalar_one()
+                candidates = plan_candidates(conn, store.config, rng)
+        now = store.clock()
+        token = secrets.token_urlsafe(24)
+        try:
+            with store.write_tx() as conn:
+                store.lock_plans(conn)
+                if conn.execute(select(S.c.id).where(S.c.prolific_pid == prolific_pid)).first() is not None:
+                    raise _Exists()
+                release_lapsed(store, conn, now)
+                if conn.execute(select(db.study.c.plan_version)).scalar_one() != version:
+                    candidates = plan_candidates(conn, store.config, rng)  # slots moved meanwhile
+                sid = conn.execute(insert(S).values(
+                    token=token, prolific_pid=prolific_pid, participant=store.pseudonym(prolific_pid),
+                    prolific_study_id=study_id, prolific_session_id=session_id, status="active",
+                    flagged=False, catch_failed=0, n_trials=0, created_at=now,
+                    expires_at=now + store.config.lease_seconds, completed_at=None).returning(S.c.id)).scalar_one()
+                plan = claim(store, conn, sid, candidates, rng)
+                if not plan or all(p["is_catch"] for p in plan):
+                    raise study_full()
+                conn.execute(insert(TR), [{"session_id": sid, "idx": i, **p} for i, p in enumerate(plan)])
+                conn.execute(update(S).where(S.c.id == sid).values(n_trials=len(plan)))
+        except (_Exists, IntegrityError):
+            # the same PID raced in from a second tab: its session exists now; never a second plan
+            existing = self._token_of(prolific_pid)
+            if existing is None:
+                raise
+            return self.body(existing), False
+        return self.body(token), True
+
+    def _token_of(self, prolific_pid: str) -> str | None:
+        with self.store.read.connect() as conn:
+            return conn.execute(select(S.c.token).where(S.c.prolific_pid == prolific_pid)).scalar_one_or_none()
+
+    def body(self, token: str) -> dict:
+        """The session as the page needs it (also the reply of ``POST /api/sessions``)."""
+        store = self.store
+        with store.read.connect() as conn:
+            sess = store.session_by_token(conn, token)
+            rows = conn.execute(
+                select(TR.c.id, TR.c.idx, T.c.category, T.c.keypoint, P.c.sketch_kps_json, C.c.id.label("click_id"))
+                .select_from(TR.join(T, T.c.id == TR.c.task_id).join(P, P.c.id == T.c.pair_id)
+                             .outerjoin(C, C.c.trial_id == TR.c.id))
+                .where(TR.c.session_id == sess.id).order_by(TR.c.idx)).all()
+        base = f"/api/sessions/{token}/images"
+        trials = [{"trial_id": r.id, "index": r.idx, "category": r.category, "keypoint": r.keypoint,
+                   "sketch_url": f"{base}/{r.id}/sketch", "photo_url": f"{base}/{r.id}/photo",
+                   "sketch_keypoint": json.loads(r.sketch_kps_json)[r.keypoint], "answered": r.click_id is not None}
+                  for r in rows]
+        answered = sum(t["answered"] for t in trials)
+        next_index = next((t["index"] for t in trials if not t["answered"]), len(trials))
+        return {"session_token": token, "participant": sess.participant,
+                "status": store.session_status(sess, answered), "trials": trials, "next_index": next_index,
+                "answered_count": answered, "total": len(trials), "expires_at": iso(sess.expires_at),
+                "lease_seconds_left": max(0.0, sess.expires_at - store.clock())}
+
+    def complete(self, token: str) -> dict:
+        """The completion code, only once the server holds every trial of the session."""
+        store = self.store
+        now = store.clock()
+        with store.write_tx() as conn:
+            sess = store.session_by_token(conn, token)
+            n_answered = conn.execute(select(func.count()).select_from(C).where(C.c.session_id == sess.id)).scalar_one()
+            missing = sess.n_trials - n_answered
+            if missing > 0:
+                raise ConflictError(f"{missing} trials missing: the server holds {n_answered} of {sess.n_trials} "
+                                    f"clicks of this session", missing=missing,
+                                    status=store.session_status(sess, n_answered))
+            if sess.status != "completed":
+                conn.execute(update(S).where(S.c.id == sess.id).values(status="completed", completed_at=now))
+        return {"completion_code": store.config.completion_code, "redirect_url": store.config.redirect_url}

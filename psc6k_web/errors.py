@@ -1,0 +1,111 @@
+"""The error contract of both web services, applied to a FastAPI app.
+
+Every error reply is JSON ``{"detail": str, "code": str, ...}``: ``detail`` a message naming the
+field and saying what to do, ``code`` a stable machine-readable name, plus the exception's own
+fields (``field``, ``reason``, ``missing``, ...). Statuses and codes come from the one table
+:data:`psc6k.errors.HTTP_ERRORS`; docs/errors.md is its description.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from psc6k.errors import (HTTP_STATUS_CODES, AuthenticationError, Psc6kError, RateLimitedError, error_fields,
+                          http_error)
+
+from .responses import SafeJSONResponse
+
+log = logging.getLogger("psc6k.web")
+
+#: At most this many validation problems are spelled out in ``detail`` (all are in ``errors``).
+MAX_LISTED_PROBLEMS = 5
+
+
+def error_response(status: int, code: str, detail: str, /, *, headers=None, **fields) -> SafeJSONResponse:
+    """The one shape of an error reply."""
+    return SafeJSONResponse({"detail": detail, "code": code, **fields}, status_code=status, headers=headers)
+
+
+def field_of(loc) -> str:
+    """``("body", "x")`` -> ``"x"``; ``("query", "task_id")`` -> ``"task_id"``; ``()`` -> ``"body"``."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def validation_response(exc: RequestValidationError) -> SafeJSONResponse:
+    errors = [{"field": field_of(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in exc.errors()]
+    text = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:MAX_LISTED_PROBLEMS]) or "invalid request"
+    return error_response(422, HTTP_STATUS_CODES[422], f"invalid request: {text}", errors=errors)
+
+
+def psc6k_error_response(exc: Psc6kError) -> SafeJSONResponse:
+    status, code = http_error(exc)
+    headers = None
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, AuthenticationError):
+        headers = {"WWW-Authenticate": "Bearer"}
+    return error_response(status, code, str(exc), headers=headers, **error_fields(exc))
+
+
+def install_error_handlers(app: FastAPI, *, unavailable_detail: str = "the database is unavailable; "
+                           "retry later (nothing was stored)") -> None:
+    """Map every exception a request can raise onto the contract.
+
+    * :class:`psc6k.errors.Psc6kError` and subclasses: status and code from the table.
+    * ``HTTPException`` (the framework's 404/405, a route's own): its status, the table's code
+      for that status.
+    * request validation: 422 ``invalid_request`` with ``errors: [{field, message}]``.
+    * the database unreachable (``OperationalError``): 503 ``unavailable`` with ``Retry-After``.
+    * ``MemoryError``: 413 ``too_large``.
+    * anything else is a bug: 500 ``internal_error`` (logged, counted in
+      ``app.state.internal_errors``).
+    """
+    app.state.internal_errors = 0
+
+    @app.exception_handler(Psc6kError)
+    async def _on_psc6k_error(request: Request, exc: Psc6kError):
+        return psc6k_error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(request: Request, exc: StarletteHTTPException):
+        code = HTTP_STATUS_CODES.get(exc.status_code, "error" if exc.status_code < 500 else "internal_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation_error(request: Request, exc: RequestValidationError):
+        return validation_response(exc)
+
+    @app.exception_handler(OperationalError)
+    async def _on_database_down(request: Request, exc: OperationalError):
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, HTTP_STATUS_CODES[503], unavailable_detail, headers={"Retry-After": "30"})
+
+    @app.exception_handler(MemoryError)
+    async def _on_memory_error(request: Request, exc: MemoryError):
+        return error_response(413, HTTP_STATUS_CODES[413], "request too large to process in memory")
+
+    @app.exception_handler(Exception)
+    async def _on_bug(request: Request, exc: Exception):  # only true bugs land here
+        app.state.internal_errors += 1
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(500, HTTP_STATUS_CODES[500], "internal server error (logged)")
+
+
+class ErrorBody(BaseModel):
+    """Every error reply (OpenAPI ``responses``): ``detail``, ``code`` and the error's own fields."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str = Field(description="what is wrong, naming the field, and what to do")
+    code: str = Field(description="stable name of the error (docs/errors.md)")
+
+
+def error_responses(*statuses: int) -> dict:
+    """``responses=`` of a route: each status documented with :class:`ErrorBody`."""
+    return {s: {"model": ErrorBody} for s in statuses}

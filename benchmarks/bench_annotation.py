@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TARGET_CPS, TARGET_P99_MS = 300.0, 100.0
+LINK_KEY = "bench-link-key"  # the study link's key=..., sent with every session start
 
 
 def free_port() -> int:
@@ -193,7 +194,8 @@ async def request(client, method, url, stats, json=None):
 async def participant(i, client, stats, rng, args, kill_event):
     pid = f"BENCH{i:05d}"
     r, _, _ = await request(client, "POST", "/api/sessions", stats,
-                            json={"prolific_pid": pid, "study_id": "bench", "session_id": f"s{i}"})
+                            json={"prolific_pid": pid, "study_id": "bench", "session_id": f"s{i}",
+                                  "link_key": LINK_KEY})
     if r.status_code not in (200, 201):
         stats.errors.append(f"{pid}: start {r.status_code} {r.text[:200]}")
         return
@@ -211,7 +213,7 @@ async def participant(i, client, stats, rng, args, kill_event):
             rr, _, _ = await request(client, "GET", f"/api/sessions/{token}", stats)
             if rr.status_code != 200 or rr.json()["session_token"] != token:
                 stats.errors.append(f"{pid}: reload {rr.status_code}")
-            again, _, _ = await request(client, "POST", "/api/sessions", stats, json={"prolific_pid": pid})
+            again, _, _ = await request(client, "POST", "/api/sessions", stats, json={"prolific_pid": pid, "link_key": LINK_KEY})
             if again.json().get("session_token") != token:
                 stats.errors.append(f"{pid}: resume gave another session")
         x, y = float(rng.uniform(0, 255)), float(rng.uniform(0, 255))
@@ -346,7 +348,7 @@ def run_one(kind, args, work: Path):
         url = f"sqlite:///{work}/bench.db"
     else:
         url = reset_postgres(args.postgres_url)
-    config = StudyConfig(trials_per_participant=args.trials, lease_minutes=args.lease_minutes)
+    config = StudyConfig(trials_per_participant=args.trials, lease_minutes=args.lease_minutes, link_key=LINK_KEY)
     t0 = time.perf_counter()
     init_study(url, files["pairs"], files["images"], config, files["keypoints"], force=True)
     init_s = time.perf_counter() - t0

@@ -39,12 +39,26 @@
   $("auto-refresh").addEventListener("change", () => { if ($("auto-refresh").checked) startTimer(); else stopTimer(); });
   $("live-form").addEventListener("submit", (ev) => { ev.preventDefault(); liveKey = null; refreshLive(); });
   $("export-csv").addEventListener("click", () => downloadClicks());
+  $("link-copy").addEventListener("click", () => {
+    const input = $("link-url");
+    input.select();
+    if (navigator.clipboard) navigator.clipboard.writeText(input.value).catch(() => document.execCommand("copy"));
+    else document.execCommand("copy");
+  });
 
   function startTimer() { stopTimer(); timer = setInterval(refresh, REFRESH_MS); }
   function stopTimer() { if (timer) clearInterval(timer); timer = null; }
 
+  /** The full study URL: this server's own address + the path with Prolific's placeholders and the key. */
+  async function showStudyLink() {
+    const link = await api("/api/admin/study");
+    $("link-url").value = `${window.location.origin}${link.study_url_path}`;
+    $("link-first-click").textContent = String(link.first_click_minutes);
+  }
+
   async function openDashboard() {
     showScreen("screen-dash");
+    showStudyLink().catch((e) => handleAuth(e));
     const ok = await refresh();
     if (ok && $("auto-refresh").checked) startTimer();
   }

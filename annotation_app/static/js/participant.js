@@ -20,6 +20,7 @@
   const PID = (params.get("PROLIFIC_PID") || "").trim();
   const STUDY_ID = (params.get("STUDY_ID") || "").trim();
   const SESSION_ID = (params.get("SESSION_ID") || "").trim();
+  const LINK_KEY = (params.get("key") || "").trim();  // the study link's key: admits this link's visitors
   const RETRY_MAX_MS = 15000;
 
   // ---------------------------------------------------------------- storage (per participant)
@@ -165,7 +166,7 @@
   async function fetchSession() {
     return fetchJson("/api/sessions", {
       method: "POST",
-      body: { prolific_pid: PID, study_id: STUDY_ID, session_id: SESSION_ID },
+      body: { prolific_pid: PID, study_id: STUDY_ID, session_id: SESSION_ID, link_key: LINK_KEY },
     });
   }
 
@@ -178,6 +179,8 @@
     } catch (e) {
       if (e.status === 410) {
         showError("Your time slot has expired", e.message, { retry: false, hint: "The answers you gave are kept. Please contact the researchers on Prolific." });
+      } else if (e.status === 403) {
+        showError("This study link is incomplete", e.message, { retry: false, hint: "Please open the study again from its link on Prolific." });
       } else {
         showError("Your session could not be started", e.message);
       }

@@ -17,30 +17,30 @@ from .settings import AnnotationSettings
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
 
 
-def get_settings(request: Request) -> AnnotationSettings:
+async def get_settings(request: Request) -> AnnotationSettings:
     return request.app.state.settings
 
 
-def get_service(request: Request) -> StudyService:
+async def get_service(request: Request) -> StudyService:
     service = getattr(request.app.state, "service", None)
     if service is None:  # requests before the lifespan opened the study
         raise UnavailableError("the study is not open yet; retry in a moment")
     return service
 
 
-def get_store(service: StudyService = Depends(get_service)) -> StudyStore:
+async def get_store(service: StudyService = Depends(get_service)) -> StudyStore:
     """The study's database (engines, transactions)."""
     return service.store
 
 
-def session_token(token: str) -> str:
+async def session_token(token: str) -> str:
     """A path's session token, refused before any database work when it cannot be one."""
     if not TOKEN_RE.match(token):
         raise NotFoundError("unknown session token (start again from the study link)", field="token")
     return token
 
 
-def require_admin(request: Request, settings: AnnotationSettings = Depends(get_settings)) -> None:
+async def require_admin(request: Request, settings: AnnotationSettings = Depends(get_settings)) -> None:
     """``Authorization: Bearer <admin token>``, compared in constant time."""
     expected = settings.admin_token
     if not expected:

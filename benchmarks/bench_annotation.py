@@ -163,6 +163,7 @@ class RawHttp:
 class Stats:
     def __init__(self):
         self.latencies = []          # seconds, click requests answered 2xx on the first try
+        self.timeline = []           # (event, perf_counter at start, seconds): clicks and session starts
         self.acked = {}              # (token, trial_id) -> (x, y, client_id)
         self.status_counts = {}
         self.retries = 0
@@ -193,6 +194,7 @@ async def request(client, method, url, stats, json=None):
 
 async def participant(i, client, stats, rng, args, kill_event):
     pid = f"BENCH{i:05d}"
+    t_start = time.perf_counter()
     r, _, _ = await request(client, "POST", "/api/sessions", stats,
                             json={"prolific_pid": pid, "study_id": "bench", "session_id": f"s{i}",
                                   "link_key": LINK_KEY})
@@ -200,6 +202,7 @@ async def participant(i, client, stats, rng, args, kill_event):
         stats.errors.append(f"{pid}: start {r.status_code} {r.text[:200]}")
         return
     body = r.json()
+    stats.timeline.append(("start", t_start, time.perf_counter() - t_start))
     token = body["session_token"]
     abandon_at = rng.integers(1, len(body["trials"])) if rng.random() < args.abandon_rate else None
     for n, trial in enumerate(body["trials"]):
@@ -226,6 +229,7 @@ async def participant(i, client, stats, rng, args, kill_event):
             stats.acked[(token, trial["trial_id"])] = (x, y, cid)
             if first and r.status_code == 201:
                 stats.latencies.append(dt)
+                stats.timeline.append(("click", time.perf_counter() - dt, dt))
         else:
             stats.errors.append(f"{pid}: click {r.status_code} {r.text[:200]}")
             continue
@@ -249,6 +253,7 @@ async def participant(i, client, stats, rng, args, kill_event):
 async def killer(server, kill_event, stats, log):
     await kill_event.wait()
     t0 = time.time()
+    log["killed_at_s"] = time.perf_counter()
     server.kill9()
     log["killed_at_clicks"] = stats.clicks_done
     await asyncio.sleep(1.0)
@@ -364,6 +369,14 @@ def run_one(kind, args, work: Path):
     finally:
         server.stop()
     check = verify(url, stats)
+    if args.timeline:
+        t0 = min(t for _, t, _ in stats.timeline)
+        kill_at = kill_log.get("killed_at_s")
+        with open(f"{args.timeline}.{kind}.csv", "w") as fh:
+            fh.write("event,start_s,latency_ms\n")
+            fh.writelines(f"{e},{t - t0:.4f},{1000 * d:.2f}\n" for e, t, d in stats.timeline)
+            if kill_at is not None:
+                fh.write(f"kill,{kill_at - t0:.4f},0\n")
     lat = np.array(stats.latencies) * 1000
     n_clicks = sum(v for k, v in stats.status_counts.items() if k in (200, 201))
     downtime = kill_log.get("downtime_s", 0.0)
@@ -407,6 +420,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="also write the results as JSON here")
+    p.add_argument("--timeline", help="write every first-try click and session start as CSV "
+                   "(event, start_s, latency_ms) here, to see where the tail comes from")
     args = p.parse_args(argv)
     if args.kill_after is None:
         args.kill_after = int(0.4 * args.participants * args.trials)

@@ -54,17 +54,39 @@ class Clicks:
         Raises ``ConflictError`` (trial already answered, ``client_id`` used for another
         trial), ``GoneError`` (the lease lapsed), ``NotFoundError`` (token or trial unknown).
         """
-        lapsed = None
         try:
-            with self.store.write_tx() as conn:
-                return self._store(conn, token, trial_id, x, y, rt_ms, client_id, display), True
-        except IntegrityError:  # a unique constraint: a concurrent duplicate, or a reused client_id
-            pass
-        except _NotStored as stop:
-            if not isinstance(stop.error, GoneError):
-                raise stop.error from None
-            lapsed = stop.error  # unless this is a retry of a click stored before the lapse
+            return self.store.run_write(self._job(token, trial_id, x, y, rt_ms, client_id, display)), True
+        except (IntegrityError, _NotStored) as exc:
+            lapsed = self._not_stored(exc)
         return self._resolve(token, trial_id, client_id, lapsed)
+
+    async def record_async(self, token: str, trial_id: int, x: float, y: float, rt_ms: float | None,
+                           client_id: str, display: dict | None) -> tuple[dict, bool]:
+        """:meth:`record` for an event loop: it waits for the shared commit without holding a
+        thread, and never blocks the loop (the rare resolution reads run in a thread)."""
+        import asyncio
+
+        future = self.store.submit_write(self._job(token, trial_id, x, y, rt_ms, client_id, display))
+        if future is None:
+            return await asyncio.to_thread(self.record, token, trial_id, x, y, rt_ms, client_id, display)
+        try:
+            return await asyncio.wrap_future(future), True
+        except (IntegrityError, _NotStored) as exc:
+            lapsed = self._not_stored(exc)
+        return await asyncio.to_thread(self._resolve, token, trial_id, client_id, lapsed)
+
+    def _job(self, token, trial_id, x, y, rt_ms, client_id, display):
+        return lambda conn: self._store(conn, token, trial_id, x, y, rt_ms, client_id, display)
+
+    @staticmethod
+    def _not_stored(exc: Exception) -> Exception | None:
+        """A unique constraint (a concurrent duplicate, a reused client_id): resolve; a lapsed
+        lease: resolve, unless this is a retry of a click stored before; anything else: raise."""
+        if isinstance(exc, _NotStored):
+            if not isinstance(exc.error, GoneError):
+                raise exc.error from None
+            return exc.error
+        return None
 
     def _store(self, conn, token, trial_id, x, y, rt_ms, client_id, display) -> dict:
         now = self.store.clock()

@@ -4,7 +4,7 @@ slots); then its unanswered slots go back to the pool. Answered clicks always st
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy import exists, or_, select, update
 
 from .. import db
 
@@ -12,13 +12,16 @@ T, S, C, SL = db.tasks, db.sessions, db.clicks, db.slots
 
 
 def add_free(conn, task_ids, delta: int) -> None:
-    """Keep ``tasks.n_free`` in step: ``delta`` per occurrence of a task id."""
+    """Keep ``tasks.n_free`` in step: ``delta`` per occurrence of a task id (one UPDATE per
+    distinct count: a plan's 125 tasks are one statement, not 125)."""
     counts: dict[int, int] = {}
     for t in task_ids:
         counts[t] = counts.get(t, 0) + 1
-    if counts:
-        conn.execute(update(T).where(T.c.id == bindparam("tid")).values(n_free=T.c.n_free + bindparam("d")),
-                     [{"tid": t, "d": delta * c} for t, c in counts.items()])
+    by_count: dict[int, list[int]] = {}
+    for t, c in counts.items():
+        by_count.setdefault(c, []).append(t)
+    for c, ids in by_count.items():
+        conn.execute(update(T).where(T.c.id.in_(ids)).values(n_free=T.c.n_free + delta * c))
 
 
 def release_unfilled_slots(store, conn, session_ids) -> list[int]:

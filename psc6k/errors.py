@@ -54,7 +54,7 @@ class SubmissionError(Psc6kError, ValueError):
 # ------------------------------------------------------------------------------ request errors
 # Errors of a request to one of the web services. They live in core (no web import here) so that
 # service code of every part raises them and the ONE table below decides what a client sees;
-# ``psc6k_web.errors.install_error_handlers`` applies it to a FastAPI app (docs/errors.md).
+# the web layer applies the table to each FastAPI app (docs/errors.md).
 
 class RequestError(Psc6kError):
     """A :class:`Psc6kError` with extra JSON fields for the HTTP error body.

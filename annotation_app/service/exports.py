@@ -70,26 +70,20 @@ class Exports:
         """Aggregate the counted clicks; returns (Annotations of complete pairs, ClickAggregate,
         report dict). Pairs with a keypoint left without a kept click are reported, not written."""
         from psc6k.aggregate import aggregate_clicks, human_agreement
-        from psc6k.formats import Annotations
 
         clicks = self.clicks_frame()
         agg = aggregate_clicks(clicks, n_sigma=n_sigma)
         with self.store.read.connect() as conn:
             prs = conn.execute(select(P).where(P.c.id.in_(select(T.c.pair_id).where(T.c.is_catch == False)))  # noqa: E712
                                .order_by(P.c.id)).all()
-        photo = [p.photo for p in prs]
-        sketch = [p.sketch for p in prs]
-        photo_kps = agg.photo_keypoints(photo, sketch)
-        complete = np.isfinite(photo_kps).all(axis=(1, 2))
-        idx = np.flatnonzero(complete)
         sketch_kps = np.array([json.loads(p.sketch_kps_json) for p in prs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 2)
-        ann = Annotations.from_arrays([photo[i] for i in idx], [sketch[i] for i in idx], photo_kps[idx],
-                                      sketch_kps[idx], categories=self.store.config.categories or None)
+        pairs = agg.complete_pairs([p.photo for p in prs], [p.sketch for p in prs], sketch_kps,
+                                   categories=self.store.config.categories or None)
         report = agg.summary()
-        report.update({"pairs_total": len(prs), "pairs_complete": int(complete.sum()),
-                       "pairs_incomplete": [{"photo": photo[i], "sketch": sketch[i]} for i in np.flatnonzero(~complete)][:1000],
+        report.update({"pairs_total": len(prs), "pairs_complete": int(pairs.complete.sum()),
+                       "pairs_incomplete": pairs.incomplete()[:1000],
                        "human_agreement": human_agreement(clicks, kept=agg.kept) if len(clicks) else None})
-        return ann, agg, json_safe(report)
+        return pairs.annotations, agg, json_safe(report)
 
     def ground_truth_file(self, fmt: str = "psc6k", n_sigma: float = 3.0) -> ExportFile:
         """``psc6k``: a zip of test_pairs_ps.csv, test_pairs_st.csv and aggregate_report.json;

@@ -362,12 +362,14 @@ def run_one(kind, args, work: Path):
                     sqlite_synchronous="normal" if kind == "sqlite-normal" else "full")
     server.start()
     stats = Stats()
+    load_before = os.getloadavg()[0]
     try:
         cpu0 = server.cpu_seconds()
         wall, kill_log = asyncio.run(drive(port, server, args, stats))
         server_cpu = server.cpu_seconds() - cpu0 - kill_log.get("restart_cpu_s", 0.0)
     finally:
         server.stop()
+    load_after = os.getloadavg()[0]
     check = verify(url, stats)
     if args.timeline:
         t0 = min(t for _, t, _ in stats.timeline)
@@ -378,6 +380,7 @@ def run_one(kind, args, work: Path):
             if kill_at is not None:
                 fh.write(f"kill,{kill_at - t0:.4f},0\n")
     lat = np.array(stats.latencies) * 1000
+    starts = np.array([d for e, _, d in stats.timeline if e == "start"]) * 1000
     n_clicks = sum(v for k, v in stats.status_counts.items() if k in (200, 201))
     downtime = kill_log.get("downtime_s", 0.0)
     return {
@@ -391,11 +394,13 @@ def run_one(kind, args, work: Path):
         "status_counts": stats.status_counts, "retries": stats.retries, "reloads": stats.reloads,
         "duplicates": stats.duplicates, "duplicate_mismatch": stats.duplicate_mismatch,
         "abandoned": stats.abandoned, "completed": stats.completed, "errors": stats.errors[:10],
-        "n_errors": len(stats.errors), **kill_log, **check,
+        "n_errors": len(stats.errors), "load_before": load_before, "load_after": load_after,
+        "start_p50_ms": float(np.percentile(starts, 50)) if starts.size else None,
+        "start_p99_ms": float(np.percentile(starts, 99)) if starts.size else None, **kill_log, **check,
     }
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--db", nargs="+", choices=["sqlite", "sqlite-normal", "postgres"], default=["sqlite", "sqlite-normal"],
                    help="sqlite = synchronous=FULL (the default of the service: fsync per click); "
@@ -425,6 +430,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.kill_after is None:
         args.kill_after = int(0.4 * args.participants * args.trials)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     kinds = args.db
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_annot_") as tmp:
@@ -442,6 +452,11 @@ def main(argv=None):
         print(json.dumps(results, indent=2, default=str))
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2, default=str))
+    return 0 if print_table(results) else 1
+
+
+def print_table(results: list[dict]) -> bool:
+    """The side-by-side table; False when a check failed."""
     print()
     print(f"{'':34}" + "".join(f"{r['db']:>14}" for r in results) + f"{'target (SQLite)':>16}")
 
@@ -455,6 +470,8 @@ def main(argv=None):
     row("click latency p50 (ms)", "p50_ms", "{:.1f}")
     row("click latency p99 (ms)", "p99_ms", "{:.1f}", f"< {TARGET_P99_MS:.0f}")
     row("click latency max (ms)", "max_ms", "{:.1f}")
+    row("session start p50 (ms)", "start_p50_ms", "{:.0f}")
+    row("session start p99 (ms)", "start_p99_ms", "{:.0f}")
     row("server CPU per click (ms)", "server_cpu_ms_per_click", "{:.2f}")
     row("=> clicks/s on 2 idle cores", "capacity_2_cores", "{:.0f}")
     row("kill -9 downtime (s)", "downtime_s", "{:.1f}")
@@ -466,6 +483,8 @@ def main(argv=None):
     row("acknowledged clicks", "acknowledged", "{:d}")
     row("clicks in database", "clicks_in_db", "{:d}")
     row("client-side errors", "n_errors", "{:d}", "0")
+    row("load average (1 min) before", "load_before", "{:.1f}")
+    row("load average (1 min) after", "load_after", "{:.1f}")
     ok = True
     for r in results:
         for prob in r["problems"]:
@@ -476,7 +495,7 @@ def main(argv=None):
         if r["n_errors"] or r["duplicate_mismatch"]:
             ok = False
     print("\nall acknowledged clicks stored, all invariants hold" if ok else "\nFAILED")
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

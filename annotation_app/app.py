@@ -29,6 +29,7 @@ def _lifespan(opened: StudyService | None):
             yield  # the caller's service: the caller closes it
             return
         service = StudyService.from_settings(app.state.settings)
+        service.clicks.warm_up()
         app.state.service = service
         try:
             yield

@@ -75,6 +75,17 @@ class Clicks:
             lapsed = self._not_stored(exc)
         return await asyncio.to_thread(self._resolve, token, trial_id, client_id, lapsed)
 
+    def warm_up(self) -> None:
+        """Compile the click path's statements and open its connections before the first
+        participant waits for them (a restarted server is fast from its first click on)."""
+        def probe(conn):
+            conn.execute(_Q_SESSION_TRIAL, {"token": "", "tid": 0}).first()
+            conn.execute(_Q_PROGRESS, {"tid": 0, "sid": 0}).one()
+            conn.execute(_Q_ANSWERED, {"sid": 0}).scalar_one()
+        self.store.run_write(probe)
+        with self.store.read.connect() as conn:
+            conn.execute(_Q_EARLIER, {"sid": 0, "cid": "", "tid": 0}).all()
+
     def _job(self, token, trial_id, x, y, rt_ms, client_id, display):
         return lambda conn: self._store(conn, token, trial_id, x, y, rt_ms, client_id, display)
 

@@ -134,8 +134,8 @@ class StudyConfig:
 
 
 _TOP_KEYS = {"title", "consent_text", "instructions_text", "trials_per_participant",
-             "annotators_per_keypoint", "lease_minutes", "first_click_minutes", "link_key", "completion_code", "redirect_url", "seed",
-             "practice", "catch"}
+             "annotators_per_keypoint", "lease_minutes", "first_click_minutes", "link_key", "completion_code",
+             "redirect_url", "seed", "practice", "catch"}
 _PRACTICE_KEYS = {"count", "tolerance_px", "items"}
 _CATCH_KEYS = {"per_session", "max_failures", "tolerance_px", "items"}
 _ITEM_KEYS = {f.name for f in dataclasses.fields(ItemSpec)}
@@ -176,7 +176,8 @@ def load_config(path=None, **overrides) -> StudyConfig:
         if unknown:
             raise Psc6kError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_TOP_KEYS)}")
         types = {"title": str, "consent_text": str, "instructions_text": str, "completion_code": str,
-                 "redirect_url": str, "link_key": str, "first_click_minutes": (int, float), "trials_per_participant": int, "annotators_per_keypoint": int,
+                 "redirect_url": str, "link_key": str, "first_click_minutes": (int, float),
+                 "trials_per_participant": int, "annotators_per_keypoint": int,
                  "seed": int, "lease_minutes": (int, float)}
         for key, typ in types.items():
             if key in raw:

@@ -126,10 +126,10 @@ HTTP_ERRORS: dict[type, tuple[int, str]] = {
 
 #: ``code`` of an error that carries only an HTTP status (a framework's or a route's
 #: ``HTTPException``): the same code as the exception class with that status.
-HTTP_STATUS_CODES: dict[int, str] = {400: "bad_request", 405: "method_not_allowed", 408: "timeout",
-                                     500: "internal_error",
-                                     **{status: code for status, code in HTTP_ERRORS.values()}}
-HTTP_STATUS_CODES[422] = "invalid_request"
+HTTP_STATUS_CODES: dict[int, str] = {
+    **{status: code for status, code in HTTP_ERRORS.values() if status != 422},
+    400: "bad_request", 405: "method_not_allowed", 408: "timeout", 422: "invalid_request", 500: "internal_error",
+}
 
 
 def http_error(exc: BaseException) -> tuple[int, str]:

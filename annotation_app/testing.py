@@ -82,3 +82,42 @@ def reset_postgres(url: str) -> str:
     finally:
         engine.dispose()
     return url
+
+
+class FakeClock:
+    """Epoch seconds that move only when a test says so (``clock.t += 600``): leases lapse on cue."""
+
+    def __init__(self, t: float = 1_800_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def check_invariants(service) -> None:
+    """Assert the 3-annotator design, read back from the database of ``service``."""
+    from sqlalchemy import func, select
+
+    from . import db
+
+    n = service.config.annotators_per_keypoint
+    with service.read.connect() as conn:
+        rows = conn.execute(select(db.clicks.c.task_id, db.clicks.c.session_id, db.clicks.c.slot_index)
+                            .where(db.clicks.c.slot_index.is_not(None))).all()
+        held = conn.execute(select(db.slots.c.task_id, db.slots.c.holder_session_id)
+                            .where(db.slots.c.holder_session_id.is_not(None))).all()
+        trials = conn.execute(select(db.trials.c.session_id, db.trials.c.task_id)).all()
+        n_free = dict(conn.execute(select(db.tasks.c.id, db.tasks.c.n_free)).all())
+        unheld = dict(conn.execute(select(db.slots.c.task_id, func.count()).where(
+            db.slots.c.holder_session_id.is_(None)).group_by(db.slots.c.task_id)).all())
+    per_task: dict = {}
+    for t, s, k in rows:
+        per_task.setdefault(t, []).append((s, k))
+    for t, lst in per_task.items():
+        assert len(lst) <= n
+        assert len({s for s, _ in lst}) == len(lst), "two clicks of one participant on a keypoint"
+        assert len({k for _, k in lst}) == len(lst), "two clicks in one slot"
+    assert len(set(held)) == len(held), "a participant holds two slots of one task"
+    assert len(set(trials)) == len(trials), "a plan repeats a (pair, keypoint)"
+    for t, free in n_free.items():
+        assert free == unheld.get(t, 0), f"task {t}: n_free {free} != unheld slots {unheld.get(t, 0)}"

@@ -17,6 +17,21 @@ def small_annotations() -> Annotations:
     return make_annotations()
 
 
+# ------------------------------------------------------------------------------ annotation databases
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/study.db"
+    from annotation_app.testing import postgres_test_url, reset_postgres
+
+    url = postgres_test_url()
+    if url is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but PSC6K_TEST_POSTGRES_URL is not set: the PostgreSQL tests must run")
+        pytest.skip("set PSC6K_TEST_POSTGRES_URL to run the PostgreSQL variant")
+    return reset_postgres(url)
+
+
 # ------------------------------------------------------------------------------ browser
 # One Chromium per test session, shared by every browser test: Playwright's sync API cannot run
 # a second instance in the same thread while the first is alive.

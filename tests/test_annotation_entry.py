@@ -12,8 +12,7 @@ from annotation_app.config import StudyConfig
 from annotation_app.service import StudyService
 from annotation_app.settings import AnnotationSettings
 from annotation_app.study import init_study
-from annotation_app.testing import make_study_files
-from test_annotation_service import FakeClock, check_invariants, db_url  # noqa: F401  (the db_url fixture)
+from annotation_app.testing import FakeClock, check_invariants, make_study_files
 
 KEY = "entry-link-key"
 

@@ -23,7 +23,7 @@ from annotation_app.config import ItemSpec, StudyConfig, load_config
 from annotation_app.service import StudyService
 from annotation_app.settings import AnnotationSettings
 from annotation_app.study import init_study
-from annotation_app.testing import make_study_files, postgres_test_url, reset_postgres
+from annotation_app.testing import FakeClock, check_invariants, make_study_files
 from psc6k.aggregate import aggregate_clicks
 from psc6k.errors import ConflictError, Psc6kError
 from psc6k.formats import read_annotations, read_clicks
@@ -37,29 +37,9 @@ def make_app(service, admin_token=ADMIN, **settings):
     return create_app(AnnotationSettings(db_url="unused://", admin_token=admin_token, **settings), service=service)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/study.db"
-    url = postgres_test_url()
-    if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but PSC6K_TEST_POSTGRES_URL is not set: the PostgreSQL tests must run")
-        pytest.skip("set PSC6K_TEST_POSTGRES_URL to run the PostgreSQL variant")
-    return reset_postgres(url)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     return make_study_files(tmp_path_factory.mktemp("study"), n_categories=5, photos_per_category=2)
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1_800_000_000.0
-
-    def __call__(self):
-        return self.t
 
 
 def make_study(db_url, files, **cfg):
@@ -90,31 +70,6 @@ def click(client, token, trial_id, x=100.0, y=100.0, client_id=None):
     return client.post(f"/api/sessions/{token}/clicks", json={
         "trial_id": trial_id, "x": x, "y": y, "rt_ms": 1234, "client_id": client_id or f"c-{trial_id}",
         "display": {"width": 512, "dpr": 2, "blur": 0}})
-
-
-def check_invariants(service):
-    """The 3-annotator design, read back from the database."""
-    n = service.config.annotators_per_keypoint
-    with service.read.connect() as conn:
-        rows = conn.execute(select(db.clicks.c.task_id, db.clicks.c.session_id, db.clicks.c.slot_index)
-                            .where(db.clicks.c.slot_index.is_not(None))).all()
-        held = conn.execute(select(db.slots.c.task_id, db.slots.c.holder_session_id)
-                            .where(db.slots.c.holder_session_id.is_not(None))).all()
-        trials = conn.execute(select(db.trials.c.session_id, db.trials.c.task_id)).all()
-        n_free = dict(conn.execute(select(db.tasks.c.id, db.tasks.c.n_free)).all())
-        unheld = dict(conn.execute(select(db.slots.c.task_id, func.count()).where(
-            db.slots.c.holder_session_id.is_(None)).group_by(db.slots.c.task_id)).all())
-    per_task: dict = {}
-    for t, s, k in rows:
-        per_task.setdefault(t, []).append((s, k))
-    for t, lst in per_task.items():
-        assert len(lst) <= n
-        assert len({s for s, _ in lst}) == len(lst), "two clicks of one participant on a keypoint"
-        assert len({k for _, k in lst}) == len(lst), "two clicks in one slot"
-    assert len(set(held)) == len(held), "a participant holds two slots of one task"
-    assert len(set(trials)) == len(trials), "a plan repeats a (pair, keypoint)"
-    for t, free in n_free.items():
-        assert free == unheld.get(t, 0), f"task {t}: n_free {free} != unheld slots {unheld.get(t, 0)}"
 
 
 # ----------------------------------------------------------------------------- participant flow

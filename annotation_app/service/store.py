@@ -84,12 +84,17 @@ class StudyStore:
             self._dispose()
             raise Psc6kError(f"{shown} holds no study (run psc6k annotate init first)")
         self._thread_lock = threading.Lock()
-        self._lock_fd = None
+        self._lock_fd = self._gate_fd = None
         if self.is_sqlite:
             # One writer at a time across threads and worker processes, queued on a lock file:
             # flock wakes the next writer at once, where SQLite's busy timeout polls with sleeps
-            # of up to 100 ms (a p99 killer under load).
-            self._lock_fd = os.open(str(self.write.url.database) + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
+            # of up to 100 ms (a p99 killer under load). flock is not fair: a process that just
+            # released it can take it straight back, starving the other worker's writer for many
+            # commits. The gate is a turnstile: a waiter holds it while it waits for the lock, so
+            # the writer that released the lock queues behind that waiter.
+            base = str(self.write.url.database)
+            self._lock_fd = os.open(base + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._gate_fd = os.open(base + ".writegate", os.O_RDWR | os.O_CREAT, 0o600)
         # SQLite: clicks of concurrent requests share transactions (one fsync per batch)
         self._group = GroupCommit(self) if self.is_sqlite else None
         self.config = StudyConfig.from_dict(json.loads(row.config_json))
@@ -106,7 +111,11 @@ class StudyStore:
                 yield conn
             return
         with self._thread_lock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            fcntl.flock(self._gate_fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(self._gate_fd, fcntl.LOCK_UN)
             try:
                 with self.write.begin() as conn:
                     yield conn
@@ -141,7 +150,8 @@ class StudyStore:
             self._group.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
-            self._lock_fd = None
+            os.close(self._gate_fd)
+            self._lock_fd = self._gate_fd = None
         self._dispose()
 
     def _dispose(self) -> None:

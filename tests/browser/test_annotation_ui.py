@@ -339,6 +339,10 @@ def test_dashboard_shows_progress_and_live_pair(new_page, server, admin, screens
     assert page.locator("#cat-chart g[data-category]").count() == 5
     progress = admin.get("/api/admin/progress").json()
     assert page.inner_text("#c-started") == str(progress["sessions"]["started"])
+    # the study URL to paste into Prolific: this server, Prolific's placeholders, the link key
+    page.wait_for_function("document.getElementById('link-url').value.length > 0")
+    assert page.input_value("#link-url") == (f"{server.url}/?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID="
+                                             f"{{{{%STUDY_ID%}}}}&SESSION_ID={{{{%SESSION_ID%}}}}&key={server.link_key}")
     page.wait_for_selector(".live-pair g.click")
     page.wait_for_selector(".live-pair g.centroid")
     live = admin.get("/api/admin/live").json()

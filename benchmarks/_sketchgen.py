@@ -54,3 +54,50 @@ def make_sketch(rng: np.random.Generator, size: int = 256) -> np.ndarray:
         cv2.line(img, tuple(np.round(p * 16).astype(int)), tuple(np.round(q * 16).astype(int)), 0, 1,
                  cv2.LINE_AA, 4)
     return img
+
+
+def add_specks(img: np.ndarray, rng: np.random.Generator, n: int, min_gap: float,
+               max_gap: float, max_size: float = 4.0, outside: bool = False) -> np.ndarray:
+    """A copy of ``img`` with ``n`` pen specks (dots and short ticks, up to ``max_size`` px)
+    placed ``min_gap``..``max_gap`` px (chessboard) from the nearest existing stroke; the
+    stray marks real scans and tablet drawings carry.  ``outside``: only outside the drawing
+    (outside its outline closed by 8 px)."""
+    out = img.copy()
+    ink = img < 128
+    dist = cv2.distanceTransform((~ink).astype(np.uint8), cv2.DIST_C, 3)
+    ok = (dist >= min_gap + max_size) & (dist <= max_gap)
+    if outside:
+        from scipy import ndimage
+
+        ok &= ~ndimage.binary_fill_holes(dist <= 8)
+    rows, cols = np.nonzero(ok)
+    if rows.size == 0:
+        return out
+    for i in rng.choice(rows.size, size=min(n, rows.size), replace=False):
+        p = np.array([cols[i], rows[i]], float)
+        if rng.random() < 0.5:  # a dot
+            cv2.circle(out, tuple(np.round(p * 16).astype(int)), int(16 * rng.uniform(0.5, max_size / 2)),
+                       0, -1, cv2.LINE_AA, 4)
+        else:  # a short tick
+            q = p + rng.uniform(-max_size, max_size, 2)
+            cv2.line(out, tuple(np.round(p * 16).astype(int)), tuple(np.round(q * 16).astype(int)), 0,
+                     int(rng.integers(1, 3)), cv2.LINE_AA, 4)
+    return out
+
+
+def split_drawing(rng: np.random.Generator, gap: int, size: int = 256) -> np.ndarray:
+    """Two large drawings side by side, ``gap`` px (chessboard) apart: an object drawn in two
+    separate pieces (a body and a detached head, a cup and its saucer)."""
+    a = make_sketch(rng, size)
+    ink = a < 128
+    cols = np.flatnonzero(ink.any(axis=0))
+    half = (cols[0] + cols[-1]) // 2
+    left = np.full_like(a, 255)
+    left[:, :half] = a[:, :half]
+    right = np.full_like(a, 255)
+    right[:, half:] = a[:, half:]
+    shift = gap // 2 + 1
+    out = np.full_like(a, 255)
+    out[:, :size - shift] = np.minimum(out[:, :size - shift], left[:, shift:])
+    out[:, shift:] = np.minimum(out[:, shift:], right[:, :size - shift])
+    return out

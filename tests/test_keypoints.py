@@ -15,6 +15,7 @@ import pytest
 from scipy import ndimage
 
 from psc6k import keypoints as K
+from psc6k.keypoints.parts import _ensure_k_parts as ensure_k_parts
 from psc6k.cli import main
 from psc6k.formats import read_keypoints_csv, write_pair_list, TrainPairs
 from psc6k.sketchy import SKETCH_DIR, sketch_relpath, photo_relpath
@@ -251,7 +252,7 @@ def test_lost_part_is_reseeded():
     parts = np.full((40, 40), -1)
     parts[5:35, 5:35] = 0
     parts[5:35, 20:35] = 1  # label 2 missing
-    fixed = K._ensure_k_parts(parts.copy(), 3)
+    fixed = ensure_k_parts(parts.copy(), 3)
     assert set(np.unique(fixed[fixed >= 0])) == {0, 1, 2}
     assert np.array_equal(fixed >= 0, parts >= 0)
 

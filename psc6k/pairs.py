@@ -13,12 +13,14 @@ Sketchy ships four lists of sketches its authors judged unusable, ``info/invalid
 ``pose``       the sketch's pose differs from the photo's (e.g. facing the other way)
 ``context``    the sketch draws the background or other objects besides the object
 
-By default all four are dropped, because PSC6K samples "valid" sketches, and because each kind
-breaks a photo-sketch *correspondence* specifically: wrong or unrecognisable sketches have no
-counterpart of the photo's parts; a different pose makes the photo location of a sketch keypoint
-ill-defined (the crowd would click the mirror part); context strokes enlarge the filled object
-mask so that keypoints land on scenery.  ``invalid_lists`` chooses a subset (e.g. to keep
-``context`` sketches for a larger training set).
+By default ``error`` and ``pose`` are dropped (:data:`PAPER_INVALID_LISTS`): the paper (§2.1,
+SPEC §2) filtered the sketches "completely off-target or that depicted the photographed object
+from the wrong perspective" — wrong sketches have no counterpart of the photo's parts, and a
+different pose makes the photo location of a sketch keypoint ill-defined (the crowd would click
+the mirror part).  ``invalid_lists`` chooses another subset: all four
+(:data:`psc6k.sketchy.INVALID_LISTS`) also drop unrecognisable sketches and sketches with
+context strokes (which enlarge the filled object mask), at the price of sampling from a smaller
+pool than the paper did.
 
 Sampling is seeded per photo (``seed`` and a CRC of the photo id), so a photo's sample does not
 change when other photos are added to or removed from the test list.
@@ -38,7 +40,10 @@ from psc6k.formats import TrainPairs
 from psc6k.sketchy import (INVALID_LISTS, PHOTO_DIR, SKETCH_DIR, SKETCHY_CATEGORIES,
                            photo_id_of_sketch, read_id_list, read_id_list_with_category)
 
-__all__ = ["PairBuild", "build_pairs", "sample_sketches", "scan_sketchy", "read_invalid"]
+#: The lists the paper drops (§2.1): off-target and wrong-perspective sketches.
+PAPER_INVALID_LISTS = ("error", "pose")
+
+__all__ = ["PAPER_INVALID_LISTS", "PairBuild", "build_pairs", "sample_sketches", "scan_sketchy", "read_invalid"]
 
 _PHOTO_EXTS = (".jpg", ".jpeg", ".png")
 _SKETCH_EXTS = (".png", ".jpg", ".jpeg")
@@ -138,7 +143,7 @@ def _resolve_categories(found) -> tuple[str, ...]:
     return SKETCHY_CATEGORIES if found <= set(SKETCHY_CATEGORIES) else tuple(sorted(found))
 
 
-def build_pairs(root, *, sketches_per_photo: int = 5, seed: int = 0, invalid_lists=INVALID_LISTS,
+def build_pairs(root, *, sketches_per_photo: int = 5, seed: int = 0, invalid_lists=PAPER_INVALID_LISTS,
                 testset=None, with_train: bool = True) -> PairBuild:
     """Sample PSC6K test pairs and list training pairs from a Sketchy root.
 
@@ -151,7 +156,8 @@ def build_pairs(root, *, sketches_per_photo: int = 5, seed: int = 0, invalid_lis
     seed : int
         Sampling seed.
     invalid_lists : sequence of str
-        Which of ``error, ambiguous, pose, context`` to drop (see the module docstring).
+        Which of ``error, pose, ambiguous, context`` to drop; default the paper's ``error,
+        pose`` (see the module docstring).
     testset : path, optional
         Test photo list (default ``root/info/testset.txt``).
     with_train : bool

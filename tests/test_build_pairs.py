@@ -12,7 +12,7 @@ from psc6k.cli import main
 from psc6k.errors import Psc6kError
 from psc6k.formats import read_pair_list, read_train_pairs
 from psc6k.pairs import build_pairs, sample_sketches
-from psc6k.sketchy import PHOTO_DIR, SKETCH_DIR, SKETCHY_CATEGORIES, class_index
+from psc6k.sketchy import INVALID_LISTS, PHOTO_DIR, SKETCH_DIR, SKETCHY_CATEGORIES, class_index
 
 CATS = ("airplane", "cat", "zebra")
 
@@ -62,7 +62,7 @@ def tree(tmp_path):
 
 def test_build_pairs_samples_valid_sketches(tree):
     root, facts = tree
-    res = build_pairs(root, seed=0)
+    res = build_pairs(root, seed=0, invalid_lists=INVALID_LISTS)
     test = res.test
     invalid_ids = {i for ids in facts["invalid"].values() for i in ids}
     sketch_ids = [Path(s).stem for s in test.sketch]
@@ -89,7 +89,7 @@ def test_build_pairs_samples_valid_sketches(tree):
 
 def test_train_split_is_every_valid_sketch_of_the_other_photos(tree):
     root, facts = tree
-    res = build_pairs(root, seed=0)
+    res = build_pairs(root, seed=0, invalid_lists=INVALID_LISTS)
     test_photos = set(res.test.photo)
     assert not test_photos & set(res.train.photo)
     # 3 categories x 2 training photos x 7 sketches, minus the invalid context sketch
@@ -138,7 +138,8 @@ def test_missing_and_mislabelled_test_photos(tree):
 def test_cli_writes_the_files(tree, tmp_path, capsys):
     root, facts = tree
     out = tmp_path / "out"
-    status = main(["build-pairs", str(root), "--out", str(out), "--seed", "0"])
+    status = main(["build-pairs", str(root), "--out", str(out), "--seed", "0",
+                   "--invalid-lists", "error,pose,ambiguous,context"])
     assert status == 0
     captured = capsys.readouterr()
     assert "only 2 valid sketches" in captured.err and facts["short"] in captured.err
@@ -161,7 +162,8 @@ def test_cli_writes_the_files(tree, tmp_path, capsys):
     assert summary["invalid_sketches_on_disk"]["error"] == 2
     # same seed, same bytes
     out2 = tmp_path / "out2"
-    assert main(["build-pairs", str(root), "--out", str(out2), "--seed", "0", "--json"]) == 0
+    assert main(["build-pairs", str(root), "--out", str(out2), "--seed", "0", "--json",
+                 "--invalid-lists", "error,pose,ambiguous,context"]) == 0
     assert json.loads(capsys.readouterr().out)["n_test_pairs"] == 27
     for name in ("test_pairs.csv", "train_pairs_ps.csv", "train_pairs_st.csv"):
         assert (out / name).read_bytes() == (out2 / name).read_bytes()
@@ -216,3 +218,28 @@ def test_pairs_then_keypoints_end_to_end(tree, tmp_path, capsys):
     kps = read_keypoints_csv(out / "keypoints.csv")
     assert list(kps) == read_pair_list(out / "test_pairs.csv").sketch
     assert all(v.shape == (8, 2) and np.isfinite(v).all() for v in kps.values())
+
+
+def test_default_drops_the_papers_two_lists_and_the_option_keeps_the_choice(tree, tmp_path):
+    """SPEC §2 / paper §2.1: off-target (error) and wrong-perspective (pose) sketches are dropped
+    by default; ambiguous and context sketches stay in the pool unless asked for."""
+    root, facts = tree
+    out = tmp_path / "default"
+    assert main(["build-pairs", str(root), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["invalid_lists_dropped"] == ["error", "pose"]
+    train = {Path(s).stem for s in read_train_pairs(out / "train_pairs_ps.csv").sketch}
+    test = {Path(s).stem for s in read_pair_list(out / "test_pairs.csv").sketch}
+    pool = train | test
+    assert not pool & set(facts["invalid"]["error"] + facts["invalid"]["pose"])
+    assert "n00000000_102-1" in train  # context: kept
+    res = build_pairs(root, seed=0)
+    assert res.summary["invalid_lists_dropped"] == ["error", "pose"]
+    assert {Path(s).stem for s in res.train.sketch} == train
+    # the ambiguous sketch of a test photo is a candidate again: the short photo's count too
+    assert res.short_photos[0]["n_valid"] == 2
+    out4 = tmp_path / "four"
+    assert main(["build-pairs", str(root), "--out", str(out4), "--invalid-lists",
+                 "error,pose,ambiguous,context"]) == 0
+    train4 = {Path(s).stem for s in read_train_pairs(out4 / "train_pairs_ps.csv").sketch}
+    assert "n00000000_102-1" not in train4 and train4 < train

@@ -11,8 +11,14 @@ directory, the path relative to the Sketchy root when the directory lies inside 
 ``--images`` names it), otherwise the path relative to INPUT.
 
 A sketch that cannot be processed (unreadable or truncated file, empty or all-black image,
-strokes that stay apart after the dilation bound) gets one error line on stderr and the batch
-goes on; the exit status is 1 if any sketch failed, unless ``--keep-going``.
+large pieces that stay apart after the dilation bound) gets one error line on stderr and the
+batch goes on; the exit status is 1 if any sketch failed, unless ``--keep-going``.
+
+Long runs are crash-safe: every result is appended to ``OUT.journal`` (fsync'd every
+``JOURNAL_SYNC_EVERY`` results) and the final CSVs are written whole, through a temporary file
+and a rename, only at the end.  ``--resume`` continues a killed run from its journal; the
+result equals an uninterrupted run's, each sketch processed once.  ``--report FILE.csv``
+records per sketch what the builder did (dilations, marks set aside, moved keypoints, status).
 """
 
 from __future__ import annotations
@@ -48,8 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viz", metavar="DIR", default=None,
                         help="also write one PNG per sketch: sketch | mask | pseudo-parts | keypoints")
     parser.add_argument("--max-dilations", type=int, default=None, metavar="N",
-                        help="bound on 3x3 dilations used to connect strokes; None means ~6%% of the "
-                             "image side (16 for 256x256)")
+                        help="bound on 3x3 dilations used to connect the drawing's pieces; None means "
+                             "1/8 of the drawing's bounding-box side (25 for a 200 px drawing)")
+    parser.add_argument("--stray-gap", type=int, default=None, metavar="PX",
+                        help="ink groups this far (px) from the rest, holding under 5%% of the ink and "
+                             "outside the object, are stray marks and set aside; None means 1/12 of the "
+                             "image side (21 for 256x256); 0 keeps every mark (the paper read literally)")
+    parser.add_argument("--report", metavar="CSV", default=None,
+                        help="also write one diagnostics row per sketch: mask pixels, dilations, marks "
+                             "set aside, parts connected, keypoints moved, status")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from OUT.journal (same INPUT and options)")
     parser.add_argument("--close-gaps", type=int, default=0, metavar="PX",
                         help="beyond the paper: also close outline gaps up to ~2*PX pixels so that an "
                              "almost-closed outline is filled (0 = the paper's rule only)")
@@ -166,21 +181,42 @@ def collect(input_path: str, images: str | None) -> list[tuple[str, Path]]:
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
             (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+#: --viz colours (RGB): ink set aside (dust, stray marks) and mask grown by the dilations.
+SET_ASIDE_RGB = (230, 0, 0)
+DILATED_RGB = (120, 170, 255)
+
+#: One --report row per sketch, in input order.
+REPORT_COLUMNS = ("sketch", "status", "width", "height", "mask_px", "dilations", "max_dilations",
+                  "pieces_joined", "dust_components", "stray_marks", "ink_px_set_aside",
+                  "parts_connected", "keypoints_moved", "error")
 
 
 def render_strip(res) -> "np.ndarray":
-    """Paper Fig. 7 strip, RGB uint8 [H, 4W + 3 gaps]: sketch | mask | pseudo-parts | keypoints."""
+    """Paper Fig. 7 strip, RGB uint8 [H, 4W + 3 gaps]: sketch | mask | pseudo-parts | keypoints.
+
+    Colour code: in the sketch panel the ink set aside (dust, stray marks) is red; in the mask
+    panel the object's ink is black, the filled outline dark grey and what the dilations added
+    light blue.
+    """
     import cv2
     import numpy as np
 
+    from psc6k.keypoints._morphology import fill_holes
+
     h, w = res.gray.shape
     sketch = np.repeat((res.gray * 255).astype(np.uint8)[:, :, None], 3, axis=2)
-    mask = np.where(res.mask[:, :, None], np.uint8(40), np.uint8(255)).repeat(3, axis=2)
+    if res.set_aside is not None and res.set_aside.any():
+        sketch[res.set_aside] = SET_ASIDE_RGB
+    mask = np.full((h, w, 3), 255, np.uint8)
+    mask[res.mask] = (70, 70, 70)
+    if res.dilation_iterations:
+        mask[res.mask & ~fill_holes(res.ink)] = DILATED_RGB
+    mask[res.ink] = (0, 0, 0)
     palette = np.array([_PALETTE[i % len(_PALETTE)] for i in range(max(int(res.parts.max()) + 1, 1))], np.uint8)
     parts = np.full((h, w, 3), 255, np.uint8)
     inside = res.parts >= 0
     parts[inside] = palette[res.parts[inside]]
-    kps = sketch.copy()
+    kps = np.repeat((res.gray * 255).astype(np.uint8)[:, :, None], 3, axis=2)
     kps[res.mask & ~res.ink] = (kps[res.mask & ~res.ink] * 0.85).astype(np.uint8)
     radius = max(2, int(round(max(h, w) / 64)))
     for i, (x, y) in enumerate(res.keypoints):
@@ -194,25 +230,37 @@ def render_strip(res) -> "np.ndarray":
     return np.concatenate([sketch, gap, mask, gap, parts, gap, kps], axis=1)
 
 
-def process_one(task):
-    """Worker: ``(key, path, seed, max_dilations, close_gaps, viz_path)`` -> dict with keypoints
-    or error."""
-    key, path, seed, max_dilations, close_gaps, viz_path = task
+def process_one(task) -> dict:
+    """Worker: ``(key, path, options, viz_path)`` -> one result record (JSON-able dict).
+
+    ``options`` holds ``seed``, ``max_dilations``, ``stray_gap``, ``close_gaps``.  The record
+    has ``sketch``, ``status`` (``"ok"`` or a :class:`SketchError` reason), the ``--report``
+    fields, ``keypoints`` ([8, 2] list, 3 decimals) when ok, ``error`` when not.
+    """
+    key, path, opt, viz_path = task
     from psc6k import keypoints as K
+    from psc6k.keypoints.quality import n_parts_connected
 
     try:
         gray = K.load_sketch(path)
-        res = K.analyze_sketch(gray, 8, seed, max_dilations=max_dilations, close_gaps_px=close_gaps)
+        res = K.analyze_sketch(gray, 8, opt["seed"], max_dilations=opt["max_dilations"],
+                               stray_gap=opt["stray_gap"], close_gaps_px=opt["close_gaps"])
     except K.SketchError as exc:
-        return {"sketch": key, "error": exc.detail, "reason": exc.reason}
+        return {"sketch": key, "status": exc.reason, "error": exc.detail}
     except MemoryError:
-        return {"sketch": key, "error": "out of memory", "reason": "error"}
+        return {"sketch": key, "status": "error", "error": "out of memory"}
     except Exception as exc:  # a bug must not stop a 75k-sketch batch; it is reported per sketch
-        return {"sketch": key, "error": f"internal error: {type(exc).__name__}: {exc}", "reason": "error"}
+        return {"sketch": key, "status": "error", "error": f"internal error: {type(exc).__name__}: {exc}"}
     # 3 decimals (1/1000 px) keep the CSV readable; rounding cannot move a point off its pixel
     # by more than 0.0005 px
-    out = {"sketch": key, "keypoints": res.keypoints.round(3), "dilation_iterations": res.dilation_iterations,
-           "moved": int(res.moved.sum()), "size": list(res.gray.shape[::-1])}
+    out = {"sketch": key, "status": "ok", "keypoints": res.keypoints.round(3).tolist(),
+           "width": int(gray.shape[1]), "height": int(gray.shape[0]), "mask_px": int(res.mask.sum()),
+           "dilations": int(res.dilation_iterations), "max_dilations": int(res.max_dilations),
+           "pieces_joined": int(res.n_pieces) if res.dilation_iterations else 0,
+           "dust_components": int(res.n_dust), "stray_marks": int(res.n_stray),
+           "ink_px_set_aside": int(res.set_aside.sum()) if res.set_aside is not None else 0,
+           "parts_connected": int(n_parts_connected(res.parts, 8)),
+           "keypoints_moved": int(res.moved.sum())}
     if viz_path is not None:
         try:
             import cv2
@@ -226,7 +274,7 @@ def process_one(task):
 
 
 def _worker_init():
-    # Each worker uses one BLAS and one OpenCV thread: N workers on N cores, no
+    # Each worker uses one BLAS, OpenMP and OpenCV thread: N workers on N cores, no
     # oversubscription. This runs inside the worker processes only; the parent is untouched.
     try:
         import cv2
@@ -246,55 +294,157 @@ def _viz_path(viz_dir: Path, key: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+# the journal: crash-safe incremental output
+# --------------------------------------------------------------------------------------------
+
+JOURNAL_FORMAT = "psc6k-build-keypoints-journal/1"
+#: Results between two fsyncs of the journal (a kill loses at most these; they are redone).
+JOURNAL_SYNC_EVERY = 64
+
+
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.name + ".journal")
+
+
+class Journal:
+    """Append-only JSON-lines record of a run: a header line with the settings, then one
+    result record per sketch in input order.  A torn last line (a kill mid-write) is ignored
+    on reading; the sketch is simply processed again."""
+
+    def __init__(self, path: Path, settings: dict, resume: bool):
+        self.path = path
+        self.done: set[str] = set()
+        if path.exists() and not resume:
+            raise Psc6kError(f"{path}: an interrupted run's journal is there; pass --resume to continue "
+                             "it, or delete it to start over")
+        if resume and path.exists():
+            self._check_header(settings)
+            good = 0
+            for offset, rec in self._records():
+                self.done.add(rec["sketch"])
+                good = offset
+            self.fh = open(path, "r+b")
+            self.fh.truncate(good)  # drop a torn last line
+            self.fh.seek(good)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "wb")
+            self.fh.write((json.dumps({"format": JOURNAL_FORMAT, "settings": settings}) + "\n").encode())
+            self.sync()
+        self.pending = 0
+
+    def _check_header(self, settings):
+        try:
+            with open(self.path, "rb") as fh:
+                header = json.loads(fh.readline())
+        except (OSError, ValueError) as exc:
+            raise Psc6kError(f"{self.path}: line 1: not a build-keypoints journal ({exc}); delete it "
+                             "to start over") from None
+        if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
+            raise Psc6kError(f"{self.path}: line 1: not a build-keypoints journal; delete it to start over")
+        if header.get("settings") != settings:
+            old = header.get("settings") or {}
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise Psc6kError(f"{self.path}: the interrupted run used other settings ({', '.join(diff)}); "
+                             "resume with the same INPUT and options, or delete the journal")
+
+    def _records(self):
+        """(end offset, record) of every complete record after the header."""
+        with open(self.path, "rb") as fh:
+            fh.readline()
+            offset = fh.tell()
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    break
+                if not isinstance(rec, dict) or "sketch" not in rec:
+                    break
+                offset += len(line)
+                yield offset, rec
+
+    def records(self):
+        for _, rec in self._records():
+            yield rec
+
+    def append(self, rec: dict) -> None:
+        self.fh.write((json.dumps(rec, separators=(",", ":")) + "\n").encode())
+        self.pending += 1
+        if self.pending >= JOURNAL_SYNC_EVERY:
+            self.sync()
+
+    def sync(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.pending = 0
+
+    def close(self) -> None:
+        if not self.fh.closed:
+            self.sync()
+            self.fh.close()
+
+
+def _write_atomically(path: Path, header, rows) -> None:
+    """Write a CSV through ``path.tmp`` + fsync + rename: never a half-written ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
 # the command
 # --------------------------------------------------------------------------------------------
 
-def build_keypoints(items, *, seed=0, workers=1, viz_dir=None, max_dilations=None, close_gaps=0,
-                    progress=True, on_error=None):
-    """Process ``(key, path)`` items; returns (results in input order, keypoints {key: [8, 2]})."""
-    tasks = [(key, str(path), seed, max_dilations, close_gaps,
-              str(_viz_path(Path(viz_dir), key)) if viz_dir is not None else None) for key, path in items]
+def _results(tasks, workers: int):
+    """Results of ``process_one`` over ``tasks``, in order, from ``workers`` processes."""
+    if workers <= 1:
+        for t in tasks:
+            yield process_one(t)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork is fastest where available; spawn elsewhere (same results: no shared state).  Tasks
+    # go out in chunks (a few thousand futures for 75k sketches); map yields in input order.
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    chunk = max(1, min(16, len(tasks) // (workers * 8)))
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as ex:
+        yield from ex.map(process_one, tasks, chunksize=chunk)
+
+
+def build_keypoints(items, *, seed=0, workers=1, viz_dir=None, max_dilations=None, stray_gap=None,
+                    close_gaps=0, progress=True, on_result=None):
+    """Process ``(key, path)`` items; yields one result record per item, in input order.
+
+    ``on_result(record)`` is called as each arrives (the command journals and reports there).
+    """
+    opt = {"seed": seed, "max_dilations": max_dilations, "stray_gap": stray_gap, "close_gaps": close_gaps}
+    tasks = [(key, str(path), opt, str(_viz_path(Path(viz_dir), key)) if viz_dir is not None else None)
+             for key, path in items]
     if workers == 0:
         workers = os.cpu_count() or 1
     workers = max(1, min(workers, len(tasks)))
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
-    bar = tqdm(total=len(tasks), unit="sketch", disable=not progress or tqdm is None,
-               file=sys.stderr, dynamic_ncols=True) if tqdm is not None else None
-    results = []
+    from tqdm import tqdm
 
-    def handle(r):
-        results.append(r)
-        if "error" in r and on_error is not None:
-            on_error(r)
-        if bar is not None:
+    with tqdm(total=len(tasks), unit="sketch", disable=not progress, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for rec in _results(tasks, workers):
+            if on_result is not None:
+                on_result(rec)
             bar.update(1)
-
-    try:
-        if workers == 1:
-            for t in tasks:
-                handle(process_one(t))
-        else:
-            from concurrent.futures import ProcessPoolExecutor
-            import multiprocessing as mp
-
-            # fork is fastest where available; spawn elsewhere (same results: no shared state)
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as ex:
-                chunk = max(1, min(32, len(tasks) // (workers * 8)))
-                for r in ex.map(process_one, tasks, chunksize=chunk):
-                    handle(r)
-    finally:
-        if bar is not None:
-            bar.close()
-    keypoints = {r["sketch"]: r["keypoints"] for r in results if "keypoints" in r}
-    return results, keypoints
+            yield rec
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.formats import write_keypoints_csv
+    from psc6k.formats import format_list
 
     if args.workers < 0:
         raise Psc6kError(f"--workers must be >= 0, got {args.workers}")
@@ -302,47 +452,57 @@ def run(args: argparse.Namespace) -> int:
         raise Psc6kError(f"--close-gaps must be >= 0, got {args.close_gaps}")
     if args.max_dilations is not None and args.max_dilations < 0:
         raise Psc6kError(f"--max-dilations must be >= 0, got {args.max_dilations}")
-    items = collect(args.input, args.images)
+    if args.stray_gap is not None and args.stray_gap < 0:
+        raise Psc6kError(f"--stray-gap must be >= 0, got {args.stray_gap}")
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise Psc6kError(f"--out {out}: is a directory; expected a CSV file path")
+    report = Path(args.report) if args.report else None
+    if report is not None and report.exists() and report.is_dir():
+        raise Psc6kError(f"--report {report}: is a directory; expected a CSV file path")
+    items = collect(args.input, args.images)
+    settings = {"input": str(Path(args.input).resolve()), "images": args.images, "seed": args.seed,
+                "max_dilations": args.max_dilations, "stray_gap": args.stray_gap,
+                "close_gaps": args.close_gaps, "n_sketches": len(items)}
+    journal = Journal(journal_path(out), settings, args.resume)
+    todo = [(k, p) for k, p in items if k not in journal.done]
+    if journal.done:
+        _print_err(f"psc6k build-keypoints: resuming: {len(items) - len(todo)} of {len(items)} sketches "
+                   f"already done ({journal.path})")
     start = time.perf_counter()
 
-    def on_error(r):  # one line per failed sketch, as it happens
-        _print_err(f"psc6k build-keypoints: {r['sketch']}: {r['error']}")
+    def on_result(r):
+        journal.append(r)
+        if r["status"] != "ok":  # one line per failed sketch, as it happens
+            _print_err(f"psc6k build-keypoints: {r['sketch']}: {r['error']}")
+        if "viz_error" in r:
+            _print_err(f"psc6k build-keypoints: {r['sketch']}: could not write the --viz image: {r['viz_error']}")
 
-    results, keypoints = build_keypoints(
-        items, seed=args.seed, workers=args.workers, viz_dir=args.viz, max_dilations=args.max_dilations,
-        close_gaps=args.close_gaps, progress=not args.no_progress, on_error=on_error)
+    try:
+        for _ in build_keypoints(todo, seed=args.seed, workers=args.workers, viz_dir=args.viz,
+                                 max_dilations=args.max_dilations, stray_gap=args.stray_gap,
+                                 close_gaps=args.close_gaps, progress=not args.no_progress,
+                                 on_result=on_result):
+            pass
+    finally:
+        journal.close()
     seconds = time.perf_counter() - start
-    write_keypoints_csv(keypoints, out)
 
-    failures = [{"sketch": r["sketch"], "reason": r["reason"], "error": r["error"]} for r in results if "error" in r]
-    viz_errors = [{"sketch": r["sketch"], "error": r["viz_error"]} for r in results if "viz_error" in r]
-    ok = [r for r in results if "keypoints" in r]
-    summary = {
-        "input": str(args.input),
-        "out": str(out),
-        "n_sketches": len(results),
-        "n_ok": len(ok),
-        "n_failed": len(failures),
-        "failures_by_reason": dict(sorted(Counter(f["reason"] for f in failures).items())),
-        "failures": failures,
-        "dilation_iterations": {str(k): v for k, v in sorted(Counter(r["dilation_iterations"] for r in ok).items())},
-        "keypoints_moved_onto_part": sum(r["moved"] for r in ok),
-        "seed": args.seed,
-        "close_gaps": args.close_gaps,
-        "workers": args.workers,
-        "seconds": round(seconds, 3),
-        "viz": args.viz,
-    }
-    if viz_errors:
-        summary["viz_errors"] = viz_errors
-        for v in viz_errors:
-            _print_err(f"psc6k build-keypoints: {v['sketch']}: could not write the --viz image: {v['error']}")
-    reasons = ", ".join(f"{n} {k}" for k, n in summary["failures_by_reason"].items())
-    line = (f"build-keypoints: {len(ok)} of {len(results)} sketches -> {out} in {seconds:.1f} s"
-            + (f"; {len(failures)} failed ({reasons})" if failures else ""))
+    # the journal holds every sketch once, in input order: stream it into the final files
+    summary = _finish(journal, out, report, format_list)
+    summary.update({"input": str(args.input), "out": str(out), "report": args.report,
+                    "seed": args.seed, "close_gaps": args.close_gaps, "stray_gap": args.stray_gap,
+                    "workers": args.workers, "seconds": round(seconds, 3), "viz": args.viz,
+                    "resumed": len(items) - len(todo)})
+    journal.path.unlink()
+    ok, n, failures = summary["n_ok"], summary["n_sketches"], summary["failures"]
+    reasons = ", ".join(f"{c} {k}" for k, c in summary["failures_by_reason"].items())
+    line = (f"build-keypoints: {ok} of {n} sketches -> {out} in {seconds:.1f} s; "
+            f"{summary['dilated']} dilated (max {summary['max_dilations_used']}), "
+            f"{summary['with_marks_set_aside']} with marks set aside "
+            f"({summary['dust_components']} dust, {summary['stray_marks']} stray, "
+            f"{summary['ink_px_set_aside']} ink px), {summary['keypoints_moved_onto_part']} keypoints "
+            f"moved onto their part" + (f"; {len(failures)} failed ({reasons})" if failures else ""))
     if args.json:
         _print_err(line)
         print(json.dumps(summary, indent=2))
@@ -353,10 +513,50 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_err(text: str) -> None:
-    try:
-        from tqdm import tqdm
+def _finish(journal: Journal, out: Path, report: Path | None, format_list) -> dict:
+    """Write the keypoints CSV (and the report) from the journal; return the summary."""
+    failures, reasons, dil = [], Counter(), Counter()
+    totals = Counter()
+    viz_errors = []
 
-        tqdm.write(text, file=sys.stderr)
-    except ImportError:  # pragma: no cover
-        print(text, file=sys.stderr)
+    def kp_rows():
+        for rec in journal.records():
+            totals["n"] += 1
+            if rec["status"] != "ok":
+                failures.append({"sketch": rec["sketch"], "reason": rec["status"], "error": rec["error"]})
+                reasons[rec["status"]] += 1
+                continue
+            totals["ok"] += 1
+            dil[rec["dilations"]] += 1
+            for k in ("dust_components", "stray_marks", "ink_px_set_aside", "keypoints_moved"):
+                totals[k] += rec[k]
+            totals["with_marks"] += bool(rec["dust_components"] or rec["stray_marks"])
+            if "viz_error" in rec:
+                viz_errors.append({"sketch": rec["sketch"], "error": rec["viz_error"]})
+            kps = rec["keypoints"]
+            yield [rec["sketch"], format_list(p[0] for p in kps), format_list(p[1] for p in kps)]
+
+    from psc6k.formats import KEYPOINT_COLUMNS
+
+    _write_atomically(out, KEYPOINT_COLUMNS, kp_rows())
+    if report is not None:
+        _write_atomically(report, REPORT_COLUMNS,
+                          ([rec.get(c, "") for c in REPORT_COLUMNS] for rec in journal.records()))
+    summary = {
+        "n_sketches": totals["n"], "n_ok": totals["ok"], "n_failed": len(failures),
+        "failures_by_reason": dict(sorted(reasons.items())), "failures": failures,
+        "dilation_iterations": {str(k): v for k, v in sorted(dil.items())},
+        "dilated": sum(v for k, v in dil.items() if k), "max_dilations_used": max(dil, default=0),
+        "with_marks_set_aside": totals["with_marks"], "dust_components": totals["dust_components"],
+        "stray_marks": totals["stray_marks"], "ink_px_set_aside": totals["ink_px_set_aside"],
+        "keypoints_moved_onto_part": totals["keypoints_moved"],
+    }
+    if viz_errors:
+        summary["viz_errors"] = viz_errors
+    return summary
+
+
+def _print_err(text: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)

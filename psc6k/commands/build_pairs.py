@@ -10,8 +10,8 @@ Reads ``info/testset.txt`` (the test photos) and the ``info/invalid-*.txt`` list
   summary.json         counts, settings, test photos with too few valid sketches
 
 Test photos with fewer valid sketches than asked use all they have and are listed (stderr and
-summary.json). By default the sketches of all four invalid lists are dropped (error, ambiguous,
-pose, context): see docs/builder.md for why; --invalid-lists chooses.
+summary.json). By default the sketches of the paper's two invalid lists are dropped (error,
+pose; SPEC §2): see docs/builder.md; --invalid-lists chooses (e.g. all four).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from psc6k.errors import Psc6kError
+from psc6k.pairs import PAPER_INVALID_LISTS
 from psc6k.sketchy import INVALID_LISTS
 
 HELP = "sample PSC6K test/train pairs from a Sketchy download"
@@ -44,9 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for the pair CSVs and summary.json")
     parser.add_argument("--sketches-per-photo", type=int, default=5, metavar="N", help="valid sketches sampled per test photo")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="sampling seed")
-    parser.add_argument("--invalid-lists", type=_lists, default=",".join(INVALID_LISTS), metavar="NAMES",
+    parser.add_argument("--invalid-lists", type=_lists, default=",".join(PAPER_INVALID_LISTS), metavar="NAMES",
                         help="Sketchy invalid lists whose sketches are dropped: a comma-separated "
-                             f"subset of {','.join(INVALID_LISTS)}, or 'none'")
+                             f"subset of {','.join(INVALID_LISTS)}, or 'none' (default: the paper's "
+                             f"{','.join(PAPER_INVALID_LISTS)})")
     parser.add_argument("--testset", metavar="FILE", default=None,
                         help="test photo list; None means SKETCHY_ROOT/info/testset.txt")
     parser.add_argument("--no-train", action="store_true", help="write only test_pairs.csv and summary.json")

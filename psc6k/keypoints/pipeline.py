@@ -41,7 +41,7 @@ class KeypointResult:
         Which keypoints were moved from an outside centroid onto their part.
     set_aside : bool [H, W]
         Ink set aside as dust or stray marks (``True`` = ink not used).
-    n_dust, n_stray, n_pieces :
+    n_dust, n_stray, n_pieces, max_dilations :
         As in :class:`psc6k.keypoints.mask.MaskResult`.
     """
 
@@ -58,6 +58,7 @@ class KeypointResult:
     n_dust: int = 0
     n_stray: int = 0
     n_pieces: int = 1
+    max_dilations: int = 0
 
 
 def analyze_sketch(image, k: int = 8, seed: int = 0, *, max_dilations: int | None = None,
@@ -90,7 +91,8 @@ def analyze_sketch(image, k: int = 8, seed: int = 0, *, max_dilations: int | Non
     return KeypointResult(gray=gray, ink=m.ink, mask=m.mask, parts=parts, keypoints=kps,
                           dilation_iterations=m.dilations, stride=info["stride"],
                           n_nodes=info["n_nodes"], moved=moved, set_aside=m.set_aside,
-                          n_dust=m.n_dust, n_stray=m.n_stray, n_pieces=m.n_pieces)
+                          n_dust=m.n_dust, n_stray=m.n_stray, n_pieces=m.n_pieces,
+                          max_dilations=m.max_dilations)
 
 
 def sample_keypoints(image, k: int = 8, seed: int = 0) -> np.ndarray:

@@ -485,3 +485,173 @@ def test_invariants_on_random_scribbles(seed):
     assert K.parts_connected(res.parts, 8)
     r, c = np.rint(res.keypoints[:, 1]).astype(int), np.rint(res.keypoints[:, 0]).astype(int)
     assert np.array_equal(res.parts[r, c], np.arange(8))
+
+
+# ----------------------------------------------------------------------------- stray marks
+def specked(img, specks):
+    """``img`` with filled dots ``(x, y, radius)``."""
+    img = img.copy()
+    for x, y, r in specks:
+        cv2.circle(img, (x, y), r, 0, -1)
+    return img
+
+
+def test_specks_far_from_the_object_are_set_aside_near_ones_joined():
+    base = circle_sketch(r=50)
+    ref = K.object_mask(K.binarize(base))
+    assert ref.dilations == 0 and ref.n_set_aside == 0
+    # far: 3 dots 40+ px outside the circle -> set aside, mask unchanged, counted
+    far = K.object_mask(K.binarize(specked(base, [(20, 20, 2), (235, 30, 2), (230, 230, 1)])))
+    assert far.n_stray == 3 and far.dilations == 0
+    assert np.array_equal(far.mask, ref.mask)
+    assert far.set_aside.sum() > 0 and not (far.set_aside & far.ink).any()
+    # a mark rule mutation check: with stray marks off (the paper literally) they are joined
+    literal = K.object_mask(K.binarize(specked(base, [(20, 20, 2)])), stray_gap=0, max_dilations=80)
+    assert literal.n_stray == 0 and literal.dilations > 10
+    # near: a dot 6 px outside the outline is the object's, joined by the paper's dilation
+    near = K.object_mask(K.binarize(specked(base, [(128 + 50 + 7, 128, 2)])))
+    assert near.n_stray == 0 and 1 <= near.dilations <= 4
+    assert near.ink[128, 128 + 50 + 7]
+    # inside the outline (an eye): on the object whatever its distance
+    eye = K.object_mask(K.binarize(specked(base, [(128, 128, 2)])))
+    assert eye.n_stray == 0 and eye.ink[128, 128]
+    # nothing silently dropped: ink = object ink + set aside
+    ink = K.binarize(specked(base, [(20, 20, 2), (128, 128, 2)]))
+    res = K.object_mask(ink)
+    assert np.array_equal(res.ink | res.set_aside, ink)
+
+
+def test_a_large_far_piece_is_not_a_stray_mark():
+    """Above the ink-share threshold a separate piece is the object's, joined by dilation."""
+    img = circle_sketch(r=40, center=(90, 128))
+    cv2.circle(img, (200, 128), 18, 0, 2)  # a second, smaller circle 32 px away
+    res = K.object_mask(K.binarize(img))
+    assert res.n_stray == 0 and res.n_pieces == 2 and res.dilations >= 15
+    assert K.n_components(res.mask) == 1 if hasattr(K, "n_components") else n_components(res.mask) == 1
+    # mutation check: at a 40% threshold the small circle would be a stray mark
+    assert K.object_mask(K.binarize(img), stray_fraction=0.4).n_stray == 1
+
+
+def wide_sketch():
+    img = blank()
+    cv2.ellipse(img, (106, 128), (45, 80), 0, 90, 270, 0, 2)  # x 61..106
+    cv2.ellipse(img, (148, 128), (45, 80), 0, -90, 90, 0, 2)  # x 148..193: 41 px apart
+    return img
+
+
+def test_outlines_needing_twenty_plus_dilations_pass():
+    """Two halves of an object 40 px apart (like the bundled sample's bird, 22 dilations)."""
+    img = wide_sketch()
+    res = K.object_mask(K.binarize(img))
+    assert res.dilations >= 20 and res.n_pieces == 2 and n_components(res.mask) == 1
+    assert res.max_dilations >= res.dilations
+    kps = K.sample_keypoints(img)
+    assert on_mask(res.mask, kps).all()
+
+
+def test_several_large_pieces_that_cannot_join_are_an_error():
+    img = blank(256, 512)
+    for cx in (40, 256, 472):  # three 30 px objects 180+ px apart
+        cv2.circle(img, (cx, 128), 15, 0, 2)
+    with pytest.raises(K.SketchError, match="3 separate parts even after") as exc:
+        K.object_mask(K.binarize(img))
+    assert exc.value.reason == "not_connected"
+    # a larger explicit bound joins them (the error is the bound, not a crash)
+    assert n_components(K.object_mask(K.binarize(img), max_dilations=100).mask) == 1
+
+
+@pytest.mark.parametrize("name", ["bird/syn0008_00001-1", "cup/syn0009_00001-1"])
+def test_the_bundled_samples_wide_sketches_build(name):
+    from psc6k.data import sample_path
+
+    path = sample_path() / SKETCH_DIR / f"{name}.png"
+    res = K.analyze_sketch(path)
+    assert res.dilation_iterations in (18, 22) and K.parts_connected(res.parts, 8)
+    assert on_mask(res.mask, res.keypoints).all()
+
+
+# ----------------------------------------------------------------------------- report and resume
+def test_report_rows_and_summary_line(tmp_path, capsys):
+    src = tmp_path / "s"
+    write_sketches(src, 2)
+    cv2.imwrite(str(src / "specks.png"), specked(circle_sketch(r=50), [(20, 20, 2), (235, 30, 2)]))
+    cv2.imwrite(str(src / "wide.png"), wide_sketch())
+    cv2.imwrite(str(src / "zblank.png"), blank())
+    out, report, viz = tmp_path / "k.csv", tmp_path / "report.csv", tmp_path / "viz"
+    assert main(["build-keypoints", str(src), "--out", str(out), "--report", str(report), "--viz", str(viz),
+                 "--no-progress", "--keep-going"]) == 0
+    line = capsys.readouterr().out
+    assert "4 of 5 sketches" in line and "1 with marks set aside" in line and "2 stray" in line
+    import csv as _csv
+
+    rows = {r["sketch"]: r for r in _csv.DictReader(open(report))}
+    assert list(rows) == ["s0.png", "s1.png", "specks.png", "wide.png", "zblank.png"]
+    assert rows["specks.png"]["stray_marks"] == "2" and int(rows["specks.png"]["ink_px_set_aside"]) > 0
+    assert int(rows["wide.png"]["dilations"]) >= 20
+    assert rows["wide.png"]["pieces_joined"] == "2"
+    assert rows["s0.png"]["status"] == "ok" and rows["s0.png"]["parts_connected"] == "8"
+    assert rows["zblank.png"]["status"] == "empty" and rows["zblank.png"]["error"]
+    assert int(rows["s0.png"]["mask_px"]) > 1000
+    strip = cv2.imread(str(viz / "specks.png"))[:, :256, ::-1]
+    assert (np.all(strip == (230, 0, 0), axis=2)).sum() > 0, "set-aside ink drawn red"
+    assert not (tmp_path / "k.csv.journal").exists()
+
+
+def _kill_mid_run(cmd, journal, min_records, timeout=60):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "psc6k.cli", *cmd], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < timeout:
+            if journal.exists() and journal.read_bytes().count(b"\n") > min_records:
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    return proc.returncode
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    import psc6k.commands.build_keypoints as bk
+
+    src = tmp_path / "s"
+    src.mkdir()
+    for i in range(40):
+        img = blank()
+        cv2.ellipse(img, (128, 128), (30 + i % 7 * 8, 50 + i % 5 * 10), 7 * i, 0, 360, 0, 2, cv2.LINE_AA)
+        cv2.imwrite(str(src / f"s{i:02d}.png"), img)
+    ref, ref_report = tmp_path / "ref.csv", tmp_path / "ref_report.csv"
+    assert main(["build-keypoints", str(src), "--out", str(ref), "--report", str(ref_report), "--no-progress"]) == 0
+    out, report = tmp_path / "out.csv", tmp_path / "report.csv"
+    journal = tmp_path / "out.csv.journal"
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    rc = _kill_mid_run(["build-keypoints", str(src), "--out", str(out), "--report", str(report), "--no-progress"],
+                       journal, min_records=8)
+    assert rc == -9 and journal.exists() and not out.exists(), "killed mid-run, no final CSV"
+    done = journal.read_bytes().count(b"\n") - 1
+    assert 0 < done < 40
+    # a torn last line (kill mid-write) is tolerated
+    with open(journal, "ab") as fh:
+        fh.write(b'{"sketch":"s3')
+    # without --resume: one clear error, nothing overwritten
+    assert main(["build-keypoints", str(src), "--out", str(out), "--no-progress"]) == 2
+    # other settings: refused
+    assert main(["build-keypoints", str(src), "--out", str(out), "--seed", "3", "--resume", "--no-progress"]) == 2
+    seen = []
+    real = bk.process_one
+    monkeypatch.setattr(bk, "process_one", lambda t: seen.append(t[0]) or real(t))
+    assert main(["build-keypoints", str(src), "--out", str(out), "--report", str(report), "--resume",
+                 "--no-progress"]) == 0
+    assert len(seen) == 40 - done and len(set(seen)) == len(seen), "each sketch once"
+    assert out.read_bytes() == ref.read_bytes()
+    assert report.read_bytes() == ref_report.read_bytes()
+    assert not journal.exists()

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write one PNG per sketch: sketch | mask | pseudo-parts | keypoints")
     parser.add_argument("--max-dilations", type=int, default=None, metavar="N",
                         help="bound on 3x3 dilations used to connect the drawing's pieces; None means "
-                             "1/8 of the drawing's bounding-box side (25 for a 200 px drawing)")
+                             "1/6 of the drawing's bounding-box side (34 for a 200 px drawing)")
     parser.add_argument("--stray-gap", type=int, default=None, metavar="PX",
                         help="ink groups this far (px) from the rest, holding under 5%% of the ink and "
                              "outside the object, are stray marks and set aside; None means 1/12 of the "

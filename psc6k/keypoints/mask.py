@@ -13,9 +13,9 @@ until those join would swell the whole mask by half their distance.  So, in orde
    ``stray_gap``) nor inside the dilated, filled object — is set aside.  Everything else is the object's ink.
 4. **The paper's rule** on the object's ink: fill; while the fill has several 8-connected
    pieces, dilate the ink (3 x 3) and fill again.  The bound adapts to the drawing: at most
-   1/8 of the larger side of the object ink's bounding box (at least 4), i.e. gaps up to a
-   quarter of the drawing's size are bridged.  Only when the *large* pieces stay apart is the
-   sketch an error.
+   1/6 of the larger side of the object ink's bounding box (at least 4), so gaps up to a third
+   of the drawing's size are bridged — two pieces farther apart than they are large stay
+   apart.  Only when the *large* pieces stay apart is the sketch an error.
 
 Nothing is dropped silently: :class:`MaskResult` carries the set-aside ink and its counts
 (``psc6k build-keypoints --report`` writes them per sketch, ``--viz`` draws them in red).
@@ -45,7 +45,7 @@ STRAY_FRACTION = 0.05
 #: Pieces closer than this share of the image side (chessboard px) belong to one group.
 STRAY_GAP_FRACTION = 1 / 12
 #: Dilations are bounded by this share of the object ink's bounding-box side.
-DILATION_EXTENT_FRACTION = 1 / 8
+DILATION_EXTENT_FRACTION = 1 / 6
 
 
 @dataclass
@@ -96,7 +96,7 @@ def default_stray_gap(shape) -> int:
 
 
 def default_max_dilations(ink: np.ndarray) -> int:
-    """Dilation bound for an ink image: 1/8 of the larger side of its bounding box, >= 4."""
+    """Dilation bound for an ink image: 1/6 of the larger side of its bounding box, >= 4."""
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
@@ -129,7 +129,7 @@ def object_mask(ink: np.ndarray, *, max_dilations: int | None = None,
         ``True`` = stroke (see :func:`psc6k.keypoints.binarize`).
     max_dilations : int, optional
         Bound on 3 x 3 dilations; default :func:`default_max_dilations` of the object's ink
-        (1/8 of its bounding-box side; 25 for a 200 px drawing).
+        (1/6 of its bounding-box side; 34 for a 200 px drawing).
     min_speck_area : int, optional
         Dust threshold in px (default :func:`default_speck_area`).
     stray_gap : int, optional
@@ -247,7 +247,7 @@ def _fill_and_dilate(ink: np.ndarray, cheb: np.ndarray, bound: int) -> tuple[np.
             _, n = components(fill_holes(cheb <= bound))
             raise SketchError(
                 f"the drawing's large pieces form {n} separate parts even after {bound} dilations "
-                "(the bound: 1/8 of the drawing's size); cannot build one object mask "
+                "(the bound: 1/6 of the drawing's size); cannot build one object mask "
                 "(--max-dilations N raises the bound)", reason="not_connected")
     while hi - lo > 1:
         mid = (lo + hi) // 2

@@ -380,7 +380,7 @@ def test_cli_directory_input_and_error_paths(tmp_path, capsys):
     status = main(["build-keypoints", str(src), "--out", str(out), "--no-progress"])
     assert status == 1
     err = capsys.readouterr().err
-    for name, word in [("a/white.png", "empty"), ("a/black.png", "black"), ("b/trunc.png", "cannot read"),
+    for name, word in [("a/white.png", "empty"), ("a/black.png", "black"), ("b/trunc.png", "truncated"),
                        ("b/apart.png", "dilations")]:
         line = [ln for ln in err.splitlines() if name in ln]
         assert line and word in line[0], (name, err)
@@ -441,7 +441,7 @@ def test_cli_csv_input(tmp_path, capsys):
     (root / sketches[1]).unlink()
     assert main(["build-keypoints", str(root / "test_pairs.csv"), "--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert sketches[1] in err and "file not found" in err
+    assert sketches[1] in err and "image not found" in err
 
 
 def test_cli_user_errors(tmp_path, capsys):

@@ -273,20 +273,6 @@ def process_one(task) -> dict:
     return out
 
 
-def _worker_init():
-    # Each worker uses one BLAS, OpenMP and OpenCV thread: N workers on N cores, no
-    # oversubscription. This runs inside the worker processes only; the parent is untouched.
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except Exception:
-        pass
-
-
 def _viz_path(viz_dir: Path, key: str) -> Path:
     rel = Path(key.replace("\\", "/").lstrip("/"))
     rel = Path(*[p for p in rel.parts if p not in ("..", ".")])
@@ -403,23 +389,6 @@ def _write_atomically(path: Path, header, rows) -> None:
 # the command
 # --------------------------------------------------------------------------------------------
 
-def _results(tasks, workers: int):
-    """Results of ``process_one`` over ``tasks``, in order, from ``workers`` processes."""
-    if workers <= 1:
-        for t in tasks:
-            yield process_one(t)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    # fork is fastest where available; spawn elsewhere (same results: no shared state).  Tasks
-    # go out in chunks (a few thousand futures for 75k sketches); map yields in input order.
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    chunk = max(1, min(16, len(tasks) // (workers * 8)))
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as ex:
-        yield from ex.map(process_one, tasks, chunksize=chunk)
-
-
 def build_keypoints(items, *, seed=0, workers=1, viz_dir=None, max_dilations=None, stray_gap=None,
                     close_gaps=0, progress=True, on_result=None):
     """Process ``(key, path)`` items; yields one result record per item, in input order.
@@ -429,14 +398,13 @@ def build_keypoints(items, *, seed=0, workers=1, viz_dir=None, max_dilations=Non
     opt = {"seed": seed, "max_dilations": max_dilations, "stray_gap": stray_gap, "close_gaps": close_gaps}
     tasks = [(key, str(path), opt, str(_viz_path(Path(viz_dir), key)) if viz_dir is not None else None)
              for key, path in items]
-    if workers == 0:
-        workers = os.cpu_count() or 1
-    workers = max(1, min(workers, len(tasks)))
     from tqdm import tqdm
+
+    from psc6k.parallel import map_ordered
 
     with tqdm(total=len(tasks), unit="sketch", disable=not progress, file=sys.stderr,
               dynamic_ncols=True) as bar:
-        for rec in _results(tasks, workers):
+        for rec in map_ordered(process_one, tasks, workers):
             if on_result is not None:
                 on_result(rec)
             bar.update(1)

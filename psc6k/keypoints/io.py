@@ -24,37 +24,22 @@ __all__ = ["load_sketch", "to_gray", "binarize"]
 def load_sketch(path) -> np.ndarray:
     """Read a sketch image file as float32 gray levels ``[H, W]`` in [0, 1] (1 = paper).
 
-    Any mode PIL reads (L, LA, RGB, RGBA, P, 16-bit, ...); transparent pixels count as paper.
+    Read through :func:`psc6k.images.read_image` (the one image reader: any size, any mode
+    Pillow reads, transparency over white paper, hostile files refused).
 
     Raises
     ------
     SketchError
-        ``reason="unreadable"`` for a missing, unreadable, truncated or non-image file.
+        ``reason="unreadable"`` for a missing, unreadable, truncated, oversized or non-image
+        file (the reader's one-line message).
     """
-    from PIL import Image, UnidentifiedImageError
+    from psc6k.errors import FormatError
+    from psc6k.images import read_image
 
     try:
-        with Image.open(path) as im:
-            im.load()  # decodes now: a truncated file raises here, not later
-            return to_gray(_pil_to_array(im))
-    except FileNotFoundError:
-        raise SketchError("file not found", reason="unreadable", path=path) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SketchError(f"cannot read image ({exc})", reason="unreadable", path=path) from None
-
-
-def _pil_to_array(im) -> np.ndarray:
-    if im.mode in ("P", "PA"):
-        im = im.convert("RGBA")
-    elif im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
-        im = im.convert("RGB")
-    arr = np.asarray(im)
-    if im.mode.startswith("I;16") or im.mode == "I":
-        arr = arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
-    elif im.mode == "F":
-        arr = arr.astype(np.float32)
-        arr = arr / max(float(arr.max()), 1.0)
-    return arr
+        return to_gray(read_image(None, path, "gray", size=None))
+    except FormatError as exc:
+        raise SketchError(exc.reason, reason="unreadable", path=path) from None
 
 
 def to_gray(image) -> np.ndarray:

@@ -130,13 +130,28 @@ def report(rows, naive: bool = True) -> None:
 
 
 def throughput(n: int, workers: int, seed: int = 0) -> None:
-    """Write ``n`` generated sketches as PNGs and time ``psc6k build-keypoints`` on them."""
+    """Write ``n`` human-like drawings as PNGs and time ``psc6k build-keypoints`` on them.
+
+    The drawings: generated sketches (gappy outlines, limbs, details), a quarter with 3 pen
+    specks far from the drawing and a quarter with 3 near it.  Prints ms per sketch, the
+    machine's load average (the machine may be shared) and the workers' peak memory, with the
+    journal and --report on, as a 75k-sketch run would use them.
+    """
+    import resource
+
     import cv2
 
     from psc6k.cli import main
 
     rng = np.random.default_rng(seed)
-    pool = [make_sketch(rng) for _ in range(min(n, 500))]
+    pool = []
+    for i in range(min(n, 500)):
+        img = make_sketch(rng)
+        if i % 4 == 1:
+            img = add_specks(img, rng, 3, 24, 60, outside=True)
+        elif i % 4 == 2:
+            img = add_specks(img, rng, 3, 2, 5, max_size=3)
+        pool.append(img)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "sketches"
         for i in range(n):
@@ -144,12 +159,17 @@ def throughput(n: int, workers: int, seed: int = 0) -> None:
             d.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(d / f"s{i:05d}.png"), pool[i % len(pool)])
         out = Path(tmp) / "kps.csv"
+        load0 = os.getloadavg()[0]
         t = time.perf_counter()
         status = main(["build-keypoints", str(src), "--out", str(out), "--workers", str(workers),
-                       "--keep-going", "--no-progress"])
+                       "--keep-going", "--no-progress", "--report", str(Path(tmp) / "report.csv")])
         dt = time.perf_counter() - t
-    print(f"build-keypoints: {n} sketches, {workers} workers: {dt:.1f} s "
-          f"({1000 * dt / n:.1f} ms/sketch, exit {status}); load average now {os.getloadavg()[0]:.2f}")
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    ms = 1000 * dt / n
+    print(f"build-keypoints: {n} sketches, {workers} workers: {dt:.1f} s = {ms:.2f} ms/sketch "
+          f"(target 8.0 ms: 75,471 Sketchy sketches in {75471 * ms / 60000:.1f} min; exit {status}); "
+          f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end on {os.cpu_count()} CPUs; "
+          f"peak worker RSS {rss:.0f} MB")
 
 
 def stray_evidence(n: int, seed: int = 0, gaps=(8, 16, 21, 32), fractions=(0.01, 0.03, 0.05, 0.08)) -> None:
@@ -205,6 +225,38 @@ def stray_evidence(n: int, seed: int = 0, gaps=(8, 16, 21, 32), fractions=(0.01,
                   f"{100 * split_ok:16.1f}%")
 
 
+def close_gaps_evidence(n: int, seed: int = 0, radius: int = 3) -> None:
+    """Does ``--close-gaps`` change what the paper's rule gives on drawings with gapped outlines?
+
+    For generated drawings whose outline has 1-2 gaps: the mask area with the paper's rule and
+    with ``close_gaps_px=radius``, the share where the paper's mask stays an unfilled stroke band
+    (under half the closed area), the mean keypoint displacement between the two, and the
+    coverage cost of each one's keypoints on the closed silhouette.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    while len(rows) < n:
+        img = make_sketch(rng)
+        try:
+            a = K.analyze_sketch(img, seed=seed)
+            b = K.analyze_sketch(img, seed=seed, close_gaps_px=radius)
+        except K.SketchError:
+            continue
+        rows.append((a.mask.sum(), b.mask.sum(), np.linalg.norm(a.keypoints - b.keypoints, axis=1).mean(),
+                     K.coverage_cost(b.mask, a.keypoints), K.coverage_cost(b.mask, b.keypoints),
+                     a.dilation_iterations))
+    r = np.array(rows, dtype=float)
+    unfilled = r[:, 0] < 0.5 * r[:, 1]
+    print(f"\n--close-gaps {radius} on {n} generated drawings (0-2 outline gaps each):")
+    print(f"  mask area, paper / closed: median {np.median(r[:, 0] / r[:, 1]):.3f}, "
+          f"mean {np.mean(r[:, 0] / r[:, 1]):.3f}")
+    print(f"  paper's mask an unfilled stroke band (< half the closed area): {100 * unfilled.mean():.1f}%")
+    print(f"  mean keypoint displacement: {r[:, 2].mean():.2f} px (median {np.median(r[:, 2]):.2f} px); "
+          f"on unfilled ones {r[unfilled, 2].mean() if unfilled.any() else 0:.2f} px")
+    print(f"  coverage cost on the closed silhouette: paper keypoints {r[:, 3].mean():.2f} px, "
+          f"closed keypoints {r[:, 4].mean():.2f} px")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=24, help="generated sketches to compare on")
@@ -215,18 +267,22 @@ def main() -> None:
                     help="also time build-keypoints on N generated sketches")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stray", action="store_true", help="print the stray-mark threshold evidence")
+    ap.add_argument("--close-gaps", action="store_true", help="print the --close-gaps evidence")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     rng = np.random.default_rng(args.seed)
     images = [make_sketch(rng) for _ in range(args.n)]
     if args.sample:
         images += _sample_sketches()
+    if args.stray or args.close_gaps:
+        if args.stray:
+            stray_evidence(max(args.n, 1), args.seed)
+        if args.close_gaps:
+            close_gaps_evidence(max(args.n, 1), args.seed)
+        return
     if images:
         rows = compare(images, seed=args.seed, naive=not args.no_naive)
         report(rows, naive=not args.no_naive)
-    if args.stray:
-        stray_evidence(max(args.n, 1), args.seed)
-        return
     if args.throughput:
         throughput(args.throughput, args.workers, args.seed)
 

@@ -378,8 +378,10 @@ def test_the_pair_builder_reads_the_tree_as_a_sketchy_download(small_set, tmp_pa
     import csv
 
     out, _ = small_set
+    # all four lists: the synthetic ambiguous/context sketches are deliberately broken drawings
+    # (build-pairs' default drops only the paper's error and pose lists)
     assert cli_main(["build-pairs", str(out), "--out", str(tmp_path / "bp"), "--sketches-per-photo",
-                     str(SMALL["sketches_per_photo"])]) == 0
+                     str(SMALL["sketches_per_photo"]), "--invalid-lists", "error,pose,ambiguous,context"]) == 0
     with open(tmp_path / "bp" / "test_pairs.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     ann = read_annotations(out / "test_pairs_ps.csv")

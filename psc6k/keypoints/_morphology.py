@@ -75,6 +75,9 @@ def _one_pool_thread():
     global _CONTROLLER
     try:
         if _CONTROLLER is None:
+            # the controller sees the libraries loaded when it is made: load scikit-learn's
+            # OpenMP runtime (k-means) first, or it would stay unlimited
+            import sklearn.cluster  # noqa: F401
             from threadpoolctl import ThreadpoolController
 
             _CONTROLLER = ThreadpoolController()

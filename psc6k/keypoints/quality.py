@@ -25,9 +25,13 @@ def coverage_cost(mask: np.ndarray, keypoints: np.ndarray) -> float:
 
 
 def n_parts_connected(parts: np.ndarray, k: int | None = None) -> int:
-    """How many of the labels 0..k-1 are present and form one 8-connected component."""
+    """How many of the labels 0..k-1 are present and form one 8-connected component (each
+    labelled within its bounding box)."""
+    from scipy import ndimage
+
     k = int(parts.max()) + 1 if k is None else int(k)
-    return sum(n_components(parts == lab) == 1 for lab in range(k))
+    boxes = ndimage.find_objects(np.asarray(parts) + 1, max_label=k)
+    return sum(box is not None and n_components(parts[box] == lab) == 1 for lab, box in enumerate(boxes))
 
 
 def parts_connected(parts: np.ndarray, k: int | None = None) -> bool:

@@ -547,6 +547,10 @@ def test_outlines_needing_twenty_plus_dilations_pass():
     assert res.max_dilations >= res.dilations
     kps = K.sample_keypoints(img)
     assert on_mask(res.mask, kps).all()
+    # a small stroke between the halves lies inside the joined object: the object's, not stray
+    cv2.line(img, (122, 128), (132, 128), 0, 2)
+    res2 = K.object_mask(K.binarize(img))
+    assert res2.n_stray == 0 and res2.ink[128, 127] and res2.dilations == res.dilations
 
 
 def test_several_large_pieces_that_cannot_join_are_an_error():

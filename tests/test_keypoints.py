@@ -515,6 +515,9 @@ def test_specks_far_from_the_object_are_set_aside_near_ones_joined():
     # inside the outline (an eye): on the object whatever its distance
     eye = K.object_mask(K.binarize(specked(base, [(128, 128, 2)])))
     assert eye.n_stray == 0 and eye.ink[128, 128]
+    # ... also inside an outline with a gap (not filled by the paper's rule alone)
+    gappy = K.object_mask(K.binarize(specked(gappy_circle(gap_deg=6, n_gaps=1), [(128, 128, 2)])))
+    assert gappy.n_stray == 0 and gappy.ink[128, 128]
     # nothing silently dropped: ink = object ink + set aside
     ink = K.binarize(specked(base, [(20, 20, 2), (128, 128, 2)]))
     res = K.object_mask(ink)

@@ -21,9 +21,10 @@ from scipy.spatial import cKDTree
 
 __all__ = ["knn_affinity", "spectral_embedding", "cluster_embedding", "KMEANS_N_INIT"]
 
-#: k-means restarts (scikit-learn's SpectralClustering uses 10; docs/builder.md has the
-#: coverage and time for 1, 3 and 5 on the benchmark drawings).
-KMEANS_N_INIT = 3
+#: k-means restarts: 1, scikit-learn's own default for k-means++ (``n_init="auto"``).  On 60
+#: benchmark drawings the mean coverage cost is 18.89 px with 1, 18.84 with 3 and 18.82 with 5
+#: restarts (0.4%), while each restart costs ~1.4 ms of a ~17 ms sketch.
+KMEANS_N_INIT = 1
 
 
 def knn_affinity(xy: np.ndarray, n_neighbors: int = 10, inside: np.ndarray | None = None

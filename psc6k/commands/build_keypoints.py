@@ -428,6 +428,8 @@ def run(args: argparse.Namespace) -> int:
     report = Path(args.report) if args.report else None
     if report is not None and report.exists() and report.is_dir():
         raise Psc6kError(f"--report {report}: is a directory; expected a CSV file path")
+    if report is not None and report.resolve() == out.resolve():
+        raise Psc6kError(f"--report {report}: is the --out file; give the report its own path")
     items = collect(args.input, args.images)
     settings = {"input": str(Path(args.input).resolve()), "images": args.images, "seed": args.seed,
                 "max_dilations": args.max_dilations, "stray_gap": args.stray_gap,

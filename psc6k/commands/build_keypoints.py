@@ -373,13 +373,16 @@ class Journal:
 
 
 def _write_atomically(path: Path, header, rows) -> None:
-    """Write a CSV through ``path.tmp`` + fsync + rename: never a half-written ``path``."""
+    """Write a CSV through ``path.tmp`` + fsync + rename: never a half-written ``path``.  Cells
+    pass :func:`psc6k.csvsafe.safe_row` (no spreadsheet formulas), as in every psc6k CSV."""
+    from psc6k.csvsafe import safe_row
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow(safe_row(header))
+        writer.writerows(safe_row(r) for r in rows)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

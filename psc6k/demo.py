@@ -42,11 +42,13 @@ class DemoResult:
     notes: list = field(default_factory=list)
     aggregation: dict = field(default_factory=dict)
     human_agreement: dict = field(default_factory=dict)
+    pairwise: list = field(default_factory=list)  # psc6k.report.pairwise_rows
 
     def to_dict(self) -> dict:
         return {"out": str(self.out), "report": str(self.report), "leaderboard": self.leaderboard,
                 "timings_s": {k: round(v, 3) for k, v in self.timings.items()}, "notes": self.notes,
-                "aggregation": self.aggregation, "human_agreement": self.human_agreement}
+                "aggregation": self.aggregation, "human_agreement": self.human_agreement,
+                "pairwise": self.pairwise}
 
 
 def prepare_out(out) -> Path:
@@ -197,7 +199,7 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     # the report scored everything once; its results.json holds the leaderboard and human agreement
     scored = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
     result = DemoResult(out, report, _round_rows(scored["leaderboard"]), timings, notes, agg.summary(),
-                        scored.get("human_agreement") or {})
+                        scored.get("human_agreement") or {}, scored.get("pairwise") or [])
     (out / "leaderboard.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
     return result
 

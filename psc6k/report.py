@@ -11,7 +11,9 @@ writes into one folder, with only relative links to files it wrote itself:
   correspondence lines sketch -> photo (like paper Fig. 1 and 9);
 - ``consistency.png`` / ``.csv`` / ``.json``: human-model consistency (paper Fig. 5), when clicks
   are given;
-- ``results.json``: every score, as ``psc6k eval --json`` prints it.
+- ``results.json``: every score, as ``psc6k eval --json`` prints it, and ``pairwise``: every pair of
+  methods compared on the same pairs (:func:`psc6k.compare.compare_results`: delta PCK, paired
+  bootstrap CI, exact sign-flip p-value).
 """
 
 from __future__ import annotations
@@ -300,6 +302,75 @@ def _leaderboard_html(scores, human) -> str:
             + "\n</tbody></table></div>")
 
 
+def pairwise_rows(ann, scores: list[MethodScores], *, n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """Every pair of methods (better-ranked first) compared on their common pairs.
+
+    Row keys: ``a``, ``b``, ``n_pairs``, and per alpha ``<key>_delta`` (points, a - b),
+    ``<key>_ci95``, ``<key>_p`` (exact sign-flip), ``<key>_categories_significant`` (categories
+    whose Holm-adjusted p is below 0.05, with the sign of their delta: ``[a better, b better]``).
+    """
+    from psc6k.compare import compare_results
+    from psc6k.pck import alpha_key
+
+    rows = []
+    for i, ma in enumerate(scores):
+        for mb in scores[i + 1:]:
+            cmp = compare_results(ann, ma.main, mb.main, alphas=MAIN_ALPHAS, n_bootstrap=n_bootstrap, seed=seed)
+            row = {"a": ma.name, "b": mb.name, "n_pairs": cmp.n_pairs}
+            for a in MAIN_ALPHAS:
+                key = alpha_key(a)
+                sig = [c for c in cmp.per_category.values() if c["p_adjusted"][key] < 0.05]
+                row.update({f"{key}_delta": cmp.delta[key], f"{key}_ci95": cmp.ci95[key],
+                            f"{key}_p": cmp.p_value[key],
+                            f"{key}_categories_significant": [sum(c["delta"][key] > 0 for c in sig),
+                                                              sum(c["delta"][key] < 0 for c in sig)]})
+            rows.append(row)
+    return rows
+
+
+def format_pairwise(rows) -> str:
+    """Pairwise comparison rows (:func:`pairwise_rows`) as a plain-text table."""
+    if not rows:
+        return ""
+    lines = [f"{'A vs B':<46} {'dPCK@0.05':>9} {'95% CI':>15} {'p':>7} {'dPCK@0.10':>9} {'95% CI':>15} {'p':>7}"]
+
+    def ci(v):
+        return f"{v[0]:+6.1f},{v[1]:+6.1f}" if v else ""
+
+    def p(v):
+        return f"{v:.3f}" if v >= 0.001 else f"{v:.0e}"
+
+    for r in rows:
+        name = f"{r['a'][:21]} vs {r['b'][:21]}"
+        lines.append(f"{name:<46} {r['pck@0.05_delta']:+9.2f} {ci(r['pck@0.05_ci95']):>15} {p(r['pck@0.05_p']):>7} "
+                     f"{r['pck@0.10_delta']:+9.2f} {ci(r['pck@0.10_ci95']):>15} {p(r['pck@0.10_p']):>7}")
+    return "\n".join(lines)
+
+
+def _pairwise_html(rows) -> str:
+    from psc6k.pck import alpha_key
+
+    if not rows:
+        return ""
+    keys = [alpha_key(a) for a in MAIN_ALPHAS]
+    head = "<tr><th>A</th><th>vs B</th>" + "".join(
+        f"<th>&Delta;{k.upper()}<br><small>A &minus; B, 95% CI</small></th><th>p<br><small>sign-flip</small></th>"
+        f"<th>categories<br><small>A / B better*</small></th>" for k in keys) + "<th>pairs</th></tr>"
+    body = []
+    for r in rows:
+        cells = [f'<td style="text-align:left">{html.escape(r["a"])}</td><td>{html.escape(r["b"])}</td>']
+        for k in keys:
+            ci = r[f"{k}_ci95"]
+            ci_txt = f'<span class="ci">{_fmt(ci[0], 1)} – {_fmt(ci[1], 1)}</span>' if ci else ""
+            p = r[f"{k}_p"]
+            p_txt = f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+            won, lost = r[f"{k}_categories_significant"]
+            cells.append(f'<td class="main">{r[f"{k}_delta"]:+.2f}{ci_txt}</td><td>{p_txt}</td><td>{won} / {lost}</td>')
+        body.append("<tr>" + "".join(cells) + f"<td>{r['n_pairs']}</td></tr>")
+    return (f'<div class="table-wrap"><table>\n<thead>{head}</thead>\n<tbody>\n' + "\n".join(body)
+            + "\n</tbody></table></div>")
+
+
 def _figure(src, alt, caption) -> str:
     return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}" loading="lazy">'
             f"<figcaption>{caption}</figcaption></figure>")
@@ -363,15 +434,16 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
         example_files.append((name, row))
         steps.update(1)
 
+    pairwise = pairwise_rows(ann, scores, n_bootstrap=n_bootstrap)
     results = {"title": title, "methods": [m.main.to_dict() for m in scores],
-               "leaderboard": leaderboard_rows(scores),
+               "leaderboard": leaderboard_rows(scores), "pairwise": pairwise,
                "curve": {m.name: {alpha_key(a): m.curve.overall[alpha_key(a)] for a in CURVE_ALPHAS} for m in scores},
                "human_agreement": human,
                "consistency": consistency.to_dict() if consistency is not None else None}
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n",
                                           encoding="utf-8")
 
-    page = _page(ann, scores, human, consistency, example_files, title, subtitle)
+    page = _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise)
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     steps.update(1)
@@ -387,7 +459,7 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def _page(ann, scores, human, consistency, example_files, title, subtitle) -> str:
+def _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise=()) -> str:
     proto = scores[0].main.protocol
     n_cat = len(set(ann.category))
     sub = subtitle or (f"{len(ann)} photo-sketch pairs, {n_cat} categories, {NUM_KEYPOINTS} keypoints each; "
@@ -403,6 +475,14 @@ def _page(ann, scores, human, consistency, example_files, title, subtitle) -> st
         "ground truth, over both directions (sketch→photo and photo→sketch), in percent; 95% CI: percentile "
         "bootstrap over pairs. Human agreement: each click against the centroid of the other clicks of its "
         "keypoint.</p>",
+    ]
+    if pairwise:
+        parts += ['<h2>Pairwise comparison</h2>', _pairwise_html(pairwise),
+                  '<p class="sub" style="margin-top:8px">Each pair of methods on the same pairs: &Delta; = PCK of A '
+                  "minus PCK of B in points; 95% CI: paired bootstrap over pairs; p: two-sided exact paired "
+                  "sign-flip test of the per-pair difference. *Categories where A (or B) is better with a "
+                  "Holm-adjusted p below 0.05. Computed by <code>psc6k compare</code>.</p>"]
+    parts += [
         '<h2>PCK against alpha</h2>',
         _figure("pck_curve.png", "PCK against alpha", "PCK for alpha from 0.01 to 0.20 (dotted: the reported 0.05 and 0.10)."),
         '<h2>Per category</h2>',

@@ -123,3 +123,20 @@ def test_cli_report(mini_report, tmp_path, capsys):
     assert main(["report", "--annotations", str(root / "test_pairs_ps.csv"), "--images", str(root),
                  "--out", str(dest)]) == 2
     assert "at least one submission" in capsys.readouterr().err
+
+
+def test_pairwise_table_comes_from_compare(mini_report):
+    from psc6k.compare import compare
+
+    ann, subs, out, index = mini_report
+    results = json.loads((out / "results.json").read_text())
+    rows = results["pairwise"]
+    assert [(r["a"], r["b"]) for r in rows] == [("baseline-affine", "baseline-identity")]
+    by_name = {s.method: s for s in subs}
+    ref = compare(ann, by_name["baseline-affine"], by_name["baseline-identity"], n_bootstrap=50)
+    for key in ("pck@0.05", "pck@0.10"):
+        assert rows[0][f"{key}_delta"] == pytest.approx(ref.delta[key])
+        assert rows[0][f"{key}_p"] == pytest.approx(ref.p_value[key])
+        assert rows[0][f"{key}_ci95"] == pytest.approx(ref.ci95[key])
+    html = index.read_text(encoding="utf-8")
+    assert "Pairwise comparison" in html and f"{ref.delta['pck@0.10']:+.2f}" in html

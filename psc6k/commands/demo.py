@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print()
     print(format_leaderboard(result.leaderboard, result.human_agreement))
+    if result.pairwise:
+        from psc6k.report import format_pairwise
+
+        print("\npaired comparisons (psc6k compare; delta = A - B in PCK points):")
+        print(format_pairwise(result.pairwise))
     for note in result.notes:
         print(f"note: {note}")
     ann_csv = result.out / "annotations" / "test_pairs_ps.csv"

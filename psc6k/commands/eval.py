@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest decompressed JSON text / declared NPZ arrays, in MiB (default 8192; "
                              "'psc6k serve' has the same option, default 1024)")
     parser.add_argument("--max-flow-side", type=int, default=256, help="largest flow height / width accepted")
+    parser.add_argument("--dense-gt", default=None, metavar="GT_FLOWS",
+                        help="exact ground-truth flows (e.g. gt_flows.npz of psc6k synth): adds AEPE, dense PCK, "
+                             "and sparsification / AUSE when the submission carries confidence maps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,9 +59,26 @@ def run(args: argparse.Namespace) -> int:
     sub = load_submission(args.submission, limits=limits)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
                    seed=args.seed)
+    dense = None
+    if args.dense_gt is not None:
+        from psc6k.dense import evaluate_dense
+
+        gt = load_submission(args.dense_gt, source=f"--dense-gt {args.dense_gt}")
+        # confidence maps are read and checked by the one reader (Submission.confidence)
+        dense = evaluate_dense(sub, gt, confidence=sub.confidence, pairs=set(ann.pairs))
     if args.json:
-        json.dump(res.to_dict(per_pair=args.per_pair, ann=ann), sys.stdout, indent=1)
+        from psc6k.jsonsafe import json_safe
+
+        out = res.to_dict(per_pair=args.per_pair, ann=ann)
+        if dense is not None:
+            out["dense"] = json_safe(dense.to_dict())
+        json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print(format_table(res, categories=not args.no_categories))
+        if dense is not None:
+            from psc6k.dense import format_dense
+
+            print()
+            print(format_dense(dense))
     return 0

@@ -9,6 +9,9 @@ writes into one folder, with only relative links to files it wrote itself:
 - ``per_category.png``: PCK@0.10 per category and method;
 - ``examples/pair_XX.png``: example pairs with ground-truth and predicted keypoints and the
   correspondence lines sketch -> photo (like paper Fig. 1 and 9);
+- ``failures/<method>.png``: the failure gallery, the worst pairs of each method (lowest
+  per-pair PCK@0.10, then largest mean error): sketch, photo, and for flow submissions the photo
+  warped onto the sketch through the sketch->photo flow, with the sketch strokes drawn over it;
 - ``consistency.png`` / ``.csv`` / ``.json``: human-model consistency (paper Fig. 5), when clicks
   are given;
 - ``results.json``: every score, as ``psc6k eval --json`` prints it, and ``pairwise``: every pair of
@@ -222,6 +225,77 @@ def plot_example(ann, row: int, images_root, systems, path, alpha: float = 0.10)
     plt.close(fig)
 
 
+def worst_pairs(result, n: int, alpha: float = 0.10) -> list[int]:
+    """Annotation rows of the ``n`` worst-scored pairs of an EvalResult: lowest per-pair
+    PCK@alpha, then largest mean keypoint error (both directions)."""
+    from psc6k.pck import alpha_key
+
+    pck = result.per_pair_pck.get(alpha_key(alpha))
+    if pck is None or not len(result.ann_index):
+        return []
+    err = np.mean([result.errors[d].mean(axis=1) for d in result.errors], axis=0)
+    order = np.lexsort((-err, pck))[:n]
+    return [int(result.ann_index[k]) for k in order]
+
+
+def warp_photo_to_sketch(photo, flow) -> np.ndarray:
+    """The photo resampled on the sketch grid through a sketch_to_photo flow ``[h, w, 2]``
+    (SPEC §5; read at every pixel as the scorer reads it); off-image samples are white."""
+    import cv2
+
+    from psc6k.dense import upsample_flows_px
+
+    px = upsample_flows_px(np.asarray(flow)[None], IMAGE_SIZE)[0].astype(np.float32)
+    return cv2.remap(np.ascontiguousarray(photo), px[..., 0], px[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
+
+
+def plot_failures(ann, scores: MethodScores, rows: list[int], images_root, path, alpha: float = 0.10) -> None:
+    """One row per failed pair: sketch (ground-truth keypoints), photo (ground truth rings and the
+    method's transfers, crosses = misses), and the photo warped to the sketch (flow submissions)."""
+    from psc6k.pck import alpha_key
+
+    plt = _plt()
+    res, sub = scores.main, scores.submission
+    is_flow = sub.kind == "flow"
+    sub_row = {pair: i for i, pair in enumerate(zip(sub.photo, sub.sketch))}
+    ncols = 3 if is_flow else 2
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(3.0 * ncols, 3.1 * len(rows)), dpi=90, squeeze=False)
+    key = alpha_key(alpha)
+    for r, row in enumerate(rows):
+        k = int(np.flatnonzero(res.ann_index == row)[0])
+        sketch = _load_rgb(images_root, ann.sketch[row])
+        photo = _load_rgb(images_root, ann.photo[row])
+        src, gt, pred = ann.sketch_kps[row], ann.photo_kps[row], res.pred["sketch_to_photo"][k]
+        ok = np.linalg.norm(pred - gt, axis=-1) <= alpha * IMAGE_SIZE
+        panels = [("sketch", sketch), ("photo", photo)]
+        if is_flow:
+            warped = warp_photo_to_sketch(photo, np.asarray(sub.sketch_to_photo)[sub_row[(ann.photo[row], ann.sketch[row])]])
+            ink = sketch.min(axis=-1) < 128
+            warped = warped.copy()
+            warped[ink] = (0.35 * warped[ink]).astype(np.uint8)  # the strokes, darkened, over the warp
+            panels.append(("photo warped to the sketch", warped))
+        for c, (title, img) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(img)
+            ax.set_xticks([]), ax.set_yticks([])
+            for j in range(NUM_KEYPOINTS):
+                col = KEYPOINT_COLORS[j % len(KEYPOINT_COLORS)]
+                if c == 0 or c == 2:
+                    ax.plot(src[j, 0], src[j, 1], "o", ms=5, color=col, mec="white", mew=0.8)
+                else:
+                    ax.plot(gt[j, 0], gt[j, 1], "o", ms=8, mfc="none", mec=col, mew=1.5)
+                    ax.plot(pred[j, 0], pred[j, 1], "o" if ok[j] else "X", ms=6, color=col, mec="black", mew=0.6)
+            label = title
+            if c == 0:
+                label = f"{ann.category[row].replace('_', ' ')}: PCK@{alpha:.2f} {100 * res.per_pair_pck[key][k]:.0f}%"
+            ax.set_title(label, fontsize=9)
+    fig.suptitle(f"{scores.name}: worst pairs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------------------------
 # HTML
 # --------------------------------------------------------------------------------------------
@@ -377,7 +451,7 @@ def _figure(src, alt, caption) -> str:
 
 
 def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: str = "PSC6K report",
-                 n_examples: int = 6, allow_partial: bool = False, n_bootstrap: int = 1000,
+                 n_examples: int = 6, allow_partial: bool = False, n_bootstrap: int = 1000, n_failures: int = 3,
                  subtitle: str | None = None, progress: bool = False) -> Path:
     """Score ``submissions`` on ``ann`` and write the report folder; returns ``index.html``.
 
@@ -393,6 +467,8 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
         Raw crowd clicks: adds the consistency heatmap and the human agreement row.
     n_examples : int
         Example pairs drawn.
+    n_failures : int
+        Worst pairs per method in the failure gallery (0: no gallery).
     """
     from tqdm import tqdm
 
@@ -435,6 +511,15 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
         steps.update(1)
 
     pairwise = pairwise_rows(ann, scores, n_bootstrap=n_bootstrap)
+    failure_files = []
+    if n_failures > 0:
+        (out_dir / "failures").mkdir(exist_ok=True)
+        for j, m in enumerate(scores):
+            rows = worst_pairs(m.main, n_failures)
+            if rows:
+                name = f"failures/method_{j + 1:02d}.png"
+                plot_failures(ann, m, rows, images_root, out_dir / name)
+                failure_files.append((name, m.name, rows))
     results = {"title": title, "methods": [m.main.to_dict() for m in scores],
                "leaderboard": leaderboard_rows(scores), "pairwise": pairwise,
                "curve": {m.name: {alpha_key(a): m.curve.overall[alpha_key(a)] for a in CURVE_ALPHAS} for m in scores},
@@ -443,7 +528,7 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n",
                                           encoding="utf-8")
 
-    page = _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise)
+    page = _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise, failure_files)
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     steps.update(1)
@@ -459,7 +544,7 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise=()) -> str:
+def _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise=(), failure_files=()) -> str:
     proto = scores[0].main.protocol
     n_cat = len(set(ann.category))
     sub = subtitle or (f"{len(ann)} photo-sketch pairs, {n_cat} categories, {NUM_KEYPOINTS} keypoints each; "
@@ -494,6 +579,15 @@ def _page(ann, scores, human, consistency, example_files, title, subtitle, pairw
     ]
     parts += [_figure(name, f"example pair {j + 1}", html.escape(f"{ann.category[row]}: {ann.sketch[row]}"))
               for j, (name, row) in enumerate(example_files)]
+    if failure_files:
+        parts += ['<h2>Failure gallery</h2>',
+                  '<p class="sub">The worst pairs of each method (lowest per-pair PCK@0.10, then largest mean error). '
+                  "Left: the sketch and its keypoints; middle: the photo with the ground truth (rings) and the "
+                  "method's sketch→photo transfers (dots: hits, crosses: misses); right, for flow submissions: the "
+                  "photo warped onto the sketch through the method's flow, the sketch strokes darkened on top — "
+                  "where the warp is right, strokes and photo edges coincide.</p>"]
+        parts += [_figure(name, f"failures of {method}", html.escape(f"{method}: " + ", ".join(
+                  ann.sketch[r].rsplit("/", 1)[-1] for r in rows))) for name, method, rows in failure_files]
     if consistency is not None:
         parts += ['<h2>Human-model consistency</h2>',
                   _figure("consistency.png", "consistency heatmap",

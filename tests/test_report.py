@@ -140,3 +140,22 @@ def test_pairwise_table_comes_from_compare(mini_report):
         assert rows[0][f"{key}_ci95"] == pytest.approx(ref.ci95[key])
     html = index.read_text(encoding="utf-8")
     assert "Pairwise comparison" in html and f"{ref.delta['pck@0.10']:+.2f}" in html
+
+
+def test_failure_gallery_shows_the_worst_pairs(mini_report):
+    from psc6k.report import warp_photo_to_sketch, worst_pairs
+
+    ann, subs, out, index = mini_report
+    res = evaluate(ann, subs[0], n_bootstrap=0)
+    rows = worst_pairs(res, 3)
+    # naive: sort pairs by (PCK@0.10 ascending, mean error descending)
+    err = [np.mean([res.errors[d][k].mean() for d in res.errors]) for k in range(len(res.ann_index))]
+    naive = sorted(range(len(err)), key=lambda k: (res.per_pair_pck["pck@0.10"][k], -err[k]))[:3]
+    assert rows == [int(res.ann_index[k]) for k in naive]
+    html = index.read_text(encoding="utf-8")
+    assert "Failure gallery" in html and "failures/method_01.png" in html
+    assert (out / "failures" / "method_02.png").read_bytes()[:4] == b"\x89PNG"
+    # the identity flow warps a photo onto itself; a flow pointing off the image gives white
+    photo = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(warp_photo_to_sketch(photo, identity_flow(1, 16)[0]), photo)
+    assert (warp_photo_to_sketch(photo, np.full((4, 4, 2), 3.0)) == 255).all()

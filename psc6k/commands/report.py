@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", default="report", help="output folder (index.html and figures)")
     parser.add_argument("--title", default="PSC6K report", help="page title")
     parser.add_argument("--examples", type=int, default=6, help="example pairs drawn")
+    parser.add_argument("--failures", type=int, default=3, help="worst pairs per method in the failure gallery (0: none)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     parser.add_argument("--allow-partial", action="store_true", help="score submissions that cover only some pairs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.submissions:
         raise Psc6kError("give at least one submission file to report on")
-    if args.examples < 0 or args.bootstrap < 0:
-        raise Psc6kError("--examples and --bootstrap must be >= 0")
+    if args.examples < 0 or args.bootstrap < 0 or args.failures < 0:
+        raise Psc6kError("--examples, --failures and --bootstrap must be >= 0")
     ann_path, images = resolve_dataset(args.annotations, args.images, command="report")
     ann = read_annotations(ann_path)
     subs = []
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             sub.method = Path(path).name.split(".")[0]
         subs.append(sub)
     clicks = read_clicks(args.clicks) if args.clicks else None
-    index = write_report(ann, subs, images, args.out, clicks=clicks, title=args.title, n_examples=args.examples,
+    index = write_report(ann, subs, images, args.out, clicks=clicks, title=args.title, n_examples=args.examples, n_failures=args.failures,
                          allow_partial=args.allow_partial, n_bootstrap=args.bootstrap, progress=not args.no_progress)
     print(f"wrote {index}")
     return 0

@@ -106,26 +106,78 @@ def submit(client, token, body, **params):
 
 
 # --------------------------------------------------------------------------- seeds and ranking
-def test_board_is_seeded_with_the_published_numbers(client):
+def test_board_is_seeded_with_everything_published_but_ranks_none_on_other_annotations(client):
+    # 12 random pairs: not the full PSC6K test set, so no published number is ranked beside them
     board = client.get("/leaderboard").json()
-    assert board["unranked"] == []
-    rows = board["ranked"]
-    assert len(rows) == len(PUBLISHED) == 8
-    assert all(r["reported_in_paper"] and r["scorer_version"] == "paper" for r in rows)
-    got = sorted((r["overall"]["pck@0.05"], r["overall"]["pck@0.10"]) for r in rows)
-    assert got == sorted([(56.38, 83.22), (58.00, 84.93), (56.78, 79.70), (43.55, 78.60), (19.19, 42.57),
-                          (52.36, 81.80), (50.55, 78.18), (17.20, 48.92)])
-    assert [r["rank"] for r in rows] == list(range(1, 9))
-    assert rows[0]["method"].startswith("PSCNet") and rows[0]["encoder"] == "ResNet-101"
-    by10 = client.get("/leaderboard", params={"sort_by": "pck@0.10"}).json()["ranked"]
-    assert [r["overall"]["pck@0.10"] for r in by10] == sorted((r["overall"]["pck@0.10"] for r in rows), reverse=True)
+    assert board["ranked"] == [] and board["unranked"] == []
+    assert board["protocol_id"].startswith("annotations:") and "12 pairs" in board["protocol"]["split"]
+    rows = board["published"]
+    assert len(rows) == len(PUBLISHED) == 35
+    assert all(r["reported_in_paper"] and r["scorer_version"] == "paper" and r["badge"] == "reported"
+               and not r["ranked"] and r["rank"] is None for r in rows)
+    by_view = {}
+    for r in rows:
+        by_view.setdefault((r["view"], r["protocol_id"]), []).append(r)
+    main = by_view[("main", "psc6k-test")]
+    assert sorted((r["overall"]["pck@0.05"], r["overall"]["pck@0.10"]) for r in main) == sorted([
+        (50.55, 78.18), (40.52, 69.91), (28.62, 63.95), (52.36, 81.80), (27.59, 57.71), (35.65, 68.76),
+        (40.60, 63.50), (42.43, 66.53), (35.77, 71.24), (48.79, 71.43), (19.19, 42.57), (43.55, 78.60),
+        (56.78, 79.70), (56.38, 83.22), (58.00, 84.93)])  # SPEC §7, Tables 1 and 4
+    assert all("full PSC6K test set" in r["unranked_reason"] for r in main)
+    assert len(by_view[("ablation", "psc6k-test")]) == 13
+    assert all(r["unranked_reason"].startswith("ablation (Table") for r in by_view[("ablation", "psc6k-test")])
+    sketchfusion = by_view[("main", "sketchfusion-split")]
+    assert {r["method"]: r["overall"]["pck@0.05"] for r in sketchfusion}["B-DINOv2"] == 39.91
+    assert all(r["unranked_reason"].startswith("different protocol") for r in sketchfusion)
+    assert "first 30" in sketchfusion[0]["protocol"]["split"]
+    for r in rows:
+        assert r["citation"]["paper"] and r["citation"]["table"] and r["citation"]["row"]
+        assert set(r["protocol"]) >= {"split", "threshold_basis", "resolution", "averaging"}
+
+
+def test_full_test_set_ranks_the_papers_main_table_only(db_url, tmp_path):
+    full = make_annotations(125, 10, 5)
+    write_test_pairs_ps(full, tmp_path / "test_pairs_ps.csv")
+    settings = ServerSettings(annotations=str(tmp_path / "test_pairs_ps.csv"), db_url=db_url, n_bootstrap=10,
+                              admin_token="admin-secret")
+    with TestClient(create_app(settings)) as c:
+        board = c.get("/leaderboard").json()
+        assert board["protocol_id"] == "psc6k-test"
+        ranked = board["ranked"]
+        assert len(ranked) == 15 and all(r["view"] == "main" and r["protocol_id"] == "psc6k-test" for r in ranked)
+        assert ranked[0]["method"] == "PSCNet" and ranked[0]["encoder"] == "ResNet-101" and ranked[0]["rank"] == 1
+        assert [r["overall"]["pck@0.05"] for r in ranked] == sorted((r["overall"]["pck@0.05"] for r in ranked),
+                                                                    reverse=True)
+        assert {r["view"] for r in board["published"]} == {"ablation", "main"}
+        assert {r["protocol_id"] for r in board["published"] if r["view"] == "main"} == {"sketchfusion-split"}
+        by10 = c.get("/leaderboard", params={"sort_by": "pck@0.10"}).json()["ranked"]
+        assert [r["overall"]["pck@0.10"] for r in by10] == sorted((r["overall"]["pck@0.10"] for r in ranked),
+                                                                  reverse=True)
+        token = new_token(c)
+        sub = save_submission(make_keypoint_submission(full, noise_px=9, seed=3), tmp_path / "s.npz").read_bytes()
+        reply = submit(c, token, sub, method="mine")
+        assert reply.status_code == 200, reply.text
+        board = c.get("/leaderboard").json()
+        (mine,) = [r for r in board["ranked"] if r["badge"] == "verified here"]
+        assert mine["protocol_id"] == "psc6k-test" and mine["rank"] == reply.json()["rank"]
+        html = c.get("/leaderboard.html").text
+        assert "verified here" in html and "Ablations" in html and "different split" in html
+
+
+def test_server_protocol_needs_the_whole_test_set():
+    from evaluation.server.leaderboard import server_protocol
+
+    assert server_protocol(make_annotations(125, 10, 5), "ab" * 32)[0] == "psc6k-test"
+    assert server_protocol(make_annotations(125, 10, 5), "ab" * 32, private=True)[0] == "annotations:abababababab"
+    assert server_protocol(make_annotations(125, 10, 4), "cd" * 32)[0] == "annotations:cdcdcdcdcdcd"
+    assert server_protocol(make_annotations(124, 10, 5), "cd" * 32)[0].startswith("annotations:")
 
 
 def test_seeding_is_idempotent(files, db_url):
     with make_client(files, db_url):
         pass
     with make_client(files, db_url) as c:
-        assert len(c.get("/leaderboard").json()["ranked"]) == 8
+        assert len(c.get("/leaderboard").json()["published"]) == len(PUBLISHED)
 
 
 def test_rank_never_ranks_missing_or_non_finite_scores():
@@ -385,7 +437,7 @@ def test_leaderboard_html_is_self_contained(client, files):
     page = client.get("/leaderboard.html")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text
-    assert "reported in paper" in html and "56.38" in html and "84.93" in html
+    assert "reported" in html and "56.38" in html and "84.93" in html and "Tables 1 and 4" in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "http://" not in html.replace('href="http', "") and "cdn" not in html.lower()
     for asset in ("/static/leaderboard.js", "/static/leaderboard.css"):

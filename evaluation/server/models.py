@@ -66,6 +66,12 @@ class LeaderboardEntry(BaseModel):
     ranked: bool
     unranked_reason: Optional[str] = None
     created_at: dt.datetime
+    badge: Literal["reported", "verified here"] = Field(
+        description="reported: a published number this server did not score; verified here: scored by this server")
+    protocol_id: Optional[str] = Field(None, description="psc6k-test, sketchfusion-split, or annotations:<sha256 prefix>")
+    protocol: Optional[dict[str, str]] = Field(None, description="split, threshold basis, resolution, averaging")
+    citation: Optional[dict[str, str]] = Field(None, description="published numbers: paper, url, table, row")
+    view: Optional[str] = Field(None, description="main, or ablation (the paper's Tables 2, 3, 5)")
 
 
 class Leaderboard(BaseModel):
@@ -73,8 +79,12 @@ class Leaderboard(BaseModel):
     private: bool
     split: str
     scorer_version: str
-    ranked: list[LeaderboardEntry]
-    unranked: list[LeaderboardEntry]
+    protocol_id: str = Field(description="the protocol of this server's ranking")
+    protocol: dict[str, str]
+    ranked: list[LeaderboardEntry] = Field(description="entries on this server's protocol, best first")
+    unranked: list[LeaderboardEntry] = Field(description="submissions that cannot be ranked, with the reason")
+    published: list[LeaderboardEntry] = Field(
+        default_factory=list, description="published numbers not ranked here (other protocol, ablations), with the reason")
 
 
 class TokenCreate(BaseModel):

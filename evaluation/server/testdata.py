@@ -81,3 +81,35 @@ def wait_until_healthy(base_url: str, proc, timeout_s: float = 60.0) -> None:
         if time.time() > deadline:
             raise AssertionError(f"server at {base_url} did not start within {timeout_s:.0f} s")
         time.sleep(0.3)
+
+
+def serve_in_thread(app):
+    """Context manager: run ``app`` with uvicorn on a free 127.0.0.1 port in a daemon thread;
+    yields the base URL (for browser tests and the screenshot script)."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    @contextlib.contextmanager
+    def _serve():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 30
+        while not server.started:
+            if time.time() > deadline or not thread.is_alive():
+                raise AssertionError("server did not start")
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+    return _serve()

@@ -40,16 +40,17 @@
     });
   });
 
-  // ---- per-category chart (inline SVG) --------------------------------------------------------
+  // ---- per-category chart: one row per category, laid out in as many columns as fit ------------
   var entrySelect = document.getElementById("chart-entry");
   var alphaSelect = document.getElementById("chart-alpha");
+  var orderSelect = document.getElementById("chart-order");
   var chart = document.getElementById("chart");
   var withCategories = data.ranked.concat(data.unranked).filter(function (e) { return e.per_category; });
   if (!withCategories.length) {
     document.getElementById("chart-help").textContent = data.private
       ? "Per-category numbers are not published for the hidden split."
-      : "No entry with per-category numbers yet (numbers reported in the paper have none).";
-    entrySelect.disabled = true; alphaSelect.disabled = true;
+      : "No entry with per-category numbers yet (published numbers have none).";
+    entrySelect.disabled = true; alphaSelect.disabled = true; orderSelect.disabled = true;
     return;
   }
   withCategories.forEach(function (e, i) {
@@ -58,10 +59,9 @@
     opt.textContent = e.method + (e.submitter ? " (" + e.submitter + ")" : "") + " - " + e.id.slice(0, 8);
     entrySelect.appendChild(opt);
   });
-  var NS = "http://www.w3.org/2000/svg";
-  function el(name, attrs, text) {
-    var node = document.createElementNS(NS, name);
-    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+  function el(name, cls, text) {
+    var node = document.createElement(name);
+    if (cls) node.className = cls;
     if (text !== undefined) node.textContent = text;
     return node;
   }
@@ -69,30 +69,37 @@
     var entry = withCategories[parseInt(entrySelect.value, 10) || 0];
     var key = alphaSelect.value;
     var cats = Object.keys(entry.per_category);
-    var barW = 9, gap = 2, left = 36, top = 10, plotH = 200, labelH = 110;
-    var width = left + cats.length * (barW + gap) + 10, height = top + plotH + labelH;
-    var svg = el("svg", {width: width, height: height, viewBox: "0 0 " + width + " " + height,
-                         role: "img", "aria-label": "per-category " + key});
-    [0, 25, 50, 75, 100].forEach(function (t) {
-      var y = top + plotH - plotH * t / 100;
-      svg.appendChild(el("line", {x1: left - 4, x2: width, y1: y, y2: y, stroke: "#ddd"}));
-      svg.appendChild(el("text", {x: left - 6, y: y + 3, "text-anchor": "end"}, String(t)));
-    });
-    cats.forEach(function (c, i) {
-      var v = entry.per_category[c][key];
-      var x = left + i * (barW + gap);
-      if (typeof v === "number" && isFinite(v)) {
-        var h = plotH * Math.max(0, Math.min(100, v)) / 100;
-        var bar = el("rect", {"class": "bar", x: x, y: top + plotH - h, width: barW, height: h});
-        bar.appendChild(el("title", {}, c + ": " + v.toFixed(2) + "% (" + entry.per_category[c].n_pairs + " pairs)"));
-        svg.appendChild(bar);
+    var value = function (c) { var v = entry.per_category[c][key]; return typeof v === "number" && isFinite(v) ? v : null; };
+    if (orderSelect.value === "score") {
+      cats.sort(function (a, b) { var x = value(a), y = value(b); return (y === null ? -1 : y) - (x === null ? -1 : x); });
+    } else {
+      cats.sort();
+    }
+    var mean = entry.overall && entry.overall[key];
+    var rows = cats.map(function (c) {
+      var v = value(c);
+      var row = el("div", "cat");
+      row.title = c + ": " + (v === null ? "no score" : v.toFixed(2) + "%") + " (" + entry.per_category[c].n_pairs + " pairs)";
+      row.appendChild(el("span", "cat-name", c.replace(/_/g, " ")));
+      var track = el("span", "track");
+      var bar = el("span", "bar");
+      bar.style.width = (v === null ? 0 : Math.max(0, Math.min(100, v))) + "%";
+      track.appendChild(bar);
+      if (typeof mean === "number") {
+        var m = el("span", "mean");
+        m.style.left = Math.max(0, Math.min(100, mean)) + "%";
+        m.title = "overall " + mean.toFixed(2) + "%";
+        track.appendChild(m);
       }
-      svg.appendChild(el("text", {x: x + barW / 2, y: top + plotH + 6, "text-anchor": "end",
-                                  transform: "rotate(-65 " + (x + barW / 2) + " " + (top + plotH + 6) + ")"}, c));
+      row.appendChild(track);
+      row.appendChild(el("span", "val", v === null ? "–" : v.toFixed(1)));
+      return row;
     });
-    chart.replaceChildren(svg);
+    chart.setAttribute("aria-label", "per-category " + key + " of " + entry.method + "; dashed line: overall");
+    chart.replaceChildren.apply(chart, rows);
   }
   entrySelect.addEventListener("change", draw);
   alphaSelect.addEventListener("change", draw);
+  orderSelect.addEventListener("change", draw);
   draw();
 })();

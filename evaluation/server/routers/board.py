@@ -12,7 +12,7 @@ from .. import db
 from ..responses import SafeJSONResponse, clean_text
 from ..deps import State, get_state, require_quota, submitter
 from ..html import render_leaderboard
-from ..leaderboard import entry_json, rank
+from ..leaderboard import entry_json, rank, server_protocol
 from ..models import Leaderboard, LeaderboardEntry, Problem, SubmissionReply
 from ..openapi_bodies import PROBLEM_RESPONSES, SUBMISSION_REQUEST_BODY
 from .score import score_request
@@ -80,7 +80,7 @@ async def submit(
         raise HTTPException(status_code=429, detail="daily quota used up for today (UTC)") from None
     except db.TokenRevoked:
         raise HTTPException(status_code=401, detail="token revoked") from None
-    ranked, unranked = rank(db.list_entries(state.engine), state.scorer.annotations_sha256)
+    ranked, unranked = _rank(state)
     my_rank = next((r for r, e in ranked if e.id == entry.id), None)
     reason = next((why for why, e in unranked if e.id == entry.id), None)
     left = db.quota_left(state.engine, token, state.settings.daily_quota)
@@ -88,22 +88,46 @@ async def submit(
                          "rank": my_rank, "unranked_reason": reason, "quota_left_today": left})
 
 
+_PROTOCOLS: dict[tuple[str, bool], tuple[str, dict]] = {}
+
+
+def _protocol(state: State) -> tuple[str, dict]:
+    """The protocol of this server's annotations (computed once per annotation file)."""
+    key = (state.scorer.annotations_sha256, state.settings.private)
+    if key not in _PROTOCOLS:
+        _PROTOCOLS[key] = server_protocol(state.scorer.annotations, *key)
+    return _PROTOCOLS[key]
+
+
+def _rank(state: State, sort_by: str = "pck@0.05"):
+    return rank(db.list_entries(state.engine), state.scorer.annotations_sha256, sort_by, _protocol(state)[0])
+
+
 def _board(state: State, sort_by: str) -> dict:
-    ranked, unranked = rank(db.list_entries(state.engine), state.scorer.annotations_sha256, sort_by)
+    ranked, unranked = _rank(state, sort_by)
     private = state.settings.private
+    protocol = _protocol(state)
+    sha = state.scorer.annotations_sha256
+
+    def as_json(e, r, why):
+        return entry_json(e, r, why, private, protocol, sha)
+
     return {
         "sort_by": sort_by, "private": private, "split": state.settings.split_name,
-        "scorer_version": state.scorer.scorer_version,
-        "ranked": [entry_json(e, r, None, private) for r, e in ranked],
-        "unranked": [entry_json(e, None, why, private) for why, e in unranked],
+        "scorer_version": state.scorer.scorer_version, "protocol_id": protocol[0], "protocol": protocol[1],
+        "ranked": [as_json(e, r, None) for r, e in ranked],
+        "unranked": [as_json(e, None, why) for why, e in unranked if e.source != "paper"],
+        "published": [as_json(e, None, why) for why, e in unranked if e.source == "paper"],
     }
 
 
 @router.get("/leaderboard", response_model=Leaderboard, summary="The leaderboard as JSON")
 def leaderboard(sort_by: SortKey = Query("pck@0.05", description="ranking metric"),
                 state: State = Depends(get_state)):
-    """Ranked entries (best first) and unranked ones with the reason (missing or non-finite scores,
-    other annotations). Published numbers carry ``reported_in_paper: true``."""
+    """Ranked entries (best first, all on this server's protocol), unranked submissions with the
+    reason (missing or non-finite scores, other annotations), and the published numbers not ranked
+    here (other protocol, ablations) with theirs. Published numbers carry ``badge: "reported"``,
+    their ``citation`` (paper, table, row) and ``protocol``; entries scored here ``"verified here"``."""
     return SafeJSONResponse(jsonable_encoder(_board(state, sort_by)))
 
 
@@ -118,7 +142,8 @@ def get_submission(entry_id: str, state: State = Depends(get_state)):
     entry = db.get_entry(state.engine, entry_id) if len(entry_id) <= 32 else None
     if entry is None or entry.hidden:
         raise HTTPException(status_code=404, detail=f"no leaderboard entry {entry_id!r}")
-    ranked, unranked = rank(db.list_entries(state.engine), state.scorer.annotations_sha256)
+    ranked, unranked = _rank(state)
     my_rank = next((r for r, e in ranked if e.id == entry.id), None)
     reason = next((why for why, e in unranked if e.id == entry.id), None)
-    return SafeJSONResponse(jsonable_encoder(entry_json(entry, my_rank, reason, state.settings.private)))
+    return SafeJSONResponse(jsonable_encoder(entry_json(entry, my_rank, reason, state.settings.private,
+                                                        _protocol(state), state.scorer.annotations_sha256)))

@@ -341,10 +341,9 @@ def predict_features_submission(extractor: Extractor, photos, sketches, images_r
                                 progress: bool = True) -> Submission:
     """Both flows of every pair by feature matching; a flow :class:`Submission` (float32)."""
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
-    from model_zoo.data import ImageError, PairDataset, unwrap_worker_error
-    from model_zoo.predict import resolve_device
+    from model_zoo.data import PairDataset
+    from model_zoo.predict import iter_pair_batches, resolve_device
 
     if batch_size < 1:
         raise Psc6kError(f"batch size must be >= 1, got {batch_size}")
@@ -359,32 +358,20 @@ def predict_features_submission(extractor: Extractor, photos, sketches, images_r
         raise Psc6kError("no pairs to predict")
     s2p = p2s = None
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    bar = tqdm(total=n, unit="pair", desc="predict", disable=not progress)
-    batches = iter(loader)
-    try:
-        while True:
-            try:
-                idx, photo, sketch = next(batches)
-            except StopIteration:
-                break
-            except ImageError as exc:
-                raise unwrap_worker_error(exc) from None
-            fp = call_extractor(extractor, photo.to(device), "photo", spec)
-            fs = call_extractor(extractor, sketch.to(device), "sketch", spec)
-            if fp.shape[1] != fs.shape[1]:
-                raise Psc6kError(f"--features {spec}: {fp.shape[1]} photo channels but {fs.shape[1]} sketch channels")
-            # geometry of the 256 px images the flows are scored on, whatever size the extractor saw
-            a = match_flow(fs, fp, image_size=IMAGE_SIZE, options=options).cpu().numpy()
-            b = match_flow(fp, fs, image_size=IMAGE_SIZE, options=options).cpu().numpy()
-            if s2p is None:
-                s2p = np.empty((n, *a.shape[1:]), np.float32)
-                p2s = np.empty((n, *b.shape[1:]), np.float32)
-            if a.shape[1:] != s2p.shape[1:] or b.shape[1:] != p2s.shape[1:]:
-                raise Psc6kError(f"--features {spec}: feature size changed between batches; use --match-size")
-            s2p[np.asarray(idx)], p2s[np.asarray(idx)] = a, b
-            bar.update(len(idx))
-    finally:
-        bar.close()
+    for idx, photo, sketch in iter_pair_batches(loader, progress, n):
+        fp = call_extractor(extractor, photo.to(device), "photo", spec)
+        fs = call_extractor(extractor, sketch.to(device), "sketch", spec)
+        if fp.shape[1] != fs.shape[1]:
+            raise Psc6kError(f"--features {spec}: {fp.shape[1]} photo channels but {fs.shape[1]} sketch channels")
+        # geometry of the 256 px images the flows are scored on, whatever size the extractor saw
+        a = match_flow(fs, fp, image_size=IMAGE_SIZE, options=options).cpu().numpy()
+        b = match_flow(fp, fs, image_size=IMAGE_SIZE, options=options).cpu().numpy()
+        if s2p is None:
+            s2p = np.empty((n, *a.shape[1:]), np.float32)
+            p2s = np.empty((n, *b.shape[1:]), np.float32)
+        if a.shape[1:] != s2p.shape[1:] or b.shape[1:] != p2s.shape[1:]:
+            raise Psc6kError(f"--features {spec}: feature size changed between batches; use --match-size")
+        s2p[np.asarray(idx)], p2s[np.asarray(idx)] = a, b
     if p2s is not None and p2s.shape != s2p.shape:
         raise Psc6kError(f"--features {spec}: photo and sketch features differ in size "
                          f"({list(p2s.shape[1:3])} vs {list(s2p.shape[1:3])}); use --match-size to match on one grid")

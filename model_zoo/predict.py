@@ -14,7 +14,7 @@ from model_zoo.pscnet import PSCNet
 from psc6k.errors import Psc6kError
 from psc6k.submission import Submission
 
-__all__ = ["resolve_device", "predict_flows_batched", "predict_submission"]
+__all__ = ["resolve_device", "iter_pair_batches", "predict_flows_batched", "predict_submission"]
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -42,11 +42,10 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
-@torch.inference_mode()
-def predict_flows_batched(model: PSCNet, loader, device: torch.device, amp: bool = True, progress: bool = True,
-                          total: int | None = None):
-    """Yield ``(indices, sketch_to_photo, photo_to_sketch)`` as float32 numpy arrays per batch."""
-    model.eval()
+def iter_pair_batches(loader, progress: bool = True, total: int | None = None):
+    """Yield ``(indices, photo, sketch)`` batches of a :class:`PairDataset` loader with a progress
+    bar (advanced after the consumer is done with a batch); an unreadable image in a worker
+    process is re-raised as the one clear :class:`ImageError`."""
     bar = tqdm(total=total, unit="pair", desc="predict", disable=not progress)
     batches = iter(loader)
     try:
@@ -57,15 +56,24 @@ def predict_flows_batched(model: PSCNet, loader, device: torch.device, amp: bool
                 break
             except ImageError as exc:
                 raise unwrap_worker_error(exc) from None
-            # channels_last: ~30% less time per pair on CPU at batch 16 (benchmarks/bench_model.py)
-            photo = photo.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            sketch = sketch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
-                s2p, p2s = model.predict_flows(photo, sketch)
-            yield (np.asarray(idx), s2p.float().cpu().numpy(), p2s.float().cpu().numpy())
+            yield idx, photo, sketch
             bar.update(len(idx))
     finally:
         bar.close()
+
+
+@torch.inference_mode()
+def predict_flows_batched(model: PSCNet, loader, device: torch.device, amp: bool = True, progress: bool = True,
+                          total: int | None = None):
+    """Yield ``(indices, sketch_to_photo, photo_to_sketch)`` as float32 numpy arrays per batch."""
+    model.eval()
+    for idx, photo, sketch in iter_pair_batches(loader, progress, total):
+        # channels_last: ~30% less time per pair on CPU at batch 16 (benchmarks/bench_model.py)
+        photo = photo.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        sketch = sketch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            s2p, p2s = model.predict_flows(photo, sketch)
+        yield (np.asarray(idx), s2p.float().cpu().numpy(), p2s.float().cpu().numpy())
 
 
 def predict_submission(model: PSCNet, photos, sketches, images_root, *, device="cpu", batch_size: int = 16,

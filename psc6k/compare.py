@@ -258,13 +258,23 @@ def compare_results(ann, res_a, res_b, *, alphas=None, n_bootstrap: int = 1000, 
 
 
 def compare(ann, sub_a, sub_b, alphas=DEFAULT_ALPHAS, *, allow_partial: bool = False, n_bootstrap: int = 1000,
-            seed: int = 0, correction: str = "holm") -> Comparison:
+            seed: int = 0, correction: str = "holm", sources=("A", "B")) -> Comparison:
     """Score two submissions (:func:`psc6k.pck.evaluate`) and compare them pair by pair.
 
     With ``allow_partial`` each may cover only some pairs; the comparison uses the pairs both cover.
+    ``sources`` name the two in error messages (e.g. their file names).
     """
-    res_a = evaluate(ann, sub_a, alphas, allow_partial=allow_partial, n_bootstrap=0)
-    res_b = evaluate(ann, sub_b, alphas, allow_partial=allow_partial, n_bootstrap=0)
+    from psc6k.errors import SubmissionError
+
+    results = []
+    for sub, source in zip((sub_a, sub_b), sources):
+        try:
+            results.append(evaluate(ann, sub, alphas, allow_partial=allow_partial, n_bootstrap=0))
+        except SubmissionError as exc:
+            if exc.source is not None:
+                raise
+            raise SubmissionError(exc.reason, pair=exc.pair, field=exc.field, source=source) from None
+    res_a, res_b = results
     return compare_results(ann, res_a, res_b, alphas=alphas, n_bootstrap=n_bootstrap, seed=seed,
                            correction=correction)
 

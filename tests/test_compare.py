@@ -161,8 +161,8 @@ def test_identical_submissions_and_partial_overlap():
                       a.sketch_to_photo[keep], a.photo_to_sketch[keep])
     assert compare(ann, a, part, allow_partial=True, n_bootstrap=0).n_pairs == 6
     from psc6k.errors import SubmissionError
-    with pytest.raises(SubmissionError, match="missing"):
-        compare(ann, a, part)
+    with pytest.raises(SubmissionError, match="^part.npz: .*missing"):
+        compare(ann, a, part, sources=("full.npz", "part.npz"))
 
 
 def test_cli_json_and_errors(tmp_path, capsys):

@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-HELP = "predict a flow submission with PSCNet (needs psc6k[model])"
+HELP = "predict a flow submission with PSCNet, or zero-shot from any feature extractor with --features (needs psc6k[model])"
 SECTION, ORDER = "methods", 20
 
 

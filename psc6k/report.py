@@ -253,6 +253,7 @@ def warp_photo_to_sketch(photo, flow) -> np.ndarray:
 def plot_failures(ann, scores: MethodScores, rows: list[int], images_root, path, alpha: float = 0.10) -> None:
     """One row per failed pair: sketch (ground-truth keypoints), photo (ground truth rings and the
     method's transfers, crosses = misses), and the photo warped to the sketch (flow submissions)."""
+    from psc6k.images import read_image
     from psc6k.pck import alpha_key
 
     plt = _plt()
@@ -264,8 +265,8 @@ def plot_failures(ann, scores: MethodScores, rows: list[int], images_root, path,
     key = alpha_key(alpha)
     for r, row in enumerate(rows):
         k = int(np.flatnonzero(res.ann_index == row)[0])
-        sketch = _load_rgb(images_root, ann.sketch[row])
-        photo = _load_rgb(images_root, ann.photo[row])
+        sketch = read_image(images_root, ann.sketch[row], "rgb")
+        photo = read_image(images_root, ann.photo[row], "rgb")
         src, gt, pred = ann.sketch_kps[row], ann.photo_kps[row], res.pred["sketch_to_photo"][k]
         ok = np.linalg.norm(pred - gt, axis=-1) <= alpha * IMAGE_SIZE
         panels = [("sketch", sketch), ("photo", photo)]

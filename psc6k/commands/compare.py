@@ -13,6 +13,9 @@ import argparse
 import json
 import sys
 
+HELP = "paired comparison of two submissions: delta PCK, bootstrap CI, exact sign-flip p-value"
+SECTION, ORDER = "score", 15
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a", metavar="A", help="submission A (.npz / .json / .json.gz); delta = A - B")
@@ -33,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from psc6k.compare import compare, format_comparison
+    from psc6k.data import sample_default
     from psc6k.errors import Psc6kError
     from psc6k.formats import read_annotations
     from psc6k.jsonsafe import json_safe
@@ -42,13 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise Psc6kError(f"--alpha values must lie in (0, 1), got {args.alpha}")
     if args.bootstrap < 0:
         raise Psc6kError("--bootstrap must be >= 0")
-    ann_path = args.annotations
-    if ann_path is None:
-        from psc6k.data import sample_path
-
-        ann_path = sample_path() / "test_pairs_ps.csv"
-        print(f"psc6k compare: no --annotations given, using the bundled sample: {ann_path}", file=sys.stderr)
-    ann = read_annotations(ann_path)
+    ann = read_annotations(sample_default(args.annotations, command="compare"))
     sub_a, sub_b = load_submission(args.a), load_submission(args.b)
     for sub, path in ((sub_a, args.a), (sub_b, args.b)):
         if not sub.method or sub.method == "unnamed":

@@ -51,7 +51,9 @@ def main() -> None:
             best = None
             for r in range(args.repeats):
                 out = Path(tmp) / f"out{r}.npz"
-                proc = subprocess.run(base + extra + ["-o", str(out)], capture_output=True, text=True, check=True)
+                proc = subprocess.run(base + extra + ["-o", str(out)], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{name}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
                 summary = json.loads(proc.stdout)
                 if best is None or summary["seconds"] < best["seconds"]:
                     best = summary

@@ -234,6 +234,14 @@ class TimmFeatures(torch.nn.Module):
         except RuntimeError as exc:
             raise Psc6kError(f"timm does not know model {name!r} ({exc})") from None
         state = _read_state_dict(path)
+        # timm converts original checkpoints (e.g. Meta's DINOv2 files) with the filter its model
+        # module defines for pretrained weights; apply it when there is one
+        convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+        if convert is not None:
+            try:
+                state = convert(state, model)
+            except Exception:  # a state dict already in timm's layout may not need (or survive) it
+                pass
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith(("head.", "fc.", "classifier."))]
         if missing:

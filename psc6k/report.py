@@ -428,7 +428,7 @@ def _pairwise_html(rows) -> str:
     if not rows:
         return ""
     keys = [alpha_key(a) for a in MAIN_ALPHAS]
-    head = "<tr><th>A</th><th>vs B</th>" + "".join(
+    head = "<tr><th style=\"text-align:left\">A</th><th>vs B</th>" + "".join(
         f"<th>&Delta;{k.upper()}<br><small>A &minus; B, 95% CI</small></th><th>p<br><small>sign-flip</small></th>"
         f"<th>categories<br><small>A / B better*</small></th>" for k in keys) + "<th>pairs</th></tr>"
     body = []

@@ -260,26 +260,6 @@ def evaluate_dense(sub, gt, *, confidence: dict | None = None, alphas=DENSE_ALPH
                        [(sub.photo[i], sub.sketch[i]) for i in sub_idx])
 
 
-def check_confidence(confidence: dict, sub) -> dict:
-    """Shapes and values of per-pixel confidence maps; errors name the field."""
-    from psc6k.submission import DIRECTIONS
-
-    out = {}
-    for d in DIRECTIONS:
-        key = f"{d}_confidence"
-        arr = confidence.get(d) if d in confidence else confidence.get(key)
-        if arr is None:
-            raise SubmissionError(f"confidence given for one direction only; {key} is missing", field=key)
-        arr = np.asarray(arr)
-        if arr.dtype.kind not in "fiu" or arr.ndim != 3 or arr.shape[0] != len(sub) or min(arr.shape[1:]) < 2:
-            raise SubmissionError(f"expected a float array [N={len(sub)}, H, W] with H, W >= 2, got dtype "
-                                  f"{arr.dtype} shape {list(arr.shape)}", field=key)
-        if not np.isfinite(arr).all():
-            raise SubmissionError("confidence must be finite (no NaN / inf)", field=key)
-        out[d] = arr
-    return out
-
-
 def format_dense(res: DenseResult) -> str:
     """Plain-text table of dense scores."""
     keys = [k for k in res.overall if k.startswith("dense_")]
@@ -292,3 +272,4 @@ def format_dense(res: DenseResult) -> str:
             line += f"{row['ause']:>8.4f}"
         lines.append(line)
     return "\n".join(lines)
+

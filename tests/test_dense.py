@@ -147,3 +147,41 @@ def test_eval_cli_dense_gt_on_the_bundled_sample(tmp_path, capsys):
     assert "AEPE" in text
     assert main(["eval", str(tmp_path / "identity.npz"), "-a", ann, "--dense-gt", str(tmp_path / "nope.npz")]) == 2
     assert "nope.npz" in capsys.readouterr().err
+
+
+def test_eval_cli_scores_npz_confidence_maps(tmp_path, capsys):
+    from psc6k.cli import main
+    from psc6k.data import sample_path
+    from psc6k.submission import load_submission
+
+    from psc6k.formats import read_annotations, write_test_pairs_ps
+
+    gt_path = sample_path() / "gt_flows.npz"
+    gt = load_submission(gt_path)
+    keep = list(range(6))  # a few pairs keep the test fast
+    gt.photo, gt.sketch = [gt.photo[i] for i in keep], [gt.sketch[i] for i in keep]
+    gt.sketch_to_photo, gt.photo_to_sketch = np.asarray(gt.sketch_to_photo)[keep], np.asarray(gt.photo_to_sketch)[keep]
+    full_ann = read_annotations(sample_path() / "test_pairs_ps.csv")
+    idx = full_ann.index()
+    write_test_pairs_ps(full_ann.subset([idx[p] for p in zip(gt.photo, gt.sketch)]), tmp_path / "pairs.csv")
+    n = len(gt)
+    rng = np.random.default_rng(4)
+    flows = {d: np.asarray(getattr(gt, d)) + rng.normal(0, 0.03, np.shape(getattr(gt, d))) for d in
+             ("sketch_to_photo", "photo_to_sketch")}
+    # sketch_to_photo: confidence = minus the true error (ranks well); photo_to_sketch: noise
+    conf = {"sketch_to_photo": -np.linalg.norm(flows["sketch_to_photo"] - np.asarray(gt.sketch_to_photo), axis=-1),
+            "photo_to_sketch": rng.random((n, 32, 32))}
+    path = tmp_path / "with_conf.npz"
+    np.savez(path, photo=np.array(gt.photo), sketch=np.array(gt.sketch), method=np.array("noisy"),
+             kind=np.array("flow"), **flows, **{f"{d}_confidence": c for d, c in conf.items()})
+    ann = str(tmp_path / "pairs.csv")
+    assert main(["eval", str(path), "-a", ann, "--dense-gt", str(gt_path), "--json", "--bootstrap", "0"]) == 0
+    dense = json.loads(capsys.readouterr().out)["dense"]
+    s2p, p2s = dense["per_direction"]["sketch_to_photo"], dense["per_direction"]["photo_to_sketch"]
+    assert 0 <= s2p["ause"] < p2s["ause"]
+    assert len(dense["sparsification"]["fractions"]) == 50
+    one = tmp_path / "one_direction.npz"
+    np.savez(one, photo=np.array(gt.photo), sketch=np.array(gt.sketch), **flows,
+             sketch_to_photo_confidence=conf["sketch_to_photo"])
+    assert main(["eval", str(one), "-a", ann, "--dense-gt", str(gt_path), "--bootstrap", "0"]) == 2
+    assert "photo_to_sketch_confidence" in capsys.readouterr().err

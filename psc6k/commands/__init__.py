@@ -15,6 +15,50 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                              "when it holds rendered_256x256/, else the bundled sample)")
 
 
+def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every scoring command shares (``eval``, ``compare``), with one set of defaults."""
+    parser.add_argument("--annotations", "-a", default=None,
+                        help="test_pairs_ps.csv or test_pairs_st.csv (default: the bundled sample's)")
+    parser.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.10],
+                        help="PCK thresholds as fractions of the 256 px image side")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI (0: off)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--max-decompressed-mb", type=float, default=None,
+                        help="largest decompressed JSON text / declared NPZ arrays, in MiB (default 8192; "
+                             "'psc6k serve' has the same option, default 1024)")
+    parser.add_argument("--max-flow-side", type=int, default=256, help="largest flow height / width accepted")
+
+
+def scoring_inputs(args: argparse.Namespace, *, command: str):
+    """Check the shared scoring options and read the annotations.
+
+    Returns
+    -------
+    ann : psc6k.formats.Annotations
+    limits : psc6k.submission.ReadLimits
+        What one submission may cost to read: at most one entry per annotated pair (+1, so that an
+        extra pair is named by the alignment), as the server reads it.
+    """
+    from psc6k.data import sample_default
+    from psc6k.errors import Psc6kError
+    from psc6k.formats import read_annotations
+    from psc6k.submission import ReadLimits
+
+    if any(not 0 < a < 1 for a in args.alpha):
+        raise Psc6kError(f"--alpha values must lie in (0, 1), got {args.alpha}")
+    if args.bootstrap < 0:
+        raise Psc6kError("--bootstrap must be >= 0")
+    if args.max_decompressed_mb is not None and args.max_decompressed_mb <= 0:
+        raise Psc6kError("--max-decompressed-mb must be > 0")
+    if args.max_flow_side < 2:
+        raise Psc6kError("--max-flow-side must be >= 2")
+    ann = read_annotations(sample_default(args.annotations, command=command))
+    limits = ReadLimits(max_side=args.max_flow_side, max_pairs=len(ann) + 1)
+    if args.max_decompressed_mb is not None:
+        limits = ReadLimits(int(args.max_decompressed_mb * 1024 * 1024), args.max_flow_side, len(ann) + 1)
+    return ann, limits
+
+
 def resolve_dataset(annotations, images, *, command: str | None = None) -> tuple[Path, Path]:
     """(annotations CSV, Sketchy images root) from ``--annotations`` / ``--images``.
 

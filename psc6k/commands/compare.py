@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from psc6k.commands import add_scoring_arguments, scoring_inputs
+
 HELP = "paired comparison of two submissions: delta PCK, bootstrap CI, exact sign-flip p-value"
 SECTION, ORDER = "score", 15
 
@@ -20,12 +22,7 @@ SECTION, ORDER = "score", 15
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a", metavar="A", help="submission A (.npz / .json / .json.gz); delta = A - B")
     parser.add_argument("b", metavar="B", help="submission B")
-    parser.add_argument("--annotations", "-a", default=None,
-                        help="test_pairs_ps.csv or test_pairs_st.csv (default: the bundled sample's)")
-    parser.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.10],
-                        help="PCK thresholds as fractions of the 256 px image side")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples for the 95%% CI (0: off)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    add_scoring_arguments(parser)
     parser.add_argument("--correction", choices=("holm", "bh"), default="holm",
                         help="per-category p-value adjustment: holm (family-wise error) or bh (false discovery rate)")
     parser.add_argument("--allow-partial", action="store_true",
@@ -36,18 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from psc6k.compare import compare, format_comparison
-    from psc6k.data import sample_default
-    from psc6k.errors import Psc6kError
-    from psc6k.formats import read_annotations
     from psc6k.jsonsafe import json_safe
     from psc6k.submission import load_submission
 
-    if any(not 0 < a < 1 for a in args.alpha):
-        raise Psc6kError(f"--alpha values must lie in (0, 1), got {args.alpha}")
-    if args.bootstrap < 0:
-        raise Psc6kError("--bootstrap must be >= 0")
-    ann = read_annotations(sample_default(args.annotations, command="compare"))
-    sub_a, sub_b = load_submission(args.a), load_submission(args.b)
+    ann, limits = scoring_inputs(args, command="compare")
+    sub_a, sub_b = load_submission(args.a, limits=limits), load_submission(args.b, limits=limits)
     for sub, path in ((sub_a, args.a), (sub_b, args.b)):
         if not sub.method or sub.method == "unnamed":
             from pathlib import Path

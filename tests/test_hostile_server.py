@@ -8,6 +8,7 @@ Linux routes all of 127.0.0.0/8 to loopback, so each stalled client binds its ow
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import socket
 import subprocess
@@ -145,6 +146,13 @@ def test_slow_trickle_is_cut_by_the_total_timeout(tmp_path):
         proc.wait(timeout=30)
 
 
+def _run(coro):
+    """``asyncio.run`` in a thread of its own: the session's Playwright fixture keeps an event loop
+    running in the main thread once the browser tests have run."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 class _TrickleRequest:
     """Just enough of a Starlette request for :func:`_spool_body`: a body arriving a byte at a time."""
 
@@ -180,7 +188,7 @@ def test_total_deadline_holds_when_a_byte_arrives_as_it_fires():
     async def many():
         return [await one() for _ in range(100)]  # a lost deadline reads the whole 300 ms body: 200
 
-    results = asyncio.run(many())
+    results = _run(many())
     assert all(code == 408 and "longer than 0.02 s" in detail for code, detail, _ in results), results[:5]
 
 
@@ -190,10 +198,10 @@ def test_idle_and_end_of_body_on_their_own_clocks():
     from evaluation.server.body import _spool_body
 
     with pytest.raises(HTTPException) as idle:
-        asyncio.run(_spool_body(_TrickleRequest(0.3), 1 << 20, timeout_s=5, idle_s=0.05))
+        _run(_spool_body(_TrickleRequest(0.3), 1 << 20, timeout_s=5, idle_s=0.05))
     assert idle.value.status_code == 408 and "sent nothing for 0.05 s" in idle.value.detail
-    spool = asyncio.run(_spool_body(_TrickleRequest(0.001, stop_after=5), 1 << 20, timeout_s=5, idle_s=1))
+    spool = _run(_spool_body(_TrickleRequest(0.001, stop_after=5), 1 << 20, timeout_s=5, idle_s=1))
     assert spool.read() == b"     "
     with pytest.raises(HTTPException) as big:
-        asyncio.run(_spool_body(_TrickleRequest(0.001, stop_after=50), 10, timeout_s=5, idle_s=1))
+        _run(_spool_body(_TrickleRequest(0.001, stop_after=50), 10, timeout_s=5, idle_s=1))
     assert big.value.status_code == 413

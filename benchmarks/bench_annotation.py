@@ -336,6 +336,9 @@ def verify(db_url, stats):
         bad_free = [t for t, f in n_free.items() if f != unheld.get(t, 0)]
         if bad_free:
             problems.append(f"{len(bad_free)} tasks have n_free out of step with their slots")
+        counted = {c: (f, o) for c, f, o in conn.execute(select(db.categories))}
+        if counted != {c: (int(f), int(o)) for c, f, o in conn.execute(db.category_counts_query())}:
+            problems.append("the per-category counts are out of step with the tasks")
         completed = conn.execute(select(func.count()).select_from(db.sessions)
                                  .where(db.sessions.c.status == "completed")).scalar_one()
     service.close()

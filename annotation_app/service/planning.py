@@ -111,12 +111,12 @@ def plan_candidates(conn, config, rng: random.Random) -> Candidates:
     if alloc:
         # the best few tasks of each category: enough for distinct pairs after the catch trials'
         k = max(alloc.values()) * NUM_KEYPOINTS + len(avoid) + 1
-        for r in conn.execute(_Q_BEST[conn.dialect.name == "postgresql"], {"k": k}):
+        for r in conn.execute(_Q_BEST[conn.dialect.name == "postgresql"], {"k": k}).all():
             by_category.setdefault(r.category, []).append(r)
     task_ids = [t for cat, need in alloc.items() for t in pick_tasks(by_category.get(cat, []), need, avoid)]
     lowest: dict[int, tuple[int, int]] = {}  # task -> (slot_index, slot_id) of its lowest free slot
     if task_ids:
-        for task_id, slot_index, slot_id in conn.execute(_Q_FREE_SLOTS, {"tids": task_ids}):
+        for task_id, slot_index, slot_id in conn.execute(_Q_FREE_SLOTS, {"tids": task_ids}).all():
             if task_id not in lowest or slot_index < lowest[task_id][0]:
                 lowest[task_id] = (slot_index, slot_id)
     slots = [(t, lowest[t][1], lowest[t][0]) for t in task_ids if t in lowest]

@@ -26,10 +26,13 @@ _Q_PID = select(S.c.id).where(S.c.prolific_pid == bindparam("pid"))
 _Q_TOKEN_OF = select(S.c.token).where(S.c.prolific_pid == bindparam("pid"))
 _I_SESSION = insert(S).returning(S.c.id)
 _I_TRIALS = insert(TR)
-_Q_BODY = (select(TR.c.id, TR.c.idx, T.c.category, T.c.keypoint, P.c.sketch_kps_json, C.c.id.label("click_id"))
-           .select_from(TR.join(T, T.c.id == TR.c.task_id).join(P, P.c.id == T.c.pair_id)
-                        .outerjoin(C, C.c.trial_id == TR.c.id))
+_Q_BODY = (select(TR.c.id, TR.c.idx, TR.c.task_id, C.c.id.label("click_id"))
+           .select_from(TR.outerjoin(C, C.c.trial_id == TR.c.id))
            .where(TR.c.session_id == bindparam("sid")).order_by(TR.c.idx))
+_Q_TASK_INFO = (select(T.c.id, T.c.category, T.c.keypoint, P.c.sketch_kps_json)
+                .select_from(T.join(P, P.c.id == T.c.pair_id)).where(T.c.id.in_(bindparam("ids", expanding=True))))
+_Q_ANSWERED = select(func.count()).select_from(C).where(C.c.session_id == bindparam("sid"))
+_U_COMPLETED = update(S).where(S.c.id == bindparam("sid")).values(status="completed", completed_at=bindparam("now"))
 
 
 class _Exists(Exception):
@@ -44,6 +47,9 @@ def study_full() -> ConflictError:
 class Sessions:
     def __init__(self, store):
         self.store = store
+        # task id -> (category, keypoint, sketch keypoint [x, y]): fixed at init, so read once
+        # per process (a page reload or resume then reads only the session's trials and clicks)
+        self._task_info: dict[int, tuple[str, int, list]] = {}
 
     def check_link_key(self, given: str | None) -> None:
         """The study link's ``key``: without the right one no session starts (a study made
@@ -112,14 +118,21 @@ class Sessions:
     def body(self, token: str) -> dict:
         """The session as the page needs it (also the reply of ``POST /api/sessions``)."""
         store = self.store
+        info = self._task_info
         with store.read.connect() as conn:
             sess = store.session_by_token(conn, token)
             rows = conn.execute(_Q_BODY, {"sid": sess.id}).all()
+            missing = [r.task_id for r in rows if r.task_id not in info]
+            if missing:
+                for task_id, category, keypoint, kps_json in conn.execute(_Q_TASK_INFO, {"ids": missing}):
+                    info[task_id] = (category, keypoint, json.loads(kps_json)[keypoint])
         base = f"/api/sessions/{token}/images"
-        trials = [{"trial_id": r.id, "index": r.idx, "category": r.category, "keypoint": r.keypoint,
-                   "sketch_url": f"{base}/{r.id}/sketch", "photo_url": f"{base}/{r.id}/photo",
-                   "sketch_keypoint": json.loads(r.sketch_kps_json)[r.keypoint], "answered": r.click_id is not None}
-                  for r in rows]
+        trials = []
+        for trial_id, idx, task_id, click_id in rows:
+            category, keypoint, sketch_keypoint = info[task_id]
+            trials.append({"trial_id": trial_id, "index": idx, "category": category, "keypoint": keypoint,
+                           "sketch_url": f"{base}/{trial_id}/sketch", "photo_url": f"{base}/{trial_id}/photo",
+                           "sketch_keypoint": sketch_keypoint, "answered": click_id is not None})
         answered = sum(t["answered"] for t in trials)
         next_index = next((t["index"] for t in trials if not t["answered"]), len(trials))
         return {"session_token": token, "participant": sess.participant,
@@ -130,15 +143,17 @@ class Sessions:
     def complete(self, token: str) -> dict:
         """The completion code, only once the server holds every trial of the session."""
         store = self.store
-        now = store.clock()
-        with store.write_tx() as conn:
+
+        def mark_completed(conn):
             sess = store.session_by_token(conn, token)
-            n_answered = conn.execute(select(func.count()).select_from(C).where(C.c.session_id == sess.id)).scalar_one()
+            n_answered = conn.execute(_Q_ANSWERED, {"sid": sess.id}).scalar_one()
             missing = sess.n_trials - n_answered
             if missing > 0:
                 raise ConflictError(f"{missing} trials missing: the server holds {n_answered} of {sess.n_trials} "
                                     f"clicks of this session", missing=missing,
                                     status=store.session_status(sess, n_answered))
             if sess.status != "completed":
-                conn.execute(update(S).where(S.c.id == sess.id).values(status="completed", completed_at=now))
+                conn.execute(_U_COMPLETED, {"sid": sess.id, "now": store.clock()})
+
+        store.run_write(mark_completed)  # on SQLite: shares the fsync of the clicks queued meanwhile
         return {"completion_code": store.config.completion_code, "redirect_url": store.config.redirect_url}

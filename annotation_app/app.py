@@ -8,6 +8,7 @@ factory for ``uvicorn --factory``.
 
 from __future__ import annotations
 
+import inspect
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -40,13 +41,22 @@ def _lifespan(opened: StudyService | None):
     return lifespan
 
 
+def _without_telemetry() -> dict:
+    """FastAPI's native OpenTelemetry hooks off, where this FastAPI has them (``telemetry=``
+    exists only in recent releases): they check the global providers on every request, and the
+    click route is the hot path of a worker that also plans sessions."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+
+
 def create_app(settings: AnnotationSettings, *, service: StudyService | None = None) -> FastAPI:
     """The app for the study of ``settings.db_url``, or around an already opened ``service``
     (tests; it stays the caller's to close). Without ``settings.admin_token`` the admin API
     answers 403."""
     app = FastAPI(title="PSC6K annotation service", version="1", lifespan=_lifespan(service),
                   description="Crowd annotation of PSC6K keypoints. Contract: docs/annotation.md; "
-                              "errors: docs/errors.md.")
+                              "errors: docs/errors.md.", **_without_telemetry())
     app.state.settings = settings
     app.state.service = service
     app.state.entry_limit = (RateLimit(settings.entry_rate_limit, name="study entry",
@@ -55,7 +65,8 @@ def create_app(settings: AnnotationSettings, *, service: StudyService | None = N
                              if settings.entry_rate_limit else None)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    for router in (pages.router, participant.router, clicks.router, admin.router, exports.router):
+    # the click route first: routes are matched in order, and clicks are most of the requests
+    for router in (clicks.router, participant.router, pages.router, admin.router, exports.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app

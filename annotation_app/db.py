@@ -30,8 +30,8 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import (Boolean, CheckConstraint, Column, Float, ForeignKey, ForeignKeyConstraint,
-                        Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
-                        create_engine, event)
+                        Index, Integer, MetaData, String, Table, Text, UniqueConstraint, case,
+                        create_engine, event, func, insert, inspect, select)
 from sqlalchemy.engine import Engine, make_url
 
 metadata = MetaData()
@@ -77,7 +77,20 @@ tasks = Table(
     CheckConstraint("keypoint >= 0 AND keypoint < 8", name="ck_tasks_keypoint"),
     CheckConstraint("n_free >= 0", name="ck_tasks_n_free"),
 )
-Index("ix_tasks_pick", tasks.c.is_catch, tasks.c.category, tasks.c.n_free, tasks.c.rank)
+# a category's best tasks (most free slots, then rank) are the first rows of this index: planning
+# reads a few rows per category instead of sorting every task of the study
+Index("ix_tasks_pick", tasks.c.is_catch, tasks.c.category, tasks.c.n_free.desc(), tasks.c.rank)
+
+categories = Table(
+    "categories", metadata,
+    # per category of the regular tasks, kept in step with tasks.n_free (service.leases.add_free,
+    # in the transaction that moves the slots), so that planning reads one row per category
+    Column("category", String(128), primary_key=True),
+    Column("n_free", Integer, nullable=False),          # sum of tasks.n_free
+    Column("n_open", Integer, nullable=False),          # tasks with n_free > 0
+    CheckConstraint("n_free >= 0", name="ck_categories_n_free"),
+    CheckConstraint("n_open >= 0 AND n_open <= n_free", name="ck_categories_n_open"),
+)
 
 sessions = Table(
     "sessions", metadata,
@@ -213,6 +226,23 @@ def make_engines(url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FU
 
 def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+
+
+def add_category_counts(conn) -> bool:
+    """Give a study made before the ``categories`` table existed its counts (the caller holds
+    the plan lock); returns whether it had to. Idempotent."""
+    if inspect(conn).has_table("categories"):
+        return False
+    categories.create(conn)
+    conn.execute(insert(categories).from_select(["category", "n_free", "n_open"], category_counts_query()))
+    return True
+
+
+def category_counts_query():
+    """Per category of the regular tasks: ``(category, n_free, n_open)`` recounted from the
+    tasks (what the ``categories`` table holds; used to fill it and by the tests as its oracle)."""
+    return (select(tasks.c.category, func.sum(tasks.c.n_free), func.sum(case((tasks.c.n_free > 0, 1), else_=0)))
+            .where(tasks.c.is_catch == False).group_by(tasks.c.category))  # noqa: E712
 
 
 def drop_schema(engine: Engine) -> None:

@@ -205,6 +205,7 @@ def _write_study(db_url: str, config: StudyConfig, root: Path, rows: list[dict],
                                   "answer_x": float(item.answer[0]), "answer_y": float(item.answer[1]),
                                   "tolerance_px": float(item.tolerance_px or config.catch_tolerance_px)})
             conn.execute(insert(db.tasks), task_rows)
+            conn.execute(insert(db.categories).from_select(["category", "n_free", "n_open"], db.category_counts_query()))
             task_ids = conn.execute(select(db.tasks.c.id).where(db.tasks.c.is_catch == False)  # noqa: E712
                                     .order_by(db.tasks.c.id)).scalars().all()
             slot_rows = [{"task_id": t, "slot_index": s, "holder_session_id": None, "filled": False}

@@ -110,6 +110,9 @@ def check_invariants(service) -> None:
         n_free = dict(conn.execute(select(db.tasks.c.id, db.tasks.c.n_free)).all())
         unheld = dict(conn.execute(select(db.slots.c.task_id, func.count()).where(
             db.slots.c.holder_session_id.is_(None)).group_by(db.slots.c.task_id)).all())
+        counted = {c: (f, o) for c, f, o in conn.execute(select(db.categories))}
+        recounted = {c: (int(f), int(o)) for c, f, o in conn.execute(db.category_counts_query())}
+    assert counted == recounted, "the per-category counts are out of step with the tasks"
     per_task: dict = {}
     for t, s, k in rows:
         per_task.setdefault(t, []).append((s, k))

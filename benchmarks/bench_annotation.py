@@ -336,11 +336,27 @@ def verify(db_url, stats):
         bad_free = [t for t, f in n_free.items() if f != unheld.get(t, 0)]
         if bad_free:
             problems.append(f"{len(bad_free)} tasks have n_free out of step with their slots")
+        counted = {c: (f, o) for c, f, o in conn.execute(select(db.categories))}
+        if counted != {c: (int(f), int(o)) for c, f, o in conn.execute(db.category_counts_query())}:
+            problems.append("the per-category counts are out of step with the tasks")
         completed = conn.execute(select(func.count()).select_from(db.sessions)
                                  .where(db.sessions.c.status == "completed")).scalar_one()
     service.close()
     return {"clicks_in_db": len(rows), "acknowledged": len(stats.acked), "completed_sessions_db": completed,
             "problems": problems}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine spent so far (``/proc/stat``: everything but
+    idle and iowait)."""
+    fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process (the simulated participants and the checks)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def run_one(kind, args, work: Path):
@@ -364,9 +380,12 @@ def run_one(kind, args, work: Path):
     stats = Stats()
     load_before = os.getloadavg()[0]
     try:
-        cpu0 = server.cpu_seconds()
+        cpu0, busy0, own0 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds()
         wall, kill_log = asyncio.run(drive(port, server, args, stats))
-        server_cpu = server.cpu_seconds() - cpu0 - kill_log.get("restart_cpu_s", 0.0)
+        server_cpu_all = server.cpu_seconds() - cpu0
+        # CPU the rest of the machine took meanwhile (other people's work, not this benchmark's)
+        others_cpu = machine_busy_seconds() - busy0 - server_cpu_all - (own_cpu_seconds() - own0)
+        server_cpu = server_cpu_all - kill_log.get("restart_cpu_s", 0.0)
     finally:
         server.stop()
     load_after = os.getloadavg()[0]
@@ -395,6 +414,7 @@ def run_one(kind, args, work: Path):
         "duplicates": stats.duplicates, "duplicate_mismatch": stats.duplicate_mismatch,
         "abandoned": stats.abandoned, "completed": stats.completed, "errors": stats.errors[:10],
         "n_errors": len(stats.errors), "load_before": load_before, "load_after": load_after,
+        "others_cores": max(others_cpu, 0.0) / wall,
         "start_p50_ms": float(np.percentile(starts, 50)) if starts.size else None,
         "start_p99_ms": float(np.percentile(starts, 99)) if starts.size else None, **kill_log, **check,
     }
@@ -485,6 +505,7 @@ def print_table(results: list[dict]) -> bool:
     row("client-side errors", "n_errors", "{:d}", "0")
     row("load average (1 min) before", "load_before", "{:.1f}")
     row("load average (1 min) after", "load_after", "{:.1f}")
+    row("cores used by other processes", "others_cores", "{:.2f}", "0 (quiet)")
     ok = True
     for r in results:
         for prob in r["problems"]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from sqlalchemy import func, select
 
 from psc6k_web.errors import error_responses
@@ -15,6 +15,14 @@ from ..service import StudyService, StudyStore
 from .pages import image_response
 
 router = APIRouter(prefix="/api", tags=["participant"])
+
+
+def session_response(data: dict, status_code: int = 200) -> Response:
+    """A session body, checked against :class:`SessionOut` and rendered to JSON by pydantic in
+    one step (half the CPU of validating, dumping to Python and encoding with ``json``; a
+    session has ~127 trials and the worker serving it also serves clicks)."""
+    return Response(SessionOut.model_validate(data).model_dump_json(), status_code=status_code,
+                    media_type="application/json")
 
 
 @router.get("/study", response_model=StudyOut)
@@ -35,13 +43,13 @@ def start_session(body: SessionStart, service: StudyService = Depends(get_servic
     201 when created, 200 when resumed; 403 without the study link's key; 409 ``reason:
     study_full`` when no slot is open; 429 past the per-client limit (when configured)."""
     data, created = service.sessions.start(body.prolific_pid, body.study_id, body.session_id, body.link_key)
-    return JSONResponse(SessionOut.model_validate(data).model_dump(mode="json"), status_code=201 if created else 200)
+    return session_response(data, 201 if created else 200)
 
 
 @router.get("/sessions/{token}", response_model=SessionOut, responses=error_responses(404))
 def get_session(token: str = Depends(session_token), service: StudyService = Depends(get_service)):
     """The same body as POST /api/sessions (resume after a reload)."""
-    return service.sessions.body(token)
+    return session_response(service.sessions.body(token))
 
 
 @router.post("/sessions/{token}/complete", response_model=Completion, responses=error_responses(404, 409))

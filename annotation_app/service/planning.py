@@ -11,28 +11,70 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, true, update
 
 from psc6k import NUM_KEYPOINTS
 
 from .. import db
 from .leases import add_free
 
-T, SL = db.tasks, db.slots
+T, SL, CAT = db.tasks, db.slots, db.categories
+
+# The statements, built once. Planning reads O(categories x trials per category) rows: one row
+# per category with free slots (the ``categories`` counts) and the first few rows of each
+# category in ``ix_tasks_pick``, never every task of the study.
+_Q_OPEN_CATEGORIES = select(CAT.c.category, CAT.c.n_free, CAT.c.n_open).where(CAT.c.n_free > 0)
+_Q_CATCH = select(T.c.id, T.c.pair_id, T.c.keypoint).where(T.c.is_catch == True).order_by(T.c.id)  # noqa: E712
+
+
+def _best_tasks_query(lateral: bool):
+    """The best ``k`` open tasks of every category with free slots (most free slots first, ties
+    by rank), ordered by category, then best first.
+
+    PostgreSQL runs it as a LATERAL join; SQLite (no LATERAL) as a correlated ``id IN (...
+    LIMIT k)``, which it evaluates once per category as a search of the index.
+    """
+    t = T.alias("best")
+    best = (select(t.c.id, t.c.pair_id, t.c.keypoint, t.c.category, t.c.n_free, t.c.rank)
+            .where(t.c.is_catch == False, t.c.category == CAT.c.category, t.c.n_free > 0)  # noqa: E712
+            .order_by(t.c.n_free.desc(), t.c.rank).limit(bindparam("k")))
+    if lateral:
+        best = best.lateral("best_of_category")
+        src = CAT.join(best, true())
+    else:
+        best = best.with_only_columns(t.c.id).correlate(CAT)
+        best_rows = T.alias("best_row")
+        src, best = CAT.join(best_rows, best_rows.c.id.in_(best)), best_rows
+    return (select(best.c.id, best.c.pair_id, best.c.keypoint, best.c.category).select_from(src)
+            .where(CAT.c.n_free > 0).order_by(best.c.category, best.c.n_free.desc(), best.c.rank))
+
+
+_Q_BEST = {False: _best_tasks_query(lateral=False), True: _best_tasks_query(lateral=True)}
+_Q_FREE_SLOTS = (select(SL.c.task_id, SL.c.slot_index, SL.c.id)
+                 .where(SL.c.task_id.in_(bindparam("tids", expanding=True)), SL.c.holder_session_id.is_(None)))
+_U_HOLD = (update(SL).where(SL.c.id.in_(bindparam("ids", expanding=True)), SL.c.holder_session_id.is_(None))
+           .values(holder_session_id=bindparam("sid")))
 
 
 @dataclass
 class Candidates:
-    """What a new plan would take, read without the plan lock.
+    """A new plan, read without the plan lock (:func:`claim` takes its slots under it, after
+    checking that no slot moved since).
 
     ``alloc``: trials wanted per category; ``catch``: the catch tasks drawn; ``avoid``: their
-    (pair, keypoint)s; ``by_category``: per category the best candidate tasks in order.
+    (pair, keypoint)s; ``by_category``: per category the best candidate tasks in order;
+    ``slots``: the regular trials, ``(task_id, slot_id, slot_index)`` of the free slot each takes.
     """
 
     alloc: dict = field(default_factory=dict)
     catch: list = field(default_factory=list)
     avoid: set = field(default_factory=set)
     by_category: dict = field(default_factory=dict)
+    slots: list = field(default_factory=list)
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.slots) + len(self.catch)
 
 
 def allocate_categories(free: dict[str, int], n_tasks: dict[str, int], want: int, rng: random.Random) -> dict:
@@ -55,28 +97,30 @@ def allocate_categories(free: dict[str, int], n_tasks: dict[str, int], want: int
 
 def plan_candidates(conn, config, rng: random.Random) -> Candidates:
     """Read what a new plan would take (no lock needed; :func:`claim` takes the slots)."""
-    free = conn.execute(select(T.c.category, func.sum(T.c.n_free), func.count())
-                        .where(T.c.is_catch == False, T.c.n_free > 0).group_by(T.c.category)).all()  # noqa: E712
+    # sorted: the same counts give the same allocation for the same rng, whatever the row order
+    free = sorted(conn.execute(_Q_OPEN_CATEGORIES).all())
     alloc = allocate_categories({c: int(f) for c, f, _ in free}, {c: int(n) for c, _, n in free},
                                 config.trials_per_participant, rng)
     # catch trials first, so regular picks can avoid their (pair, keypoint)
     catch = []
     if config.catch_per_session:
-        catch_tasks = conn.execute(select(T.c.id, T.c.pair_id, T.c.keypoint).where(T.c.is_catch == True)).all()  # noqa: E712
+        catch_tasks = conn.execute(_Q_CATCH).all()
         catch = rng.sample(list(catch_tasks), min(config.catch_per_session, len(catch_tasks)))
     avoid = {(c.pair_id, c.keypoint) for c in catch}
     by_category: dict[str, list] = {}
     if alloc:
-        # One query for all categories: the best few tasks of each (most free slots, then rank).
+        # the best few tasks of each category: enough for distinct pairs after the catch trials'
         k = max(alloc.values()) * NUM_KEYPOINTS + len(avoid) + 1
-        ranked = select(T.c.id, T.c.pair_id, T.c.keypoint, T.c.category, func.row_number().over(
-            partition_by=T.c.category, order_by=(T.c.n_free.desc(), T.c.rank)).label("rn")).where(
-            T.c.is_catch == False, T.c.n_free > 0).subquery()  # noqa: E712
-        rows = conn.execute(select(ranked.c.id, ranked.c.pair_id, ranked.c.keypoint, ranked.c.category)
-                            .where(ranked.c.rn <= k).order_by(ranked.c.category, ranked.c.rn)).all()
-        for r in rows:
+        for r in conn.execute(_Q_BEST[conn.dialect.name == "postgresql"], {"k": k}).all():
             by_category.setdefault(r.category, []).append(r)
-    return Candidates(alloc, catch, avoid, by_category)
+    task_ids = [t for cat, need in alloc.items() for t in pick_tasks(by_category.get(cat, []), need, avoid)]
+    lowest: dict[int, tuple[int, int]] = {}  # task -> (slot_index, slot_id) of its lowest free slot
+    if task_ids:
+        for task_id, slot_index, slot_id in conn.execute(_Q_FREE_SLOTS, {"tids": task_ids}).all():
+            if task_id not in lowest or slot_index < lowest[task_id][0]:
+                lowest[task_id] = (slot_index, slot_id)
+    slots = [(t, lowest[t][1], lowest[t][0]) for t in task_ids if t in lowest]
+    return Candidates(alloc, catch, avoid, by_category, slots)
 
 
 def pick_tasks(rows, need: int, avoid: set) -> list[int]:
@@ -98,24 +142,17 @@ def pick_tasks(rows, need: int, avoid: set) -> list[int]:
 
 
 def claim(store, conn, session_id: int, cand: Candidates, rng: random.Random) -> list[dict]:
-    """Take the slots of a plan (the caller holds the plan lock and checked the plan is
-    current); returns the shuffled plan ``[{task_id, slot_index, is_catch}]``."""
-    task_ids = [t for cat, need in cand.alloc.items() for t in pick_tasks(cand.by_category.get(cat, []), need, cand.avoid)]
-    if not task_ids:
+    """Take the slots of a plan for ``session_id`` (the caller holds the plan lock and checked
+    that the plan is current); returns the shuffled plan ``[{task_id, slot_index, is_catch}]``."""
+    if not cand.slots:
         return []
-    slot_of = dict(conn.execute(select(SL.c.task_id, func.min(SL.c.slot_index)).where(
-        SL.c.task_id.in_(task_ids), SL.c.holder_session_id.is_(None)).group_by(SL.c.task_id)).all())
-    task_ids = [t for t in task_ids if t in slot_of]
-    if not task_ids:
-        return []
-    res = conn.execute(update(SL).where(SL.c.task_id == bindparam("tid"), SL.c.slot_index == bindparam("sidx"),
-                                        SL.c.holder_session_id.is_(None)).values(holder_session_id=session_id),
-                       [{"tid": t, "sidx": slot_of[t]} for t in task_ids])
-    if res.rowcount not in (-1, len(task_ids)):
+    res = conn.execute(_U_HOLD, {"ids": [slot_id for _, slot_id, _ in cand.slots], "sid": session_id})
+    if res.rowcount != len(cand.slots):
         raise RuntimeError("slot assignment raced although the plan lock was held")
+    task_ids = [t for t, _, _ in cand.slots]
     add_free(conn, task_ids, -1)
     store.bump_plan_version(conn)
-    plan = [{"task_id": t, "slot_index": slot_of[t], "is_catch": False} for t in task_ids]
+    plan = [{"task_id": t, "slot_index": slot_index, "is_catch": False} for t, _, slot_index in cand.slots]
     plan += [{"task_id": c.id, "slot_index": None, "is_catch": True} for c in cand.catch]
     rng.shuffle(plan)
     return plan

@@ -8,7 +8,7 @@ import json
 import random
 import secrets
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from psc6k.errors import ConflictError, PermissionDeniedError
@@ -19,6 +19,20 @@ from .planning import claim, plan_candidates
 from .store import iso
 
 T, P, S, TR, C = db.tasks, db.pairs, db.sessions, db.trials, db.clicks
+
+# The statements of study entry, built once.
+_Q_VERSION = select(db.study.c.plan_version)
+_Q_PID = select(S.c.id).where(S.c.prolific_pid == bindparam("pid"))
+_Q_TOKEN_OF = select(S.c.token).where(S.c.prolific_pid == bindparam("pid"))
+_I_SESSION = insert(S).returning(S.c.id)
+_I_TRIALS = insert(TR)
+_Q_BODY = (select(TR.c.id, TR.c.idx, TR.c.task_id, C.c.id.label("click_id"))
+           .select_from(TR.outerjoin(C, C.c.trial_id == TR.c.id))
+           .where(TR.c.session_id == bindparam("sid")).order_by(TR.c.idx))
+_Q_TASK_INFO = (select(T.c.id, T.c.category, T.c.keypoint, P.c.sketch_kps_json)
+                .select_from(T.join(P, P.c.id == T.c.pair_id)).where(T.c.id.in_(bindparam("ids", expanding=True))))
+_Q_ANSWERED = select(func.count()).select_from(C).where(C.c.session_id == bindparam("sid"))
+_U_COMPLETED = update(S).where(S.c.id == bindparam("sid")).values(status="completed", completed_at=bindparam("now"))
 
 
 class _Exists(Exception):
@@ -33,6 +47,9 @@ def study_full() -> ConflictError:
 class Sessions:
     def __init__(self, store):
         self.store = store
+        # task id -> (category, keypoint, sketch keypoint [x, y]): fixed at init, so read once
+        # per process (a page reload or resume then reads only the session's trials and clicks)
+        self._task_info: dict[int, tuple[str, int, list]] = {}
 
     def check_link_key(self, given: str | None) -> None:
         """The study link's ``key``: without the right one no session starts (a study made
@@ -46,11 +63,12 @@ class Sessions:
               ) -> tuple[dict, bool]:
         """Start (or resume) the session of ``prolific_pid``; returns (body, created).
 
-        The plan is computed from a consistent read *outside* the write lock (it scans every
-        task, tens of milliseconds on a full study, and clicks would queue behind it); under the
-        lock it is used only if no slot was claimed or released since (``plan_version``),
-        else recomputed there. Either way the slots are claimed exactly as if planned under
-        the lock.
+        The plan is computed from a consistent read *outside* the write lock, so clicks do not
+        queue behind it; under the lock it is used only if no slot was claimed or released
+        since (``plan_version``), else recomputed there (a few milliseconds: planning reads a
+        few rows per category, never every task). Either way the slots are claimed exactly as
+        if planned under the lock. The claim is one write job: on SQLite it shares its
+        transaction and fsync with the clicks queued meanwhile (:mod:`.group_commit`).
         """
         self.check_link_key(link_key)
         store = self.store
@@ -60,28 +78,31 @@ class Sessions:
         rng = random.Random(secrets.randbits(64))
         with store.read.connect() as conn:
             with conn.begin():  # one snapshot (SQLite); the version is read first (PostgreSQL)
-                version = conn.execute(select(db.study.c.plan_version)).scalar_one()
+                version = conn.execute(_Q_VERSION).scalar_one()
                 candidates = plan_candidates(conn, store.config, rng)
-        now = store.clock()
         token = secrets.token_urlsafe(24)
+        new = {"token": token, "prolific_pid": prolific_pid, "participant": store.pseudonym(prolific_pid),
+               "prolific_study_id": study_id, "prolific_session_id": session_id, "status": "active",
+               "flagged": False, "catch_failed": 0, "completed_at": None}
+
+        def claim_plan(conn):
+            nonlocal candidates
+            store.lock_plans(conn)
+            if conn.execute(_Q_PID, {"pid": prolific_pid}).first() is not None:
+                raise _Exists()
+            now = store.clock()
+            release_lapsed(store, conn, now)
+            if conn.execute(_Q_VERSION).scalar_one() != version:
+                candidates = plan_candidates(conn, store.config, rng)  # slots moved meanwhile
+            if not candidates.slots:
+                raise study_full()
+            sid = conn.execute(_I_SESSION, {**new, "n_trials": candidates.n_trials, "created_at": now,
+                                            "expires_at": now + store.config.lease_seconds}).scalar_one()
+            plan = claim(store, conn, sid, candidates, rng)
+            conn.execute(_I_TRIALS, [{"session_id": sid, "idx": i, **p} for i, p in enumerate(plan)])
+
         try:
-            with store.write_tx() as conn:
-                store.lock_plans(conn)
-                if conn.execute(select(S.c.id).where(S.c.prolific_pid == prolific_pid)).first() is not None:
-                    raise _Exists()
-                release_lapsed(store, conn, now)
-                if conn.execute(select(db.study.c.plan_version)).scalar_one() != version:
-                    candidates = plan_candidates(conn, store.config, rng)  # slots moved meanwhile
-                sid = conn.execute(insert(S).values(
-                    token=token, prolific_pid=prolific_pid, participant=store.pseudonym(prolific_pid),
-                    prolific_study_id=study_id, prolific_session_id=session_id, status="active",
-                    flagged=False, catch_failed=0, n_trials=0, created_at=now,
-                    expires_at=now + store.config.lease_seconds, completed_at=None).returning(S.c.id)).scalar_one()
-                plan = claim(store, conn, sid, candidates, rng)
-                if not plan or all(p["is_catch"] for p in plan):
-                    raise study_full()
-                conn.execute(insert(TR), [{"session_id": sid, "idx": i, **p} for i, p in enumerate(plan)])
-                conn.execute(update(S).where(S.c.id == sid).values(n_trials=len(plan)))
+            store.run_write(claim_plan)
         except (_Exists, IntegrityError):
             # the same PID raced in from a second tab: its session exists now; never a second plan
             existing = self._token_of(prolific_pid)
@@ -92,23 +113,26 @@ class Sessions:
 
     def _token_of(self, prolific_pid: str) -> str | None:
         with self.store.read.connect() as conn:
-            return conn.execute(select(S.c.token).where(S.c.prolific_pid == prolific_pid)).scalar_one_or_none()
+            return conn.execute(_Q_TOKEN_OF, {"pid": prolific_pid}).scalar_one_or_none()
 
     def body(self, token: str) -> dict:
         """The session as the page needs it (also the reply of ``POST /api/sessions``)."""
         store = self.store
+        info = self._task_info
         with store.read.connect() as conn:
             sess = store.session_by_token(conn, token)
-            rows = conn.execute(
-                select(TR.c.id, TR.c.idx, T.c.category, T.c.keypoint, P.c.sketch_kps_json, C.c.id.label("click_id"))
-                .select_from(TR.join(T, T.c.id == TR.c.task_id).join(P, P.c.id == T.c.pair_id)
-                             .outerjoin(C, C.c.trial_id == TR.c.id))
-                .where(TR.c.session_id == sess.id).order_by(TR.c.idx)).all()
+            rows = conn.execute(_Q_BODY, {"sid": sess.id}).all()
+            missing = [r.task_id for r in rows if r.task_id not in info]
+            if missing:
+                for task_id, category, keypoint, kps_json in conn.execute(_Q_TASK_INFO, {"ids": missing}):
+                    info[task_id] = (category, keypoint, json.loads(kps_json)[keypoint])
         base = f"/api/sessions/{token}/images"
-        trials = [{"trial_id": r.id, "index": r.idx, "category": r.category, "keypoint": r.keypoint,
-                   "sketch_url": f"{base}/{r.id}/sketch", "photo_url": f"{base}/{r.id}/photo",
-                   "sketch_keypoint": json.loads(r.sketch_kps_json)[r.keypoint], "answered": r.click_id is not None}
-                  for r in rows]
+        trials = []
+        for trial_id, idx, task_id, click_id in rows:
+            category, keypoint, sketch_keypoint = info[task_id]
+            trials.append({"trial_id": trial_id, "index": idx, "category": category, "keypoint": keypoint,
+                           "sketch_url": f"{base}/{trial_id}/sketch", "photo_url": f"{base}/{trial_id}/photo",
+                           "sketch_keypoint": sketch_keypoint, "answered": click_id is not None})
         answered = sum(t["answered"] for t in trials)
         next_index = next((t["index"] for t in trials if not t["answered"]), len(trials))
         return {"session_token": token, "participant": sess.participant,
@@ -119,15 +143,17 @@ class Sessions:
     def complete(self, token: str) -> dict:
         """The completion code, only once the server holds every trial of the session."""
         store = self.store
-        now = store.clock()
-        with store.write_tx() as conn:
+
+        def mark_completed(conn):
             sess = store.session_by_token(conn, token)
-            n_answered = conn.execute(select(func.count()).select_from(C).where(C.c.session_id == sess.id)).scalar_one()
+            n_answered = conn.execute(_Q_ANSWERED, {"sid": sess.id}).scalar_one()
             missing = sess.n_trials - n_answered
             if missing > 0:
                 raise ConflictError(f"{missing} trials missing: the server holds {n_answered} of {sess.n_trials} "
                                     f"clicks of this session", missing=missing,
                                     status=store.session_status(sess, n_answered))
             if sess.status != "completed":
-                conn.execute(update(S).where(S.c.id == sess.id).values(status="completed", completed_at=now))
+                conn.execute(_U_COMPLETED, {"sid": sess.id, "now": store.clock()})
+
+        store.run_write(mark_completed)  # on SQLite: shares the fsync of the clicks queued meanwhile
         return {"completion_code": store.config.completion_code, "redirect_url": store.config.redirect_url}

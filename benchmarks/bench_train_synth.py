@@ -16,7 +16,14 @@ Steps (each through the public CLI, so this is also an end-to-end test of the to
 3. ``psc6k train estimator --init <encoder>`` (frozen encoder, weighted perceptual similarity
    + consistency), held-out PCK on test pairs.
 4. ``psc6k predict`` on all 500 test pairs and ``psc6k eval`` of it and of the identity flow, side
-   by side; the learning curves go to ``docs/learning_curve_encoder.png`` and ``docs/learning_curve.png``.
+   by side; the learning curves go to ``docs/learning_curve_encoder.png`` and ``docs/learning_curve.png``
+   and are printed (losses, k-NN, held-out PCK).
+5. Diagnosis (``--no-diagnose`` skips it): for the trained encoder, on 64 held-out pairs, the paper's
+   similarity loss at the identity flow and at the true flow, and the cosine between its descent
+   direction at the identity (-d loss / d flow) and the true displacement, cross-modal (photo ->
+   sketch, truth from ``gt_flows.npz``) and, as a control, same-modality (photo -> the photo
+   warped by a known affine/TPS warp). A cosine near 0 means the loss gives the estimator no
+   direction to learn from, whatever its learning rate.
 
 Target (issue 14): PCK@0.10 at least 15 points above the identity flow, <= 20 minutes of training.
 
@@ -69,13 +76,83 @@ def print_scaling(args, n_train: int) -> None:
         ("moco_m", 0.999, args.moco_m, "key average over ~1/(1-m) steps, fewer steps here"),
         ("estimator batch_size", 256, args.estimator_batch, "CPU budget"),
         ("estimator lr", 0.003, args.estimator_lr, _lr_note(0.003, args.estimator_lr, args.estimator_batch)),
-        ("warmup_epochs", "100 of 1500", args.warmup_epochs, "same kind of short warm-up for a short run"),
+        ("warmup_epochs", "100 of 1500", args.warmup_epochs,
+         "their rule ramps while epoch + 1 < warmup_epochs: 1 = no warm-up" if args.warmup_epochs <= 1
+         else f"{args.warmup_epochs / args.encoder_epochs:.0%} of the encoder's epochs (theirs 7%)"),
         ("epochs", 1500, f"{args.encoder_epochs} / {args.estimator_epochs} (time limits "
                          f"{args.encoder_minutes:g} / {args.estimator_minutes:g} min)", "20-minute budget"),
     ]
     print(f"{'hyper-parameter':<22} {'authors':>12} {'this run':>14}  why")
     for name, theirs, ours, why in rows:
         print(f"{name:<22} {str(theirs):>12} {str(ours):>14}  {why}")
+
+
+def print_curves(run: Path, keys: tuple[str, ...], points: int = 8) -> None:
+    """The learning curves of one run as rows: ``points`` training records spread over the run
+    (each the mean of the records since the previous row) and every evaluation record."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["kind"] == "train"]
+    if train:
+        cuts = sorted({round(i * len(train) / points) for i in range(points + 1)})
+        print(f"  {'steps':>11} " + " ".join(f"{k:>9}" for k in keys))
+        for a, b in zip(cuts, cuts[1:]):
+            part = train[a:b]
+            vals = [sum(r[k] for r in part) / len(part) if all(k in r for r in part) else float("nan") for k in keys]
+            print(f"  {part[0]['step']:>5}-{part[-1]['step']:<5} " + " ".join(f"{v:>9.4g}" for v in vals))
+    for r in rows:
+        if r["kind"] == "eval":
+            got = {k: r[k] for k in ("knn_s2p", "knn_p2s", "pck@0.05", "pck@0.10", "identity_pck@0.10") if k in r}
+            print(f"  eval at step {r['step']:>5}: " + ", ".join(f"{k} {v:g}" for k, v in got.items()))
+
+
+def diagnose(ckpt: Path, data: Path, image_size: int, n: int = 64) -> dict:
+    """Does the paper's similarity loss point the flow towards the truth? (see the module docstring)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from model_zoo.augment import apply_warp, random_warp_batch
+    from model_zoo.data import PairDataset
+    from model_zoo.losses import similarity_loss
+    from model_zoo.pscnet import PHOTO, SKETCH
+    from model_zoo.stn import identity_grid
+    from model_zoo.train import TrainConfig, build_training_model
+    from psc6k.formats import read_annotations
+
+    torch.manual_seed(0)
+    model, _ = build_training_model(TrainConfig(task="estimator", init=str(ckpt), recipe="released"))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ann = read_annotations(str(data / "test_pairs_ps.csv"))
+    idx = np.linspace(0, len(ann) - 1, n).round().astype(int)
+    ann = ann.subset(idx)
+    ds = PairDataset(ann.photo, ann.sketch, str(data), image_size)
+    photo = torch.stack([ds[i][1] for i in range(n)])
+    sketch = torch.stack([ds[i][2] for i in range(n)])
+    size = model.config.flow_size
+    to_flow = lambda g: F.interpolate(g.permute(0, 3, 1, 2), (size, size), mode="bilinear",
+                                      align_corners=True).permute(0, 2, 3, 1)
+    truth_cross = to_flow(torch.from_numpy(np.load(data / "gt_flows.npz")["sketch_to_photo"][idx]))
+    grid = random_warp_batch(n, image_size, ("affine", "tps", "afftps"), generator=torch.Generator().manual_seed(0))
+    cases = {"cross-modal": (sketch, SKETCH, truth_cross), "same-modality": (apply_warp(photo, grid), PHOTO, to_flow(grid))}
+    ident = identity_grid(size)
+    out = {}
+    for bn in ("train", "eval"):   # training-time batch statistics / prediction-time running statistics
+        model.train(bn == "train")
+        for name, (target, cond, truth) in cases.items():
+            with torch.no_grad():
+                feats_t = model.encode(target, cond)
+            loss = lambda flow: similarity_loss(model.encode(apply_warp(photo, flow), PHOTO), feats_t,
+                                                model.config.corr_layers, size, 0.001, softmax_over="source")
+            with torch.no_grad():
+                at_truth = float(loss(truth))
+            flow = ident.repeat(n, 1, 1, 1).requires_grad_(True)
+            at_ident = loss(flow)
+            at_ident.backward()
+            cos = F.cosine_similarity((-flow.grad).flatten(1), (truth - ident).flatten(1), dim=1)
+            out[f"{bn}-BN {name}"] = {"loss_identity": round(at_ident.item(), 4), "loss_truth": round(at_truth, 4),
+                                      "descent_cosine": round(float(cos.mean()), 4)}
+    return out
 
 
 def main() -> None:
@@ -99,6 +176,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extra", default="", help="more arguments for the estimator run (quoted)")
     ap.add_argument("--no-docs", action="store_true", help="do not copy the learning curves into docs/")
+    ap.add_argument("--no-diagnose", action="store_true", help="skip the similarity-loss diagnosis")
     args = ap.parse_args()
 
     data, out = Path(args.data), Path(args.out)
@@ -156,6 +234,20 @@ def main() -> None:
         print(f"{name:<30} {res['overall']['pck@0.05']:>9.2f} {res['overall']['pck@0.10']:>9.2f}   {ci}")
     gain = scores["PSCNet paper arch, small"]["overall"]["pck@0.10"] - scores["identity flow"]["overall"]["pck@0.10"]
     print(f"gain over identity at PCK@0.10: {gain:+.2f} points (target: >= +15)")
+    print("encoder learning curve (MoCo loss, top-1 of the positive among queue + batch):")
+    print_curves(out / "encoder", ("moco", "acc1", "lr"))
+    print("estimator learning curve (delta: mean squared distance of the flows to the identity):")
+    print_curves(out / "estimator", ("loss", "sim", "con", "delta", "lr"))
+    diag = {}
+    if not args.no_diagnose:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        diag = diagnose(ckpt, data, args.image_size)
+        print("similarity loss of the trained encoder at the identity / true flow, and the cosine of its descent")
+        print("direction at the identity with the true displacement (64 held-out pairs):")
+        for name, d in diag.items():
+            print(f"  {name:<24} loss {d['loss_identity']:.4f} -> {d['loss_truth']:.4f}   cosine {d['descent_cosine']:+.3f}")
     if not args.no_docs:
         for src, dst in (("encoder", "learning_curve_encoder.png"), ("estimator", "learning_curve.png")):
             if (out / src / "learning_curve.png").exists():
@@ -163,7 +255,7 @@ def main() -> None:
         print("learning curves copied to docs/learning_curve_encoder.png and docs/learning_curve.png")
     (out / "result.json").write_text(json.dumps({
         "gain_pck10": gain, "encoder_minutes": (t1 - t0) / 60, "estimator_minutes": (t2 - t1) / 60,
-        "knn": knn, "scores": {k: v["overall"] for k, v in scores.items()}, "args": vars(args)}, indent=1))
+        "knn": knn, "diagnosis": diag, "scores": {k: v["overall"] for k, v in scores.items()}, "args": vars(args)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -662,3 +662,73 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, monkeypatch)
     assert out.read_bytes() == ref.read_bytes()
     assert report.read_bytes() == ref_report.read_bytes()
     assert not journal.exists()
+
+
+def _pool_workers(parent_pid: int) -> list[int]:
+    """Pids of the spawned pool workers of ``parent_pid`` (not its resource tracker)."""
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent_pid and b"spawn_main" in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="finds the workers through /proc")
+def test_a_killed_worker_is_one_line_and_resume_continues(tmp_path):
+    """A pool worker SIGKILLed mid-run (as the OOM killer does): exit 2, one line naming the
+    sketches in flight and --resume; the journal keeps what finished; --resume completes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "s"
+    src.mkdir()
+    for i in range(100):  # small drawings: the run must outlast the kill, the test must be quick
+        img = blank(96, 96)
+        cv2.ellipse(img, (48, 48), (12 + i % 7 * 3, 20 + i % 5 * 4), 7 * i, 0, 360, 0, 1, cv2.LINE_AA)
+        cv2.imwrite(str(src / f"s{i:03d}.png"), img)
+    ref = tmp_path / "ref.csv"
+    assert main(["build-keypoints", str(src), "--out", str(ref), "--no-progress"]) == 0
+    out, journal = tmp_path / "out.csv", tmp_path / "out.csv.journal"
+    cmd = [sys.executable, "-m", "psc6k.cli", "build-keypoints", str(src), "--out", str(out),
+           "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed, t0 = None, time.monotonic()
+    try:
+        while killed is None and proc.poll() is None and time.monotonic() - t0 < 120:
+            workers = _pool_workers(proc.pid)
+            if workers and journal.exists() and journal.read_bytes().count(b"\n") > 4:
+                killed = workers[0]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.01)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert killed is not None, "the run ended before a worker could be killed"
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2, err.decode()
+    assert len(lines) == 1 and "Traceback" not in err.decode(), err.decode()
+    line = lines[0]
+    assert line.startswith("psc6k build-keypoints: error: a worker process died abruptly"), line
+    assert "--resume" in line and str(journal) in line
+    done = [json.loads(x)["sketch"] for x in journal.read_text().splitlines()[1:]]
+    in_flight = line.split("while processing ")[1].split(";")[0].split(", ")
+    assert 1 <= len(in_flight) <= 2 and all(s.startswith("s") and s.endswith(".png") for s in in_flight)
+    assert not set(in_flight) & set(done), "the sketches named were not finished"
+    assert f"the {len(done)} of 100 sketches finished are kept" in line
+    assert main(["build-keypoints", str(src), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert out.read_bytes() == ref.read_bytes()
+    assert not journal.exists()

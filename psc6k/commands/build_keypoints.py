@@ -231,13 +231,24 @@ def render_strip(res) -> "np.ndarray":
 
 
 def process_one(task) -> dict:
-    """Worker: ``(key, path, options, viz_path)`` -> one result record (JSON-able dict).
+    """Worker: ``(key, path, options, viz_path[, board])`` -> one result record (JSON-able dict).
 
     ``options`` holds ``seed``, ``max_dilations``, ``stray_gap``, ``close_gaps``.  The record
     has ``sketch``, ``status`` (``"ok"`` or a :class:`SketchError` reason), the ``--report``
-    fields, ``keypoints`` ([8, 2] list, 3 decimals) when ok, ``error`` when not.
+    fields, ``keypoints`` ([8, 2] list, 3 decimals) when ok, ``error`` when not.  ``board`` is
+    ``(path, index)`` of an :class:`InFlightBoard` slot, marked started and finished.
     """
-    key, path, opt, viz_path = task
+    key, path, opt, viz_path, *board = task
+    if board and board[0] is not None:
+        InFlightBoard.mark(*board[0], InFlightBoard.STARTED)
+        try:
+            return _process(key, path, opt, viz_path)
+        finally:
+            InFlightBoard.mark(*board[0], InFlightBoard.FINISHED)
+    return _process(key, path, opt, viz_path)
+
+
+def _process(key, path, opt, viz_path) -> dict:
     from psc6k import keypoints as K
     from psc6k.keypoints.quality import n_parts_connected
 
@@ -392,26 +403,104 @@ def _write_atomically(path: Path, header, rows) -> None:
 # the command
 # --------------------------------------------------------------------------------------------
 
+class WorkerDied(Psc6kError):
+    """A worker process died (killed by a signal, the out-of-memory killer): the pool is gone.
+
+    ``in_flight`` are the keys of the sketches being processed at that moment (one of them
+    was the dying worker's), ``n_done`` the results received before."""
+
+    def __init__(self, in_flight: list[str], n_done: int):
+        self.in_flight, self.n_done = in_flight, n_done
+        if in_flight:
+            shown = ", ".join(in_flight[:4]) + (f" and {len(in_flight) - 4} more" if len(in_flight) > 4 else "")
+            what = f"while processing {shown}"
+        else:
+            what = "between sketches"
+        super().__init__(f"a worker process died abruptly (killed by a signal or the out-of-memory killer) {what}")
+
+
+class InFlightBoard:
+    """Which sketches the worker processes are on: one byte per task in a small temporary file
+    (0 = waiting, 1 = started, 2 = finished), written by the workers with ``os.pwrite``.
+
+    When a worker dies, the pool only says *that* it died; the board says which sketches were
+    being processed (at most one per worker), so the error can name them.  Cost: two one-byte
+    writes per sketch.
+    """
+
+    STARTED, FINISHED = b"\x01", b"\x02"
+    _fds: dict = {}  # per worker process: board path -> open descriptor
+
+    def __init__(self, n: int):
+        import tempfile
+
+        fd, self.path = tempfile.mkstemp(prefix="psc6k-build-keypoints-", suffix=".inflight")
+        with os.fdopen(fd, "wb") as fh:
+            fh.truncate(n)
+
+    def slot(self, index: int) -> tuple[str, int]:
+        return self.path, index
+
+    @classmethod
+    def mark(cls, path: str, index: int, state: bytes) -> None:
+        fd = cls._fds.get(path)
+        if fd is None:
+            fd = cls._fds[path] = os.open(path, os.O_WRONLY)
+        os.pwrite(fd, state, index)
+
+    def started(self) -> list[int]:
+        """Indices of the tasks started and not finished."""
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        return [i for i, b in enumerate(data) if b == self.STARTED[0]]
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
 def build_keypoints(items, *, seed=0, workers=1, viz_dir=None, max_dilations=None, stray_gap=None,
                     close_gaps=0, progress=True, on_result=None):
     """Process ``(key, path)`` items; yields one result record per item, in input order.
 
     ``on_result(record)`` is called as each arrives (the command journals and reports there).
+
+    Raises
+    ------
+    WorkerDied
+        A worker process died (its sketch cannot be told from the pool's error; the ones in
+        flight are named).  The records yielded before are complete.
     """
-    opt = {"seed": seed, "max_dilations": max_dilations, "stray_gap": stray_gap, "close_gaps": close_gaps}
-    tasks = [(key, str(path), opt, str(_viz_path(Path(viz_dir), key)) if viz_dir is not None else None)
-             for key, path in items]
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm import tqdm
 
-    from psc6k.parallel import map_ordered
+    from psc6k.parallel import map_ordered, resolve_workers
 
-    with tqdm(total=len(tasks), unit="sketch", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True) as bar:
-        for rec in map_ordered(process_one, tasks, workers):
-            if on_result is not None:
-                on_result(rec)
-            bar.update(1)
-            yield rec
+    opt = {"seed": seed, "max_dilations": max_dilations, "stray_gap": stray_gap, "close_gaps": close_gaps}
+    pooled = resolve_workers(workers, len(items)) > 1
+    board = InFlightBoard(len(items)) if pooled else None
+    tasks = [(key, str(path), opt, str(_viz_path(Path(viz_dir), key)) if viz_dir is not None else None,
+              board.slot(i) if board is not None else None)
+             for i, (key, path) in enumerate(items)]
+    n_done = 0
+    try:
+        with tqdm(total=len(tasks), unit="sketch", disable=not progress, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            for rec in map_ordered(process_one, tasks, workers):
+                if on_result is not None:
+                    on_result(rec)
+                n_done += 1
+                bar.update(1)
+                yield rec
+    except BrokenProcessPool:
+        in_flight = [tasks[i][0] for i in board.started()] if board is not None else []
+        raise WorkerDied(in_flight, n_done) from None
+    finally:
+        if board is not None:
+            board.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -457,6 +546,10 @@ def run(args: argparse.Namespace) -> int:
                                  close_gaps=args.close_gaps, progress=not args.no_progress,
                                  on_result=on_result):
             pass
+    except WorkerDied as exc:
+        done = len(items) - len(todo) + exc.n_done
+        raise Psc6kError(f"{exc}; the {done} of {len(items)} sketches finished are kept in {journal.path}: "
+                         "run the same command with --resume to continue") from None
     finally:
         journal.close()
     seconds = time.perf_counter() - start

@@ -703,32 +703,82 @@ def test_a_killed_worker_is_one_line_and_resume_continues(tmp_path):
     out, journal = tmp_path / "out.csv", tmp_path / "out.csv.journal"
     cmd = [sys.executable, "-m", "psc6k.cli", "build-keypoints", str(src), "--out", str(out),
            "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tmp = tmp_path / "tmp"  # where the run's in-flight board lands: the test watches the workers' progress
+    tmp.mkdir()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp)})
     killed, t0 = None, time.monotonic()
     try:
         while killed is None and proc.poll() is None and time.monotonic() - t0 < 120:
+            boards = list(tmp.glob("*.inflight"))
+            finished = boards[0].read_bytes().count(2) if boards else 0
             workers = _pool_workers(proc.pid)
-            if workers and journal.exists() and journal.read_bytes().count(b"\n") > 4:
+            if 10 <= finished < 60 and workers:  # mid-run: the pool cannot have finished
                 killed = workers[0]
                 os.kill(killed, signal.SIGKILL)
-            time.sleep(0.01)
+            time.sleep(0.002)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert killed is not None, "the run ended before a worker could be killed"
-    lines = err.decode().strip().splitlines()
-    assert proc.returncode == 2, err.decode()
-    assert len(lines) == 1 and "Traceback" not in err.decode(), err.decode()
+    text = err.decode()
+    lines = text.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in text, text
     line = lines[0]
     assert line.startswith("psc6k build-keypoints: error: a worker process died abruptly"), line
     assert "--resume" in line and str(journal) in line
     done = [json.loads(x)["sketch"] for x in journal.read_text().splitlines()[1:]]
-    in_flight = line.split("while processing ")[1].split(";")[0].split(", ")
-    assert 1 <= len(in_flight) <= 2 and all(s.startswith("s") and s.endswith(".png") for s in in_flight)
-    assert not set(in_flight) & set(done), "the sketches named were not finished"
     assert f"the {len(done)} of 100 sketches finished are kept" in line
+    assert done == [f"s{i:03d}.png" for i in range(len(done))], "the journal holds what finished, in order"
+    if "between sketches" not in line:  # (both workers between two chunks: rare)
+        in_flight = line.split("while processing ")[1].split(";")[0].split(", ")
+        assert 1 <= len(in_flight) <= 2 and all(s.startswith("s") and s.endswith(".png") for s in in_flight)
+        assert not set(in_flight) & set(done), "the sketches named were not finished"
+    assert not list(tmp.glob("*.inflight")), "the board is removed"
     assert main(["build-keypoints", str(src), "--out", str(out), "--resume", "--no-progress"]) == 0
     assert out.read_bytes() == ref.read_bytes()
     assert not journal.exists()
+
+
+def test_worker_died_names_the_sketches_in_flight(tmp_path):
+    """The board a worker marks: started-and-unfinished tasks are the ones named."""
+    from psc6k.commands.build_keypoints import InFlightBoard, WorkerDied
+
+    board = InFlightBoard(6)
+    try:
+        for i, state in ((0, board.STARTED), (0, board.FINISHED), (2, board.STARTED), (5, board.STARTED)):
+            InFlightBoard.mark(*board.slot(i), state)
+        assert board.started() == [2, 5]
+    finally:
+        board.close()
+    assert not __import__("os").path.exists(board.path)
+    msg = str(WorkerDied(["a/1.png", "b/2.png"], 7))
+    assert "died abruptly" in msg and msg.endswith("while processing a/1.png, b/2.png")
+    assert str(WorkerDied([f"{i}.png" for i in range(6)], 0)).endswith("0.png, 1.png, 2.png, 3.png and 2 more")
+    assert str(WorkerDied([], 0)).endswith("between sketches")
+
+
+def test_resume_of_a_run_killed_before_its_first_result(tmp_path, monkeypatch):
+    """A journal holding only its header (killed before any sketch finished) resumes to the
+    whole result: the header is kept, the first sketch is not taken for it."""
+    import psc6k.commands.build_keypoints as bk
+
+    src = tmp_path / "s"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"s{i}.png"), circle_sketch(r=30 + 10 * i))
+    ref, out = tmp_path / "ref.csv", tmp_path / "out.csv"
+    assert main(["build-keypoints", str(src), "--out", str(ref), "--no-progress"]) == 0
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    with monkeypatch.context() as m:
+        m.setattr(bk, "build_keypoints", interrupted)
+        assert main(["build-keypoints", str(src), "--out", str(out), "--no-progress"]) == 130
+    journal = tmp_path / "out.csv.journal"
+    assert journal.read_bytes().count(b"\n") == 1, "only the header"
+    assert main(["build-keypoints", str(src), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert out.read_bytes() == ref.read_bytes()

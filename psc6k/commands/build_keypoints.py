@@ -315,8 +315,7 @@ class Journal:
             raise Psc6kError(f"{path}: an interrupted run's journal is there; pass --resume to continue "
                              "it, or delete it to start over")
         if resume and path.exists():
-            self._check_header(settings)
-            good = 0
+            good = self._check_header(settings)  # a journal with no record yet keeps its header
             for offset, rec in self._records():
                 self.done.add(rec["sketch"])
                 good = offset
@@ -333,7 +332,8 @@ class Journal:
     def _check_header(self, settings):
         try:
             with open(self.path, "rb") as fh:
-                header = json.loads(fh.readline())
+                line = fh.readline()
+                header = json.loads(line)
         except (OSError, ValueError) as exc:
             raise Psc6kError(f"{self.path}: line 1: not a build-keypoints journal ({exc}); delete it "
                              "to start over") from None
@@ -344,6 +344,10 @@ class Journal:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise Psc6kError(f"{self.path}: the interrupted run used other settings ({', '.join(diff)}); "
                              "resume with the same INPUT and options, or delete the journal")
+        if not line.endswith(b"\n"):
+            raise Psc6kError(f"{self.path}: line 1: not a build-keypoints journal (torn header); delete it "
+                             "to start over")
+        return len(line)
 
     def _records(self):
         """(end offset, record) of every complete record after the header."""

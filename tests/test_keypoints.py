@@ -152,6 +152,21 @@ def test_noise_specks_are_ignored():
     assert np.array_equal(mask, clean)
 
 
+def test_fill_holes_matches_scipy_on_random_images():
+    """The flood-fill ``fill_holes`` against SciPy's ``binary_fill_holes`` (4-connected background)."""
+    from psc6k.keypoints._morphology import fill_holes
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        img = rng.random((rng.integers(1, 30), rng.integers(1, 30))) < rng.uniform(0.1, 0.8)
+        assert np.array_equal(fill_holes(img), ndimage.binary_fill_holes(img))
+    ring = np.zeros((7, 7), bool)
+    ring[1:6, 1:6], ring[2:5, 2:5] = True, False
+    assert fill_holes(ring).sum() == 25 and not fill_holes(ring)[0].any()
+    ring[3, 1] = False  # a 4-connected leak: not enclosed
+    assert fill_holes(ring).sum() == ring.sum()
+
+
 def test_close_gaps_fills_an_almost_closed_outline():
     img = blank()
     cv2.ellipse(img, (128, 128), (70, 70), 0, 4, 356, 0, 2, cv2.LINE_AA)  # one arc, ~10 px gap
@@ -457,12 +472,22 @@ def test_cli_user_errors(tmp_path, capsys):
 
 
 def test_thread_settings_are_restored():
+    import sklearn.cluster  # noqa: F401  (loads the OpenMP runtime k-means uses, so it is listed before)
     from threadpoolctl import threadpool_info
 
-    before_cv, before_blas = cv2.getNumThreads(), [i["num_threads"] for i in threadpool_info()]
+    from psc6k.keypoints._morphology import single_threaded
+
+    def state():
+        return cv2.getNumThreads(), [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+
+    before = state()
     K.sample_keypoints(circle_sketch(), seed=0)
-    assert cv2.getNumThreads() == before_cv
-    assert [i["num_threads"] for i in threadpool_info()] == before_blas
+    assert state() == before
+    with single_threaded():
+        with single_threaded():  # nested: nothing to set, still one thread
+            assert cv2.getNumThreads() == 1 and all(n == 1 for _, n in state()[1])
+        assert cv2.getNumThreads() == 1 and all(n == 1 for _, n in state()[1])
+    assert state() == before
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -249,8 +249,14 @@ def process_one(task) -> dict:
 
 
 def _process(key, path, opt, viz_path) -> dict:
+    import multiprocessing
+
     from psc6k import keypoints as K
+    from psc6k.keypoints._morphology import single_threaded_process
     from psc6k.keypoints.quality import n_parts_connected
+
+    if multiprocessing.parent_process() is not None:  # a pool worker: one thread, for good
+        single_threaded_process()
 
     try:
         gray = K.load_sketch(path)

@@ -7,6 +7,7 @@ image, an object pixel in a *mask*, a part pixel in a part selection.  Paper is 
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import cv2
 import numpy as np
@@ -52,18 +53,16 @@ def chebyshev_distance(binary: np.ndarray) -> np.ndarray:
 def fill_holes(binary: np.ndarray) -> np.ndarray:
     """Fill everything the foreground encloses (the outermost contours, filled).
 
-    Background 4-connected components that do not touch the image border become foreground:
-    the same result as ``scipy.ndimage.binary_fill_holes`` for 8-connected strokes, an order of
-    magnitude faster.
+    Background pixels 4-connected to the image border stay background, all others become
+    foreground: the same result as ``scipy.ndimage.binary_fill_holes`` for 8-connected strokes.
+    One OpenCV flood fill of the background from outside a 1-px frame (the frame joins every
+    border pixel): ~3x faster than labelling the background's components, ~30x faster than SciPy.
     """
-    bg, n = components(~binary, 4)
-    if n == 0:
-        return binary.copy()
-    border = np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]])
-    outside = np.zeros(n + 1, dtype=bool)
-    outside[border] = True
-    outside[0] = False
-    return ~outside[bg]
+    h, w = binary.shape
+    framed = np.zeros((h + 2, w + 2), np.uint8)
+    framed[1:-1, 1:-1] = binary.view(np.uint8) if binary.dtype == bool else binary.astype(bool)
+    cv2.floodFill(framed, None, (0, 0), 2, flags=4)
+    return framed[1:-1, 1:-1] != 2
 
 
 _CONTROLLER = None
@@ -86,6 +85,12 @@ def _one_pool_thread():
         return contextlib.nullcontext()
 
 
+#: Per thread: depth of nested :func:`single_threaded` blocks.
+_LOCAL = threading.local()
+#: True once the whole process runs single-threaded (:func:`single_threaded_process`).
+_PROCESS_SINGLE_THREADED = False
+
+
 @contextlib.contextmanager
 def single_threaded():
     """Run the enclosed code with one BLAS, one OpenMP and one OpenCV thread, restored on exit.
@@ -93,12 +98,35 @@ def single_threaded():
     The arrays of one sketch are small (a 256 x 256 image, a few hundred graph nodes): thread
     pools only add start-up and contention, badly so on a loaded machine or with several worker
     processes (measured: 4x the CPU time for the same wall time on a 16-core machine).  Nothing
-    is changed globally beyond the ``with`` block.
+    is changed globally beyond the outermost ``with`` block; nested blocks cost nothing, and so
+    does every block after :func:`single_threaded_process` (setting and restoring the limits
+    costs ~0.3 ms, a few % of a sketch).
     """
+    depth = getattr(_LOCAL, "depth", 0)
+    if _PROCESS_SINGLE_THREADED or depth > 0:
+        _LOCAL.depth = depth + 1
+        try:
+            yield
+        finally:
+            _LOCAL.depth = depth
+        return
     old = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    _LOCAL.depth = 1
     try:
         with _one_pool_thread():
             yield
     finally:
+        _LOCAL.depth = 0
         cv2.setNumThreads(old)
+
+
+def single_threaded_process() -> None:
+    """Limit this whole process to one BLAS, OpenMP and OpenCV thread, for good (a worker
+    process of ``psc6k build-keypoints``): :func:`single_threaded` then has nothing to do."""
+    global _PROCESS_SINGLE_THREADED
+    if _PROCESS_SINGLE_THREADED:
+        return
+    cv2.setNumThreads(1)
+    _one_pool_thread()  # the limits apply when made and are never restored
+    _PROCESS_SINGLE_THREADED = True

@@ -90,12 +90,14 @@ def pseudo_parts(mask, k: int = 8, seed: int = 0, *, n_samples: int = 300, n_nei
         parts[rows, cols] = node_label[pixel_node]
     parts = _ensure_k_parts(parts, k)
     parts = _make_parts_connected(parts, k)
+    # every mask pixel is labelled now: renumber and paste back, pixel by pixel
+    rows, cols = rows + r0, cols + c0
+    labels = _reading_order(parts[rows - r0, cols - c0], rows, cols, full_shape[0], k)
     full = np.full(full_shape, -1, dtype=np.intp)
-    full[r0:r1, c0:c1] = parts
-    parts = _reading_order(full, k)
+    full[rows, cols] = labels
     if return_info:
-        return parts, {"stride": stride, "n_nodes": int(xy.shape[0])}
-    return parts
+        return full, {"stride": stride, "n_nodes": int(xy.shape[0]), "pixels": (rows, cols, labels)}
+    return full
 
 
 def _ensure_k_parts(parts: np.ndarray, k: int) -> np.ndarray:
@@ -128,7 +130,9 @@ def _grid_nodes(mask: np.ndarray, stride: int):
         return np.column_stack([cols, rows]).astype(np.float64), np.arange(rows.size), rows, cols
     ncol_cells = mask.shape[1] // stride + 1
     cell = (rows // stride) * ncol_cells + (cols // stride)
-    uniq, pixel_node = np.unique(cell, return_inverse=True)
+    # nodes numbered in cell order (as np.unique would, without its sort)
+    node_of_cell = np.cumsum(np.bincount(cell) > 0) - 1
+    pixel_node = node_of_cell[cell]
     count = np.bincount(pixel_node).astype(np.float64)
     xy = np.column_stack([np.bincount(pixel_node, cols) / count, np.bincount(pixel_node, rows) / count])
     return xy, pixel_node, rows, cols
@@ -157,20 +161,19 @@ def _pixel_labels(rows, cols, stride: int, xy: np.ndarray, pixel_node: np.ndarra
     if sel.size == 0:
         return labels
     r, c, pr, pc = rows[sel], cols[sel], pr[sel], pc[sel]
-    best = pixel_node[sel].copy()
-    best_d = (xy[best, 0] - c) ** 2 + (xy[best, 1] - r) ** 2
+    # the own cell first, then the 8 neighbours, a strictly nearer node replacing the best so
+    # far; an empty cell (-1) reads the sentinel node at infinity appended to the coordinates
+    nx, ny = np.append(xy[:, 0], np.inf), np.append(xy[:, 1], np.inf)
+    best = pixel_node[sel]
+    best_d = (nx[best] - c) ** 2 + (ny[best] - r) ** 2
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             if dr == 0 and dc == 0:
                 continue
             cand = grid[pr + dr, pc + dc]
-            ok = cand >= 0
-            cand_ok = cand[ok]
-            d = (xy[cand_ok, 0] - c[ok]) ** 2 + (xy[cand_ok, 1] - r[ok]) ** 2
-            better = d < best_d[ok]
-            idx = np.nonzero(ok)[0][better]
-            best[idx] = cand_ok[better]
-            best_d[idx] = d[better]
+            d = (nx[cand] - c) ** 2 + (ny[cand] - r) ** 2
+            best = np.where(d < best_d, cand, best)
+            best_d = np.minimum(d, best_d)
     labels[sel] = node_label[best]
     return labels
 
@@ -219,20 +222,17 @@ def _nearest_label(parts: np.ndarray) -> np.ndarray:
     return parts[ri, ci]
 
 
-def _reading_order(parts: np.ndarray, k: int) -> np.ndarray:
-    """Relabel parts in reading order of their centroids (rows of 1/8 image height)."""
-    rows, cols = np.nonzero(parts >= 0)
-    lab = parts[rows, cols]
-    cnt = np.bincount(lab, minlength=k).astype(np.float64)
-    cy = np.bincount(lab, rows, minlength=k) / np.maximum(cnt, 1)
-    cx = np.bincount(lab, cols, minlength=k) / np.maximum(cnt, 1)
-    band = np.floor(cy / max(parts.shape[0] / 8.0, 1.0))
+def _reading_order(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, height: int, k: int) -> np.ndarray:
+    """New labels of the pixels ``(rows, cols)`` labelled ``labels``: parts numbered in reading
+    order of their centroids (rows of 1/8 of the image ``height``, then left to right)."""
+    cnt = np.bincount(labels, minlength=k).astype(np.float64)
+    cy = np.bincount(labels, rows, minlength=k) / np.maximum(cnt, 1)
+    cx = np.bincount(labels, cols, minlength=k) / np.maximum(cnt, 1)
+    band = np.floor(cy / max(height / 8.0, 1.0))
     order = np.lexsort((cx, band))  # primary: band, secondary: x
     new = np.empty(k, dtype=np.intp)
     new[order] = np.arange(k)
-    out = parts.copy()
-    out[rows, cols] = new[lab]
-    return out
+    return new[labels]
 
 
 def part_keypoints(parts: np.ndarray, k: int | None = None, *, return_moved: bool = False):
@@ -256,7 +256,13 @@ def part_keypoints(parts: np.ndarray, k: int | None = None, *, return_moved: boo
     parts = np.asarray(parts)
     k = int(parts.max()) + 1 if k is None else int(k)
     rows, cols = np.nonzero(parts >= 0)
-    lab = parts[rows, cols]
+    kps, moved = _centroid_keypoints(parts, rows, cols, parts[rows, cols], k)
+    return (kps, moved) if return_moved else kps
+
+
+def _centroid_keypoints(parts, rows, cols, lab, k):
+    """:func:`part_keypoints` from the labelled pixels ``(rows, cols)`` (raster order) and their
+    labels ``lab``, as :func:`pseudo_parts` returns them with ``return_info``."""
     cnt = np.bincount(lab, minlength=k).astype(np.float64)
     if (cnt == 0).any():
         raise ValueError(f"part(s) {np.nonzero(cnt == 0)[0].tolist()} are empty")
@@ -274,4 +280,4 @@ def part_keypoints(parts: np.ndarray, k: int | None = None, *, return_moved: boo
             j = int(np.argmin(d2))
             kps[i] = (cols[sel][j], rows[sel][j])
             moved[i] = True
-    return (kps, moved) if return_moved else kps
+    return kps, moved

@@ -10,7 +10,7 @@ import numpy as np
 from psc6k.keypoints._morphology import single_threaded
 from psc6k.keypoints.io import binarize, load_sketch, to_gray
 from psc6k.keypoints.mask import object_mask
-from psc6k.keypoints.parts import part_keypoints, pseudo_parts
+from psc6k.keypoints.parts import _centroid_keypoints, pseudo_parts
 
 __all__ = ["KeypointResult", "analyze_sketch", "sample_keypoints"]
 
@@ -87,7 +87,7 @@ def analyze_sketch(image, k: int = 8, seed: int = 0, *, max_dilations: int | Non
         m = object_mask(binarize(src), max_dilations=max_dilations, min_speck_area=min_speck_area,
                         stray_gap=stray_gap, close_gaps_px=close_gaps_px)
         parts, info = pseudo_parts(m.mask, k, seed, n_samples=n_samples, return_info=True)
-        kps, moved = part_keypoints(parts, k, return_moved=True)
+        kps, moved = _centroid_keypoints(parts, *info["pixels"], k)  # = part_keypoints(parts, k)
     return KeypointResult(gray=gray, ink=m.ink, mask=m.mask, parts=parts, keypoints=kps,
                           dilation_iterations=m.dilations, stride=info["stride"],
                           n_nodes=info["n_nodes"], moved=moved, set_aside=m.set_aside,

@@ -16,6 +16,7 @@ Usage::
     python benchmarks/bench_keypoints.py                    # 24 generated sketches, both methods
     python benchmarks/bench_keypoints.py --n 60 --sample    # + sketches of the bundled sample
     python benchmarks/bench_keypoints.py --throughput 6250 --workers 2   # build-keypoints batch
+    python benchmarks/bench_keypoints.py --solvers --n 100  # shift-invert solvers compared
 
 Sketches are Sketchy-like drawings generated with OpenCV (closed and gappy outlines, open limbs,
 interior strokes, 1-3 px anti-aliased lines, 256 x 256) by ``benchmarks/_sketchgen.py``;
@@ -160,16 +161,125 @@ def throughput(n: int, workers: int, seed: int = 0) -> None:
             cv2.imwrite(str(d / f"s{i:05d}.png"), pool[i % len(pool)])
         out = Path(tmp) / "kps.csv"
         load0 = os.getloadavg()[0]
+        sampler = _RssSampler()
         t = time.perf_counter()
         status = main(["build-keypoints", str(src), "--out", str(out), "--workers", str(workers),
                        "--keep-going", "--no-progress", "--report", str(Path(tmp) / "report.csv")])
         dt = time.perf_counter() - t
+        samples = sampler.stop()
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     ms = 1000 * dt / n
     print(f"build-keypoints: {n} sketches, {workers} workers: {dt:.1f} s = {ms:.2f} ms/sketch "
           f"(target 8.0 ms: 75,471 Sketchy sketches in {75471 * ms / 60000:.1f} min; exit {status}); "
           f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end on {os.cpu_count()} CPUs; "
           f"peak worker RSS {rss:.0f} MB")
+    if len(samples) >= 8:
+        # the first quarter holds the workers' start-up (imports); compare the steady state after it
+        q = len(samples) // 4
+        second, last = max(samples[q:2 * q]), max(samples[-q:])
+        print(f"memory over the run (RSS of all workers, sampled every {_RssSampler.EVERY_S} s): peak "
+              f"{second:.0f} MB in the second quarter of the run, {last:.0f} MB in the last quarter "
+              f"({100 * (last - second) / second:+.1f}%)")
+
+
+class _RssSampler:
+    """Polls the total resident memory of this process's child processes (the pool workers)."""
+
+    EVERY_S = 0.5
+
+    def __init__(self):
+        import threading
+
+        self.samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.EVERY_S):
+            mb = _children_rss_mb()
+            if mb:
+                self.samples.append(mb)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+def _children_rss_mb() -> float:
+    """Summed VmRSS (MB) of this process's children, from /proc (0 where there is no /proc)."""
+    total = 0.0
+    try:
+        tasks = Path("/proc/self/task").iterdir()
+        children = {c for t in tasks for c in (t / "children").read_text().split()}
+    except OSError:
+        return 0.0
+    for pid in children:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+def solver_evidence(n: int, seed: int = 0) -> None:
+    """The shift-invert solve of the spectral embedding, three ways, on the graphs of ``n``
+    generated drawings: the banded Cholesky used (LAPACK ``pbtrf``), SciPy's sparse LU (the
+    previous one) and a dense Cholesky; ms per graph and the largest embedding difference."""
+    import scipy.linalg as sl
+    from scipy import sparse
+    from scipy.sparse import csgraph
+    from scipy.sparse.linalg import LinearOperator, eigsh, splu
+    from threadpoolctl import threadpool_limits
+
+    from psc6k.keypoints import parts as P
+    from psc6k.keypoints import spectral as S
+
+    graphs, real = [], P.knn_affinity
+    P.knn_affinity = lambda *a, **kw: graphs.append(real(*a, **kw)) or graphs[-1]
+    try:
+        rng = np.random.default_rng(seed)
+        for _ in range(n):
+            try:
+                K.analyze_sketch(make_sketch(rng), seed=seed)
+            except K.SketchError:
+                pass
+    finally:
+        P.knn_affinity = real
+
+    def embed(aff, solver):
+        m = aff.shape[0]
+        lap, dd = csgraph.laplacian(aff, normed=True, return_diag=True)
+        if solver == "band":
+            solve = S.shifted_inverse(lap, S.SHIFT)
+        elif solver == "splu":
+            solve = splu(sparse.csc_matrix(lap + S.SHIFT * sparse.identity(m, format="csc"))).solve
+        else:
+            dense = lap.toarray() + S.SHIFT * np.eye(m)
+            factor = sl.cho_factor(dense, check_finite=False)
+            solve = lambda x: sl.cho_solve(factor, x, check_finite=False)  # noqa: E731
+        v0 = np.random.RandomState(seed).uniform(-1, 1, m)
+        vals, vecs = eigsh(LinearOperator((m, m), matvec=solve, dtype=np.float64), k=8, which="LM",
+                           v0=v0, tol=1e-6)
+        emb = vecs[:, np.argsort(-vals)] / dd[:, None]
+        return emb * np.sign(emb[np.argmax(np.abs(emb), axis=0), np.arange(8)])
+
+    sizes = [g.shape[0] for g in graphs]
+    print(f"\nshift-invert solve on {len(graphs)} graphs of {min(sizes)}-{max(sizes)} nodes "
+          f"(median {int(np.median(sizes))}), one thread:")
+    with threadpool_limits(1):
+        ref = [embed(g, "splu") for g in graphs]
+        for solver in ("band", "splu", "dense"):
+            for g in graphs[:10]:
+                embed(g, solver)
+            t = time.perf_counter()
+            out = [embed(g, solver) for g in graphs]
+            dt = (time.perf_counter() - t) / len(graphs)
+            diff = max(np.abs(a - b).max() / np.abs(b).max() for a, b in zip(out, ref))
+            print(f"  {solver:6s} {1000 * dt:6.2f} ms per graph (eigsh included), "
+                  f"largest relative difference to splu {diff:.1e}")
 
 
 def stray_evidence(n: int, seed: int = 0, gaps=(8, 16, 21, 32), fractions=(0.01, 0.03, 0.05, 0.08)) -> None:
@@ -268,12 +378,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stray", action="store_true", help="print the stray-mark threshold evidence")
     ap.add_argument("--close-gaps", action="store_true", help="print the --close-gaps evidence")
+    ap.add_argument("--solvers", action="store_true",
+                    help="compare the spectral embedding's shift-invert solvers (banded Cholesky, splu, dense)")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     rng = np.random.default_rng(args.seed)
     images = [make_sketch(rng) for _ in range(args.n)]
     if args.sample:
         images += _sample_sketches()
+    if args.solvers:
+        solver_evidence(max(args.n, 1), args.seed)
+        return
     if args.stray or args.close_gaps:
         if args.stray:
             stray_evidence(max(args.n, 1), args.seed)

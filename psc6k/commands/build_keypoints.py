@@ -491,7 +491,10 @@ def build_keypoints(items, *, seed=0, workers=1, viz_dir=None, max_dilations=Non
 
     opt = {"seed": seed, "max_dilations": max_dilations, "stray_gap": stray_gap, "close_gaps": close_gaps}
     pooled = resolve_workers(workers, len(items)) > 1
-    board = InFlightBoard(len(items)) if pooled else None
+    try:
+        board = InFlightBoard(len(items)) if pooled else None
+    except OSError:  # no writable temporary folder: a dead worker's sketches go unnamed
+        board = None
     tasks = [(key, str(path), opt, str(_viz_path(Path(viz_dir), key)) if viz_dir is not None else None,
               board.slot(i) if board is not None else None)
              for i, (key, path) in enumerate(items)]

@@ -86,10 +86,10 @@ def spectral_embedding(affinity: sparse.csr_matrix, k: int, seed: int = 0) -> np
     become the largest), started from a seeded vector.  The inverse is applied through a
     factorisation made once: a banded Cholesky (LAPACK ``pbtrf``/``pbtrs``) when the graph's
     bandwidth allows, as it does for the grid graphs of :func:`psc6k.keypoints.pseudo_parts`,
-    else a sparse LU.  Measured on 500 benchmark graphs (337-832 nodes): 1.4 ms per sketch
-    with the band vs 4.2 ms with ``splu`` and 5.0 ms with a dense Cholesky, the same embedding
-    to 2e-12 (``benchmarks/bench_keypoints.py --solvers``); dense
-    ``scipy.linalg.eigh(subset_by_index=...)`` took 7.7 ms.
+    else a sparse LU.  Measured on the graphs of 100 benchmark drawings (332-750 nodes, ARPACK
+    included, ``benchmarks/bench_keypoints.py --solvers --n 100``): 1.69 ms per graph with the
+    band, 3.40 ms with ``splu``, 4.44 ms with a dense Cholesky, the same embedding to 1e-13;
+    dense ``scipy.linalg.eigh(subset_by_index=...)`` took 7.7 ms.
     """
     from scipy.sparse.linalg import LinearOperator, eigsh
 

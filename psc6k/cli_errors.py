@@ -45,6 +45,11 @@ def describe(exc: BaseException) -> str | None:
         return missing_dependency(exc)
     if isinstance(exc, MemoryError):
         return "out of memory: the input is too large for this machine (or a limit is set too high)"
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(exc, BrokenProcessPool):  # any command's psc6k.parallel pool; build-keypoints says more
+        return ("a worker process died abruptly (killed by a signal or the out-of-memory killer); "
+                "run again with fewer --workers or more memory")
     if isinstance(exc, OSError) and (exc.filename is not None or exc.strerror):
         where = f"{exc.filename}: " if exc.filename is not None else ""
         return f"{where}{exc.strerror or exc}"

@@ -311,3 +311,22 @@ def test_demo_checkpoint_keeps_a_file_safe_submission_and_prints_a_working_comma
     argv = shlex.split(line[len("score PSCNet again: "):])
     assert argv[:2] == ["psc6k", "eval"]
     assert main(argv[1:] + ["--bootstrap", "0"]) == 0
+
+
+def test_a_dead_pool_worker_is_one_line_in_every_command(monkeypatch, capsys):
+    """``psc6k.parallel``'s pool is shared (synth, build-keypoints); a worker killed by a signal or
+    the OOM killer is a clean line with exit 2 in any command, not a traceback."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    import psc6k.commands.synth as synth_command
+    from psc6k.cli import main
+
+    def dies(args):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    monkeypatch.setattr(synth_command, "run", dies)
+    rc = main(["synth", "--out", "unused"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "worker process died abruptly" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -99,3 +99,72 @@ def test_clicks_of_many_threads_all_stored(store):
         assert list(pool.map(insert_slot_free, range(200))) == [1] * 200
     group.close()
     assert probe_rows(store) == list(range(200))
+
+
+def test_heavy_jobs_get_a_transaction_each_taking_turns_with_the_light_batches(store):
+    transactions = []  # the jobs of each committed transaction, in order
+    real_tx = store.write_tx
+
+    @contextmanager
+    def recording_tx():
+        current = []
+        with real_tx() as conn:
+            conn.info["jobs"] = current
+            yield conn
+        transactions.append(current)
+
+    store.write_tx = recording_tx
+    group = GroupCommit(store)
+    gate, running = threading.Event(), threading.Event()
+    group.submit(lambda conn: running.set() or gate.wait(5))  # holds the writer while the rest queue
+    assert running.wait(5)
+
+    def job(name):
+        def run(conn):
+            conn.info["jobs"].append(name)
+            conn.execute(text("INSERT INTO probe (n) VALUES (:n)"), {"n": len(probe_names)})
+            probe_names.append(name)
+            return name
+        return run
+
+    probe_names = []
+    queued = [("claim1", True), ("click1", False), ("claim2", True), ("click2", False), ("claim3", True),
+              ("click3", False)]
+    futures = [group.submit(job(name), heavy=heavy) for name, heavy in queued]
+    gate.set()
+    assert [f.result(10) for f in futures] == [name for name, _ in queued]
+    group.close()
+    # after the gate's (light) batch a claim's turn, then all three clicks in one batch, then
+    # the other claims one by one (no light job left to take turns with)
+    assert transactions[1:] == [["claim1"], ["click1", "click2", "click3"], ["claim2"], ["claim3"]]
+    assert probe_rows(store) == list(range(6))
+
+
+def test_a_click_waits_behind_at_most_one_heavy_job(store):
+    """Claims queued while clicks keep coming: a click that arrives during a claim runs right
+    after it, before the next claim (an event makes each claim wait for the next click)."""
+    order = []
+    group = GroupCommit(store)
+    gate, running = threading.Event(), threading.Event()
+    group.submit(lambda conn: running.set() or gate.wait(5))
+    assert running.wait(5)
+    arrived = [threading.Event() for _ in range(3)]
+
+    def claim(i):
+        def run(conn):
+            order.append(f"claim{i}")
+            assert arrived[i].wait(5)  # a click comes in while this claim holds the writer
+        return run
+
+    claims = [group.submit(claim(i), heavy=True) for i in range(3)]
+    clicks = [group.submit(lambda conn: order.append("click0"))]
+    gate.set()
+    for i in range(3):
+        while f"claim{i}" not in order:
+            threading.Event().wait(0.001)
+        clicks.append(group.submit(lambda conn, i=i: order.append(f"click{i + 1}")))
+        arrived[i].set()
+    for f in claims + clicks:
+        f.result(10)
+    group.close()
+    assert order == ["claim0", "click0", "click1", "claim1", "click2", "claim2", "click3"]

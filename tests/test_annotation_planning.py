@@ -76,8 +76,8 @@ def naive_candidates(conn, config, rng: random.Random) -> dict:
     catch_tasks = sorted(conn.execute(select(T.c.id, T.c.pair_id, T.c.keypoint).where(T.c.is_catch == True)).all())  # noqa: E712
     catch = rng.sample(catch_tasks, min(config.catch_per_session, len(catch_tasks))) if config.catch_per_session else []
     avoid = {(c.pair_id, c.keypoint) for c in catch}
-    k = max(alloc.values(), default=0) * NUM_KEYPOINTS + len(avoid) + 1
-    by_category = {c: sorted((t for t in open_tasks if t.category == c), key=lambda t: (-t.n_free, t.rank))[:k]
+    # every open task of the category, best first (the service reads only a few of them)
+    by_category = {c: sorted((t for t in open_tasks if t.category == c), key=lambda t: (-t.n_free, t.rank))
                    for c in free}
     picked = [t for c, need in alloc.items() for t in pick_tasks(by_category[c], need, avoid)]
     slots = []
@@ -85,15 +85,12 @@ def naive_candidates(conn, config, rng: random.Random) -> dict:
         free_slots = conn.execute(select(SL.c.slot_index, SL.c.id).where(
             SL.c.task_id == t, SL.c.holder_session_id.is_(None)).order_by(SL.c.slot_index)).all()
         slots.append((t, free_slots[0].id, free_slots[0].slot_index))
-    return {"alloc": alloc, "catch": [c.id for c in catch],
-            "by_category": {c: [t.id for t in rows] for c, rows in by_category.items()}, "slots": slots}
+    return {"alloc": alloc, "catch": [c.id for c in catch], "slots": slots}
 
 
 def service_candidates(conn, config, rng: random.Random) -> dict:
     cand = plan_candidates(conn, config, rng)
-    return {"alloc": cand.alloc, "catch": [c.id for c in cand.catch],
-            "by_category": {c: [r.id for r in rows] for c, rows in cand.by_category.items()},
-            "slots": [tuple(s) for s in cand.slots]}
+    return {"alloc": cand.alloc, "catch": [c.id for c in cand.catch], "slots": [tuple(s) for s in cand.slots]}
 
 
 # ----------------------------------------------------------------------------- the tests

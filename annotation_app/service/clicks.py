@@ -12,27 +12,31 @@ from psc6k.errors import ConflictError, GoneError, NotFoundError
 
 from .. import db
 from .catch import record_catch_result
+from .prepared import Prepared
 from .store import iso, unknown_token
 
 T, S, TR, C, SL = db.tasks, db.sessions, db.trials, db.clicks, db.slots
 
-# The statements, built once: constructing SQLAlchemy expressions costs more CPU than running
-# them on SQLite.
+# The statements, built once and run on the DBAPI cursor (:mod:`.prepared`): constructing and
+# executing SQLAlchemy expressions costs more CPU than running them on SQLite, and the click's
+# statements run inside the writer lock that every other click waits for.
 _TRIAL = TR.join(T, T.c.id == TR.c.task_id)
-_Q_SESSION_TRIAL = (
+_Q_SESSION_TRIAL = Prepared(
     select(S.c.id, S.c.status, S.c.expires_at, S.c.flagged, S.c.catch_failed, S.c.n_trials,
            TR.c.task_id, TR.c.slot_index, TR.c.is_catch, T.c.answer_x, T.c.answer_y, T.c.tolerance_px)
     .select_from(S.outerjoin(_TRIAL, and_(TR.c.session_id == S.c.id, TR.c.id == bindparam("tid"))))
     .where(S.c.token == bindparam("token")))
 _Q_EARLIER = select(C.c.trial_id, C.c.client_id, C.c.reply_json).where(
     C.c.session_id == bindparam("sid"), or_(C.c.client_id == bindparam("cid"), C.c.trial_id == bindparam("tid")))
-_U_FILL = (update(SL).where(SL.c.task_id == bindparam("task"), SL.c.slot_index == bindparam("slot"),
+_U_FILL = Prepared(update(SL).where(SL.c.task_id == bindparam("task"), SL.c.slot_index == bindparam("slot"),
                             SL.c.holder_session_id == bindparam("sid"), SL.c.filled == False)  # noqa: E712
            .values(filled=True))
-_Q_PROGRESS = (select(func.count(C.c.id), func.min(case((and_(C.c.id.is_(None), TR.c.id != bindparam("tid")), TR.c.idx))))
+_Q_PROGRESS = Prepared(select(func.count(C.c.id), func.min(case((and_(C.c.id.is_(None), TR.c.id != bindparam("tid")), TR.c.idx))))
                .select_from(TR.outerjoin(C, C.c.trial_id == TR.c.id)).where(TR.c.session_id == bindparam("sid")))
-_Q_ANSWERED = select(func.count()).select_from(C).where(C.c.session_id == bindparam("sid"))
-_I_CLICK = insert(C)
+_Q_ANSWERED = Prepared(select(func.count().label("n")).select_from(C).where(C.c.session_id == bindparam("sid")))
+_CLICK_COLUMNS = ("trial_id", "session_id", "task_id", "slot_index", "client_id", "x", "y", "rt_ms", "display_json",
+                  "created_at", "excluded", "reply_json")
+_I_CLICK = Prepared(insert(C), column_keys=_CLICK_COLUMNS)
 
 
 class _NotStored(Exception):
@@ -79,9 +83,9 @@ class Clicks:
         """Compile the click path's statements and open its connections before the first
         participant waits for them (a restarted server is fast from its first click on)."""
         def probe(conn):
-            conn.execute(_Q_SESSION_TRIAL, {"token": "", "tid": 0}).first()
-            conn.execute(_Q_PROGRESS, {"tid": 0, "sid": 0}).one()
-            conn.execute(_Q_ANSWERED, {"sid": 0}).scalar_one()
+            _Q_SESSION_TRIAL.first(conn, {"token": "", "tid": 0})
+            _Q_PROGRESS.one(conn, {"tid": 0, "sid": 0})
+            _Q_ANSWERED.one(conn, {"sid": 0})
         self.store.run_write(probe)
         with self.store.read.connect() as conn:
             conn.execute(_Q_EARLIER, {"sid": 0, "cid": "", "tid": 0}).all()
@@ -101,13 +105,13 @@ class Clicks:
 
     def _store(self, conn, token, trial_id, x, y, rt_ms, client_id, display) -> dict:
         now = self.store.clock()
-        row = conn.execute(_Q_SESSION_TRIAL, {"token": token, "tid": trial_id}).first()
+        row = _Q_SESSION_TRIAL.first(conn, {"token": token, "tid": trial_id})
         if row is None:
             raise _NotStored(unknown_token())
         if row.task_id is None:
             raise _NotStored(NotFoundError(f"trial_id {trial_id} is not a trial of this session", field="trial_id"))
         if row.status == "expired" or (row.status == "active" and now > row.expires_at):
-            n = conn.execute(_Q_ANSWERED, {"sid": row.id}).scalar_one()
+            n = _Q_ANSWERED.one(conn, {"sid": row.id}).n
             raise _NotStored(GoneError(
                 f"your reservation expired at {iso(row.expires_at)}; the {n} clicks you gave are kept, but "
                 f"this trial now belongs to someone else. Please return to Prolific.",
@@ -117,14 +121,14 @@ class Clicks:
         flagged = bool(row.flagged)
         slot_index = None if (row.is_catch or flagged) else row.slot_index
         if slot_index is not None:
-            filled = conn.execute(_U_FILL, {"task": row.task_id, "slot": slot_index, "sid": row.id})
-            if filled.rowcount != 1:  # answered already, or the slot went to someone else
+            filled = _U_FILL.rowcount(conn, {"task": row.task_id, "slot": slot_index, "sid": row.id})
+            if filled != 1:  # answered already, or the slot went to someone else
                 raise _NotStored(GoneError("this trial's reservation lapsed and was given to someone else; "
                                            "your earlier clicks are kept", status="expired"))
-        n_answered, next_index = conn.execute(_Q_PROGRESS, {"tid": trial_id, "sid": row.id}).one()
+        n_answered, next_index = _Q_PROGRESS.one(conn, {"tid": trial_id, "sid": row.id})
         reply = {"trial_id": trial_id, "stored": True, "next_index": row.n_trials if next_index is None else next_index,
                  "answered_count": n_answered + 1, "total": row.n_trials}
-        conn.execute(_I_CLICK, {
+        _I_CLICK.rowcount(conn, {
             "trial_id": trial_id, "session_id": row.id, "task_id": row.task_id, "slot_index": slot_index,
             "client_id": client_id, "x": x, "y": y, "rt_ms": rt_ms,
             "display_json": json.dumps(display) if display else None, "created_at": now, "excluded": flagged,

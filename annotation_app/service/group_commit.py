@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from concurrent.futures import Future
 
 #: Upper bound of jobs in one transaction (a batch is whatever queued meanwhile, up to this).
@@ -38,17 +39,22 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def submit(self, job) -> Future:
+    def submit(self, job, heavy: bool = False) -> Future:
         """Queue ``job``; the future resolves once its transaction is committed, with its
-        result, its exception or the commit's. Never blocks (an event loop may call it)."""
+        result, its exception or the commit's. Never blocks (an event loop may call it).
+
+        ``heavy``: a job that holds the writer lock for tens of milliseconds (a new session's
+        plan and slot claim). Heavy jobs run one per transaction, taking turns with the
+        batches of light jobs (clicks), so a click waits behind at most one of them in this
+        process, however many participants start at once."""
         self._ensure_started()
         done: Future = Future()
-        self._jobs.put((job, done))
+        self._jobs.put((job, done, heavy))
         return done
 
-    def run(self, job):
+    def run(self, job, heavy: bool = False):
         """:meth:`submit` and wait."""
-        return self.submit(job).result()
+        return self.submit(job, heavy).result()
 
     def close(self, timeout: float = 10.0) -> None:
         if self._thread is not None:
@@ -63,43 +69,57 @@ class GroupCommit:
                     self._thread = threading.Thread(target=self._loop, name="psc6k-group-commit", daemon=True)
                     self._thread.start()
 
-    def _next_batch(self) -> tuple[list, bool]:
-        first = self._jobs.get()
-        if first is _STOP:
-            return [], True
-        batch, stop = [first], False
-        while len(batch) < self.max_batch:
+    def _take(self, light: list, heavy: deque, block: bool) -> bool:
+        """Move queued jobs into ``light`` (up to ``max_batch``) and ``heavy``, waiting for
+        one if ``block``; returns True once the stop marker was taken."""
+        while len(light) < self.max_batch:
             try:
-                item = self._jobs.get_nowait()
+                item = self._jobs.get() if block else self._jobs.get_nowait()
             except queue.Empty:
-                break
+                return False
+            block = False
             if item is _STOP:
-                stop = True
-                break
-            batch.append(item)
-        return batch, stop
+                return True
+            job, done, is_heavy = item
+            (heavy if is_heavy else light).append((job, done))
+        return False
 
     def _loop(self) -> None:
-        stop = False
-        while not stop:
-            batch, stop = self._next_batch()
-            if batch:
+        light: list = []
+        heavy: deque = deque()
+        stop = heavy_turn = False
+        while True:
+            if not stop:
+                stop = self._take(light, heavy, block=not (light or heavy))
+            if heavy and (heavy_turn or not light):
+                self._commit([heavy.popleft()])
+                heavy_turn = False
+            elif light:
+                batch, light = light, []
                 self._commit(batch)
+                heavy_turn = True
+            elif stop:
+                return
 
     def _commit(self, batch: list) -> None:
         outcomes = []
         try:
             with self.store.write_tx() as conn:
+                # savepoints on the DBAPI cursor: SQLAlchemy's begin_nested costs more Python
+                # than a click's own statements (see .prepared)
+                cursor = conn.connection.dbapi_connection.cursor()
                 for job, done in batch:
-                    savepoint = conn.begin_nested()
+                    cursor.execute("SAVEPOINT psc6k_job")
                     try:
                         result = job(conn)
                     except BaseException as exc:  # the job's own failure: undo it alone
-                        savepoint.rollback()
+                        cursor.execute("ROLLBACK TO psc6k_job")
+                        cursor.execute("RELEASE psc6k_job")
                         outcomes.append((done, None, exc))
                     else:
-                        savepoint.commit()
+                        cursor.execute("RELEASE psc6k_job")
                         outcomes.append((done, result, None))
+                cursor.close()
         except BaseException as exc:  # the commit failed: nothing of the batch is stored
             for _, done in batch:
                 if not done.done():
@@ -110,3 +130,4 @@ class GroupCommit:
                 done.set_exception(exc)
             else:
                 done.set_result(result)
+

@@ -109,10 +109,16 @@ def plan_candidates(conn, config, rng: random.Random) -> Candidates:
     avoid = {(c.pair_id, c.keypoint) for c in catch}
     by_category: dict[str, list] = {}
     if alloc:
-        # the best few tasks of each category: enough for distinct pairs after the catch trials'
-        k = max(alloc.values()) * NUM_KEYPOINTS + len(avoid) + 1
-        for r in conn.execute(_Q_BEST[conn.dialect.name == "postgresql"], {"k": k}).all():
-            by_category.setdefault(r.category, []).append(r)
+        # First the fewest rows that can do: ``need`` per category plus the catch trials'. That
+        # prefix gives the same picks as the whole category whenever its first pass (distinct
+        # pairs) fills up in it, or it is the whole category; otherwise read enough for distinct
+        # pairs after the catch trials' (a pair has NUM_KEYPOINTS tasks). Planning runs inside
+        # the SQLite writer lock, so the ten times fewer rows of the usual case matter.
+        k = max(alloc.values()) + len(avoid)
+        by_category = _best_tasks(conn, k)
+        if any(len(rows) == k and len(_distinct_pairs(rows, alloc[cat], avoid)) < alloc[cat]
+               for cat, rows in by_category.items() if cat in alloc):
+            by_category = _best_tasks(conn, max(alloc.values()) * NUM_KEYPOINTS + len(avoid) + 1)
     task_ids = [t for cat, need in alloc.items() for t in pick_tasks(by_category.get(cat, []), need, avoid)]
     lowest: dict[int, tuple[int, int]] = {}  # task -> (slot_index, slot_id) of its lowest free slot
     if task_ids:
@@ -123,21 +129,38 @@ def plan_candidates(conn, config, rng: random.Random) -> Candidates:
     return Candidates(alloc, catch, avoid, by_category, slots)
 
 
+def _best_tasks(conn, k: int) -> dict[str, list]:
+    """The best ``k`` open tasks of every category with free slots, best first, by category."""
+    by_category: dict[str, list] = {}
+    for r in conn.execute(_Q_BEST[conn.dialect.name == "postgresql"], {"k": k}).all():
+        by_category.setdefault(r.category, []).append(r)
+    return by_category
+
+
+def _distinct_pairs(rows, need: int, avoid: set) -> list[int]:
+    """The first pass of :func:`pick_tasks`: up to ``need`` task ids of distinct pairs."""
+    used_pairs: set[int] = set()
+    picked: list[int] = []
+    for r in rows:
+        if len(picked) == need:
+            break
+        if r.pair_id in used_pairs or (r.pair_id, r.keypoint) in avoid:
+            continue
+        picked.append(r.id)
+        used_pairs.add(r.pair_id)
+    return picked
+
+
 def pick_tasks(rows, need: int, avoid: set) -> list[int]:
     """``need`` task ids from ``rows`` (best first): distinct pairs first, then anything left,
     never a catch trial's (pair, keypoint)."""
-    used_pairs: set[int] = set()
-    picked: list[int] = []
-    for prefer_new_pair in (True, False):
-        for r in rows:
-            if len(picked) == need:
-                break
-            if r.id in picked or (r.pair_id, r.keypoint) in avoid:
-                continue
-            if prefer_new_pair and r.pair_id in used_pairs:
-                continue
-            picked.append(r.id)
-            used_pairs.add(r.pair_id)
+    picked = _distinct_pairs(rows, need, avoid)
+    for r in rows:
+        if len(picked) == need:
+            break
+        if r.id in picked or (r.pair_id, r.keypoint) in avoid:
+            continue
+        picked.append(r.id)
     return picked
 
 

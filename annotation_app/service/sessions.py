@@ -63,12 +63,15 @@ class Sessions:
               ) -> tuple[dict, bool]:
         """Start (or resume) the session of ``prolific_pid``; returns (body, created).
 
-        The plan is computed from a consistent read *outside* the write lock, so clicks do not
-        queue behind it; under the lock it is used only if no slot was claimed or released
-        since (``plan_version``), else recomputed there (a few milliseconds: planning reads a
-        few rows per category, never every task). Either way the slots are claimed exactly as
-        if planned under the lock. The claim is one write job: on SQLite it shares its
-        transaction and fsync with the clicks queued meanwhile (:mod:`.group_commit`).
+        The slots are always claimed exactly as if planned under the plan lock. On PostgreSQL
+        the plan is read first *outside* the lock and used under it only if no slot was
+        claimed or released since (``plan_version``), else recomputed there. On SQLite it is
+        computed inside the write job (about 2 ms: planning reads a few rows per category,
+        never every task): planning in a request thread while that process's writer holds the
+        lock made the writer wait for the GIL at every statement (claims of 100 ms with
+        clicks of every worker queued behind them). The claim is a *heavy* write job: on
+        SQLite it gets a transaction of its own between the batches of clicks
+        (:mod:`.group_commit`).
         """
         self.check_link_key(link_key)
         store = self.store
@@ -76,10 +79,12 @@ class Sessions:
         if existing is not None:
             return self.body(existing), False
         rng = random.Random(secrets.randbits(64))
-        with store.read.connect() as conn:
-            with conn.begin():  # one snapshot (SQLite); the version is read first (PostgreSQL)
-                version = conn.execute(_Q_VERSION).scalar_one()
-                candidates = plan_candidates(conn, store.config, rng)
+        version = candidates = None
+        if not store.is_sqlite:
+            with store.read.connect() as conn:
+                with conn.begin():  # the version is read first, then the plan
+                    version = conn.execute(_Q_VERSION).scalar_one()
+                    candidates = plan_candidates(conn, store.config, rng)
         token = secrets.token_urlsafe(24)
         new = {"token": token, "prolific_pid": prolific_pid, "participant": store.pseudonym(prolific_pid),
                "prolific_study_id": study_id, "prolific_session_id": session_id, "status": "active",
@@ -92,8 +97,8 @@ class Sessions:
                 raise _Exists()
             now = store.clock()
             release_lapsed(store, conn, now)
-            if conn.execute(_Q_VERSION).scalar_one() != version:
-                candidates = plan_candidates(conn, store.config, rng)  # slots moved meanwhile
+            if candidates is None or conn.execute(_Q_VERSION).scalar_one() != version:
+                candidates = plan_candidates(conn, store.config, rng)  # SQLite, or slots moved meanwhile
             if not candidates.slots:
                 raise study_full()
             sid = conn.execute(_I_SESSION, {**new, "n_trials": candidates.n_trials, "created_at": now,
@@ -102,7 +107,7 @@ class Sessions:
             conn.execute(_I_TRIALS, [{"session_id": sid, "idx": i, **p} for i, p in enumerate(plan)])
 
         try:
-            store.run_write(claim_plan)
+            store.run_write(claim_plan, heavy=True)
         except (_Exists, IntegrityError):
             # the same PID raced in from a second tab: its session exists now; never a second plan
             existing = self._token_of(prolific_pid)

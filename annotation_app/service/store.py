@@ -128,11 +128,12 @@ class StudyStore:
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def run_write(self, job):
+    def run_write(self, job, heavy: bool = False):
         """``job(conn)`` in a write transaction; returns after the commit. On SQLite the
-        transaction is shared with other requests' jobs (:mod:`.group_commit`)."""
+        transaction is shared with other requests' jobs, except a ``heavy`` job's, which gets
+        one of its own between them (:mod:`.group_commit`)."""
         if self._group is not None:
-            return self._group.run(job)
+            return self._group.run(job, heavy)
         with self.write_tx() as conn:
             return job(conn)
 

@@ -155,7 +155,7 @@ def diagnose(ckpt: Path, data: Path, image_size: int, n: int = 64) -> dict:
     return out
 
 
-def moco_probe(ckpt: Path, data: Path, image_size: int, batch: int, n: int = 256) -> dict:
+def moco_probe(ckpt: Path, data: Path, image_size: int, batch: int, n: int = 256, recipe: str = "released") -> dict:
     """Does the encoder's MoCo top-1 come from content or from the queue's staleness?
 
     For ``n`` training photos (first sketch of each), with the training augmentations and the
@@ -167,6 +167,7 @@ def moco_probe(ckpt: Path, data: Path, image_size: int, batch: int, n: int = 256
     closer than fresh negatives (fresh top-1 at chance) while the stored keys get closer the
     newer they are, that top-1 measures how far the encoder moved since the keys were stored
     (its drift), not content. Both directions (photo queries, sketch queries) are averaged.
+    ``recipe`` must be the encoder's (it decides whether the two BN copies are one module).
     """
     import torch
 
@@ -177,7 +178,7 @@ def moco_probe(ckpt: Path, data: Path, image_size: int, batch: int, n: int = 256
     from psc6k.formats import read_train_pairs
 
     torch.manual_seed(0)
-    model, _ = build_training_model(TrainConfig(task="encoder", init=str(ckpt), recipe="released"))
+    model, _ = build_training_model(TrainConfig(task="encoder", init=str(ckpt), recipe=recipe))
     model.train()
     fw = model.framework
     pairs = read_train_pairs(str(data / "train_pairs_ps.csv"))

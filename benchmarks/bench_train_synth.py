@@ -44,6 +44,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# the in-process diagnosis imports the same tree as the ``python -m psc6k.cli`` steps (run with
+# cwd=REPO), not whichever checkout an editable install points at
+sys.path.insert(0, str(REPO))
 
 #: the paper's layout, narrower (stem 16 channels) -- everything else as released
 PAPER_SMALL = {"width": 16}
@@ -307,8 +310,8 @@ def main() -> None:
         print(f"  fresh-key top-1 {100 * probe['fresh_top1']:.1f}% (chance {100 * probe['chance']:.1f}%); "
               f"cosine positive {probe['cos_positive']:.3f}, fresh negatives {probe['cos_fresh_negative']:.3f}; "
               f"stored keys, oldest -> newest batch: " + ", ".join(f"{c:.3f}" for c in probe["cos_stored_by_age"]))
-        print("  (positive = fresh negatives and stored keys closer the newer they are: the training top-1 is the")
-        print("  encoder's drift since the keys were stored, not content)")
+        print("  (when the positive is no closer than the fresh negatives while the stored keys are closer the newer")
+        print("  they are, the training top-1 is the encoder's drift since the keys were stored, not content)")
         diag = diagnose(ckpt, data, args.image_size)
         print("similarity loss of the trained encoder at the identity / true flow, and the cosine of its descent")
         print("direction at the identity with the true displacement (64 held-out pairs):")

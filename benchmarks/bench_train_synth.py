@@ -44,6 +44,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# the in-process diagnosis imports the same tree as the ``python -m psc6k.cli`` steps (run with
+# cwd=REPO), not whichever checkout an editable install points at
+sys.path.insert(0, str(REPO))
 
 #: the paper's layout, narrower (stem 16 channels) -- everything else as released
 PAPER_SMALL = {"width": 16}
@@ -155,6 +158,64 @@ def diagnose(ckpt: Path, data: Path, image_size: int, n: int = 64) -> dict:
     return out
 
 
+def moco_probe(ckpt: Path, data: Path, image_size: int, batch: int, n: int = 256, recipe: str = "released") -> dict:
+    """Does the encoder's MoCo top-1 come from content or from the queue's staleness?
+
+    For ``n`` training photos (first sketch of each), with the training augmentations and the
+    training forward (batch statistics, shuffle-BN groups of ``batch``), the encoder checkpoint's
+    queries are compared (cosine) with three sets of keys: fresh keys of the *other* modality of
+    the same photos (the positive and the other photos' keys, recomputed now by the key encoder),
+    and the keys stored in its queue, per stored batch from the oldest to the newest. The
+    training top-1 ranks a positive computed now against stored keys: if the positive is no
+    closer than fresh negatives (fresh top-1 at chance) while the stored keys get closer the
+    newer they are, that top-1 measures how far the encoder moved since the keys were stored
+    (its drift), not content. Both directions (photo queries, sketch queries) are averaged.
+    ``recipe`` must be the encoder's (it decides whether the two BN copies are one module).
+    """
+    import torch
+
+    from model_zoo.data import load_image
+    from model_zoo.moco import queue_by_age
+    from model_zoo.pscnet import PHOTO, SKETCH
+    from model_zoo.train import EncoderObjective, TrainConfig, build_training_model
+    from psc6k.formats import read_train_pairs
+
+    torch.manual_seed(0)
+    model, _ = build_training_model(TrainConfig(task="encoder", init=str(ckpt), recipe=recipe))
+    model.train()
+    fw = model.framework
+    pairs = read_train_pairs(str(data / "train_pairs_ps.csv"))
+    first: dict[str, str] = {}
+    for p, sk in zip(pairs.photo, pairs.sketch):
+        first.setdefault(p, sk)
+    photos = list(first)[:n]
+    n = len(photos) - len(photos) % batch or len(photos)
+    photos = photos[:n]
+    photo = torch.stack([load_image(data, p, image_size) for p in photos])
+    sketch = torch.stack([load_image(data, first[p], image_size) for p in photos])
+    view = EncoderObjective(model)._view
+    stored = queue_by_age(fw.queue, fw.queue_ptr, batch)
+    top1, pos, neg, by_age = [], [], [], []
+    with torch.no_grad():
+        for xq, cq, xk, ck in ((photo, PHOTO, sketch, SKETCH), (sketch, SKETCH, photo, PHOTO)):
+            qs, ks = [], []
+            for b in range(0, n, batch):
+                out = fw.probe(view(xq[b:b + batch]), view(xk[b:b + batch]), cq, ck)
+                qs.append(out["q"])
+                ks.append(out["k"])
+            q, k = torch.cat(qs), torch.cat(ks)
+            sim = q @ k.T
+            off = ~torch.eye(n, dtype=torch.bool)
+            top1.append(float((sim.argmax(1) == torch.arange(n)).float().mean()))
+            pos.append(float(sim.diag().mean()))
+            neg.append(float(sim[off].mean()))
+            by_age.append([float((q @ chunk).mean()) for chunk in stored])
+    mean = lambda xs: sum(xs) / len(xs)
+    return {"n": n, "fresh_top1": round(mean(top1), 4), "chance": round(1 / n, 4),
+            "cos_positive": round(mean(pos), 4), "cos_fresh_negative": round(mean(neg), 4),
+            "cos_stored_by_age": [round(mean(v), 4) for v in zip(*by_age)]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="/tmp/psc6k_synth_bench", help="synthetic benchmark folder (made if missing)")
@@ -238,11 +299,19 @@ def main() -> None:
     print_curves(out / "encoder", ("moco", "acc1", "lr"))
     print("estimator learning curve (delta: mean squared distance of the flows to the identity):")
     print_curves(out / "estimator", ("loss", "sim", "con", "delta", "lr"))
-    diag = {}
+    diag, probe = {}, {}
     if not args.no_diagnose:
         import torch
 
         torch.set_num_threads(args.threads)
+        probe = moco_probe(out / "encoder" / "checkpoint_last.pth.tar", data, args.image_size, args.encoder_batch)
+        print(f"MoCo task of the trained encoder on {probe['n']} training pairs, keys recomputed now (fresh) vs the")
+        print("keys stored in its queue (training forward and augmentations; cosine with the queries):")
+        print(f"  fresh-key top-1 {100 * probe['fresh_top1']:.1f}% (chance {100 * probe['chance']:.1f}%); "
+              f"cosine positive {probe['cos_positive']:.3f}, fresh negatives {probe['cos_fresh_negative']:.3f}; "
+              f"stored keys, oldest -> newest batch: " + ", ".join(f"{c:.3f}" for c in probe["cos_stored_by_age"]))
+        print("  (when the positive is no closer than the fresh negatives while the stored keys are closer the newer")
+        print("  they are, the training top-1 is the encoder's drift since the keys were stored, not content)")
         diag = diagnose(ckpt, data, args.image_size)
         print("similarity loss of the trained encoder at the identity / true flow, and the cosine of its descent")
         print("direction at the identity with the true displacement (64 held-out pairs):")
@@ -255,7 +324,7 @@ def main() -> None:
         print("learning curves copied to docs/learning_curve_encoder.png and docs/learning_curve.png")
     (out / "result.json").write_text(json.dumps({
         "gain_pck10": gain, "encoder_minutes": (t1 - t0) / 60, "estimator_minutes": (t2 - t1) / 60,
-        "knn": knn, "diagnosis": diag, "scores": {k: v["overall"] for k, v in scores.items()}, "args": vars(args)}, indent=1))
+        "knn": knn, "diagnosis": diag, "moco_probe": probe, "scores": {k: v["overall"] for k, v in scores.items()}, "args": vars(args)}, indent=1))
 
 
 if __name__ == "__main__":

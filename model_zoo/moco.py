@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from model_zoo.resnet_cbn import ResNetCBN
 
-__all__ = ["MoCo", "concat_all_gather"]
+__all__ = ["MoCo", "concat_all_gather", "queue_by_age"]
 
 
 def _distributed() -> bool:
@@ -28,6 +28,21 @@ def concat_all_gather(tensor: Tensor) -> Tensor:
     gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, tensor.contiguous())
     return torch.cat(gathered, dim=0)
+
+
+def queue_by_age(queue: Tensor, queue_ptr: Tensor | int, batch: int) -> list[Tensor]:
+    """The stored keys [dim, K] of a MoCo queue split into the batches that wrote them, oldest first.
+
+    ``queue_ptr`` is the next slot to be written, i.e. the oldest stored key; each chunk holds the
+    ``batch`` keys of one step, counted back from the newest (when ``batch`` does not divide K the
+    oldest chunk is the part of a batch not yet overwritten).
+    """
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    ordered = torch.roll(queue, -int(queue_ptr), dims=1)
+    size = ordered.shape[1]
+    sizes = ([size % batch] if size % batch else []) + [batch] * (size // batch)
+    return list(torch.split(ordered, sizes, dim=1))
 
 
 class MoCo(nn.Module):
@@ -133,6 +148,13 @@ class MoCo(nn.Module):
         k_all = concat_all_gather(k)
         unshuffle = torch.argsort(perm)
         return k_all[unshuffle.view(world, -1)[rank]][:local]
+
+    @torch.no_grad()
+    def probe(self, im_q: Tensor, im_k: Tensor, cond_q: int, cond_k: int) -> dict[str, Tensor]:
+        """Query embeddings of ``im_q`` and key embeddings of ``im_k`` [N, dim], computed as in a
+        training step (same BN grouping and key shuffle) but without moving the key encoder or the
+        queue: for checking what the contrastive task rewards (see ``bench_train_synth.py``)."""
+        return {"q": self._queries(im_q, cond_q), "k": self._shuffled_keys(im_k, cond_k)}
 
     def enqueue(self, keys: Tensor) -> None:
         """Push keys [N, dim] into the queue (all processes' keys under DDP)."""

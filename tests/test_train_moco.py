@@ -74,3 +74,89 @@ def test_eval_mode_and_tiny_batches_use_one_group():
     assert fw._groups(64) == 8 and fw._groups(5) == 2 and fw._groups(3) == 1
     fw.eval()
     assert fw._groups(64) == 1
+
+
+def test_training_step_is_the_moco_v2_reference():
+    """Three optimizer steps of psc6k's encoder objective (one BN group, no augmentation) against
+    MoCo v2's algorithm written out naively: momentum update before the keys, positive first,
+    logits / T against the queue *before* this step's keys enter it, then enqueue; the
+    query/key modality alternates per step (their ``step_pair``)."""
+    import copy
+
+    from model_zoo.train import EncoderObjective, accumulated_step
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        model = PSCNet(width=8, feat_size=8, block_sizes=(2, 4, 8), flow_size=8, moco_queue=32, moco_dim=16,
+                       moco_momentum=0.9)
+        model.framework.bn_groups = 1
+        model.train()
+        ref = copy.deepcopy(model)
+        objective = EncoderObjective(model)
+        objective.augment.enabled = False
+        opt = torch.optim.SGD(model.encoder_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        q_params = list(ref.encoder_q.parameters()) + list(ref.framework.fc_q.parameters())
+        k_params = list(ref.encoder_k.parameters()) + list(ref.framework.fc_k.parameters())
+        ref_opt = torch.optim.SGD(q_params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+        queue, ptr, m, t = ref.framework.queue.clone(), 0, 0.9, 0.07
+        g = torch.Generator().manual_seed(3)
+        for step in range(3):
+            photo, sketch = torch.rand(8, 3, 32, 32, generator=g), torch.rand(8, 3, 32, 32, generator=g)
+            got = accumulated_step(objective, opt, torch.amp.GradScaler("cuda", enabled=False), photo, sketch,
+                                   step, 1, moco=model.framework)
+            c_q, c_k = (0, 1) if step % 2 == 0 else (1, 0)
+            x_q, x_k = (photo, sketch) if c_q == 0 else (sketch, photo)
+            q = F.normalize(ref.framework.fc_q(ref.encoder_q.pooled(ref.normalize(x_q), c_q)[0]), dim=1)
+            with torch.no_grad():
+                for p_q, p_k in zip(q_params, k_params):
+                    p_k.data = p_k.data * m + p_q.data * (1 - m)
+                k = F.normalize(ref.framework.fc_k(ref.encoder_k.pooled(ref.normalize(x_k), c_k)[0]), dim=1)
+            logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue], 1) / t
+            loss = F.cross_entropy(logits, torch.zeros(8, dtype=torch.long))
+            ref_opt.zero_grad()
+            loss.backward()
+            ref_opt.step()
+            queue[:, ptr:ptr + 8] = k.T
+            ptr = (ptr + 8) % 32
+            assert abs(got["moco"] - loss.item()) < 1e-5
+        for name in ("encoder_q", "encoder_k"):
+            for (key, a), b in zip(getattr(model, name).state_dict().items(), getattr(ref, name).state_dict().values()):
+                torch.testing.assert_close(a.double(), b.double(), atol=1e-5, rtol=1e-5, msg=f"{name}.{key}")
+        for name in ("fc_q", "fc_k"):
+            for a, b in zip(getattr(model.framework, name).parameters(), getattr(ref.framework, name).parameters()):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.framework.queue.double(), queue, atol=1e-5, rtol=1e-5)
+        assert int(model.framework.queue_ptr) == ptr
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_queue_by_age_orders_the_stored_batches_oldest_first():
+    from model_zoo.moco import queue_by_age
+
+    fw = _moco(1)
+    fw.queue.zero_()
+    fw.queue_ptr.zero_()
+    for b in range(5):                      # 5 batches of 6 into K = 16: wraps twice
+        fw.enqueue(torch.full((6, 128), float(b + 1)))
+    chunks = queue_by_age(fw.queue, fw.queue_ptr, 6)
+    assert [c.shape[1] for c in chunks] == [4, 6, 6]
+    assert [sorted(set(c[0].tolist())) for c in chunks] == [[3.0], [4.0], [5.0]]
+
+
+def test_probe_is_the_training_forward_without_side_effects():
+    fw = _moco(2)
+    g = torch.Generator().manual_seed(4)
+    im_q, im_k = torch.randn(8, 3, 32, 32, generator=g), torch.randn(8, 3, 32, 32, generator=g)
+    queue, key_weight = fw.queue.clone(), fw.encoder_k.conv1.weight.clone()
+    with torch.no_grad():
+        fw.encoder_q.conv1.weight.add_(0.1)          # so that a momentum update would move the keys
+        torch.manual_seed(9)
+        out = fw.probe(im_q, im_k, 0, 1)
+        torch.manual_seed(9)
+        logits, _, k = fw(im_q, im_k, 0, 1, update_key=False, enqueue=False)
+    torch.testing.assert_close(out["k"], k)
+    torch.testing.assert_close((out["q"] * out["k"]).sum(1) / fw.temperature, logits[:, 0])
+    assert torch.equal(fw.queue, queue) and torch.equal(fw.encoder_k.conv1.weight, key_weight)

@@ -8,7 +8,7 @@ not bundled; users download them from the authors' release and pass the file to
 
 from __future__ import annotations
 
-__all__ = ["MODELS", "PAPER_BASELINES", "get_model_info"]
+__all__ = ["MODELS", "get_model_info"]
 
 _COMMON = {
     "family": "PSCNet",
@@ -38,16 +38,6 @@ MODELS: dict[str, dict] = {
         "state_dict_reference": "reference/pscnet_resnet101_state_dict.tsv",
         "paper_pck": {"pck@0.05": 58.00, "pck@0.10": 84.93},
     },
-}
-
-#: Other published PSC6K numbers (SPEC §1), for leaderboards; PCK in percent.
-PAPER_BASELINES: dict[str, dict] = {
-    "WarpC-SemanticGLUNet (retrained)": {"pck@0.05": 56.78, "pck@0.10": 79.70},
-    "WeakAlign (retrained)": {"pck@0.05": 43.55, "pck@0.10": 78.60},
-    "CNNGeo (retrained)": {"pck@0.05": 19.19, "pck@0.10": 42.57},
-    "CATs (transfer)": {"pck@0.05": 52.36, "pck@0.10": 81.80},
-    "HPF (transfer)": {"pck@0.05": 50.55, "pck@0.10": 78.18},
-    "PSCNet ImageNet-only encoder (ablation)": {"pck@0.05": 17.20, "pck@0.10": 48.92},
 }
 
 

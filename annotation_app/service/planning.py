@@ -137,31 +137,31 @@ def _best_tasks(conn, k: int) -> dict[str, list]:
     return by_category
 
 
-def _distinct_pairs(rows, need: int, avoid: set) -> list[int]:
-    """The first pass of :func:`pick_tasks`: up to ``need`` task ids of distinct pairs."""
-    used_pairs: set[int] = set()
-    picked: list[int] = []
+def _take_tasks(rows, need: int, avoid: set, picked: list[int], distinct_pairs: bool) -> list[int]:
+    """Add task ids from ``rows`` (best first) to ``picked`` until it holds ``need``: never a
+    catch trial's (pair, keypoint) nor a task twice; with ``distinct_pairs``, never a pair
+    already picked."""
+    used_pairs = {r.pair_id for r in rows if r.id in picked} if distinct_pairs else set()
     for r in rows:
         if len(picked) == need:
             break
-        if r.pair_id in used_pairs or (r.pair_id, r.keypoint) in avoid:
+        if r.id in picked or (r.pair_id, r.keypoint) in avoid or r.pair_id in used_pairs:
             continue
         picked.append(r.id)
-        used_pairs.add(r.pair_id)
+        if distinct_pairs:
+            used_pairs.add(r.pair_id)
     return picked
+
+
+def _distinct_pairs(rows, need: int, avoid: set) -> list[int]:
+    """The first pass of :func:`pick_tasks`: up to ``need`` task ids of distinct pairs."""
+    return _take_tasks(rows, need, avoid, [], distinct_pairs=True)
 
 
 def pick_tasks(rows, need: int, avoid: set) -> list[int]:
     """``need`` task ids from ``rows`` (best first): distinct pairs first, then anything left,
     never a catch trial's (pair, keypoint)."""
-    picked = _distinct_pairs(rows, need, avoid)
-    for r in rows:
-        if len(picked) == need:
-            break
-        if r.id in picked or (r.pair_id, r.keypoint) in avoid:
-            continue
-        picked.append(r.id)
-    return picked
+    return _take_tasks(rows, need, avoid, _distinct_pairs(rows, need, avoid), distinct_pairs=False)
 
 
 def claim(store, conn, session_id: int, cand: Candidates, rng: random.Random) -> list[dict]:

@@ -20,6 +20,12 @@ For a pair ``i`` with ``K`` scored keypoints (16 over both directions, 8 per dir
 - ``per_category``: the same per category, with the p-values adjusted for the number of
   categories (per alpha) by Holm's step-down method (family-wise error rate; the default) or by
   Benjamini–Hochberg (false discovery rate).
+- **small samples**: with ``n`` pairs the exact test can never give a p below
+  ``min_attainable_p(n) = 2 / 2**n`` (every pair favouring the same method); at 4 pairs per
+  category that is 0.125, so no per-category difference can be significant at 0.05, and each
+  category says so (``min_attainable_p``, ``can_reach_significance``).
+- **verdicts**: :func:`verdict` calls a method better only when the p-value is below 0.05 *and*
+  the 95% CI excludes zero; anything else is "no significant difference".
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from psc6k.pck import DEFAULT_ALPHAS, alpha_key, bootstrap_ci, evaluate, pck_cor
 from psc6k.submission import DIRECTIONS
 
 CORRECTIONS = ("holm", "bh")
+#: Significance level of the verdicts and of ``can_reach_significance``.
+SIGNIFICANCE = 0.05
 
 
 # --------------------------------------------------------------------------- statistics
@@ -106,6 +114,36 @@ def sign_flip_p_value(diff_counts) -> float:
     return float(min(1.0, max(p, 0.0)))
 
 
+def min_attainable_p(n_pairs: int) -> float:
+    """Smallest two-sided p-value the exact sign-flip test can give with ``n_pairs`` pairs.
+
+    Reached when every pair differs in the same direction by the same amount; computed with
+    :func:`sign_flip_p_value` itself (it equals ``2 / 2**n``).
+
+    Examples
+    --------
+    >>> min_attainable_p(4), min_attainable_p(6)
+    (0.125, 0.03125)
+    """
+    return sign_flip_p_value(np.ones(int(n_pairs), dtype=np.int64)) if n_pairs > 0 else 1.0
+
+
+def verdict(delta: float, ci95, p_value: float, a: str = "A", b: str = "B", level: float = SIGNIFICANCE) -> str:
+    """``"A better"`` / ``"B better"`` only when ``p < level`` and the CI excludes zero, else
+    ``"no significant difference"`` (a difference whose CI overlaps zero is never "better").
+
+    Examples
+    --------
+    >>> verdict(3.0, [0.5, 5.5], 0.01), verdict(3.0, [-0.5, 6.5], 0.01), verdict(-2.0, None, 0.001)
+    ('A better', 'no significant difference', 'B better')
+    """
+    if p_value is None or not np.isfinite(p_value) or p_value >= level or not np.isfinite(delta) or delta == 0:
+        return "no significant difference"
+    if ci95 is not None and ci95[0] <= 0 <= ci95[1]:
+        return "no significant difference"
+    return f"{a} better" if delta > 0 else f"{b} better"
+
+
 def adjust_p_values(p_values, method: str = "holm") -> np.ndarray:
     """Multiple-comparison adjusted p-values (NaN entries are left out and stay NaN).
 
@@ -144,7 +182,8 @@ class Comparison:
 
     ``delta``, ``ci95``, ``p_value``, ``pck_a``, ``pck_b`` map ``alpha_key(alpha)`` to numbers;
     ``per_direction[direction]`` and ``per_category[category]`` hold the same keys (plus
-    ``n_pairs`` and, per category, ``p_adjusted``).
+    ``n_pairs`` and, per category, ``p_adjusted``, ``min_attainable_p``, ``can_reach_significance``);
+    ``verdict`` maps each alpha key to :func:`verdict` of the overall difference.
     """
 
     a: str
@@ -160,12 +199,14 @@ class Comparison:
     per_category: dict
     correction: str
     protocol: dict = field(default_factory=dict)
+    verdict: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "n_pairs": self.n_pairs, "pck_a": self.pck_a, "pck_b": self.pck_b,
-                "delta": self.delta, "ci95": self.ci95, "p_value": self.p_value,
+                "delta": self.delta, "ci95": self.ci95, "p_value": self.p_value, "verdict": self.verdict,
                 "per_direction": self.per_direction, "per_category": self.per_category,
-                "correction": self.correction, "protocol": self.protocol}
+                "correction": self.correction, "protocol": self.protocol, "provenance": self.provenance}
 
 
 def correct_counts(ann, result, alpha: float, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -175,8 +216,8 @@ def correct_counts(ann, result, alpha: float, size: int = IMAGE_SIZE) -> np.ndar
     """
     idx = result.ann_index
     targets = {"sketch_to_photo": ann.photo_kps[idx], "photo_to_sketch": ann.sketch_kps[idx]}
-    return np.stack([pck_correct(result.pred[d], targets[d], alpha, size).sum(axis=-1) for d in DIRECTIONS],
-                    axis=1).astype(np.int64)
+    return np.stack([pck_correct(result.pred[d], targets[d], alpha, size, strict=result.strict).sum(axis=-1)
+                     for d in DIRECTIONS], axis=1).astype(np.int64)
 
 
 def _paired(diff_counts, k: int, n_bootstrap: int, seed: int) -> dict:
@@ -206,9 +247,19 @@ def compare_results(ann, res_a, res_b, *, alphas=None, n_bootstrap: int = 1000, 
     Returns
     -------
     Comparison
+
+    Raises
+    ------
+    Psc6kError
+        When the two results were scored under different protocols (their numbers do not compare).
     """
     if correction not in CORRECTIONS:
         raise Psc6kError(f"unknown correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
+    proto_a, proto_b = (r.provenance.get("protocol_sha256") for r in (res_a, res_b))
+    if proto_a != proto_b or res_a.strict != res_b.strict:
+        raise Psc6kError(f"{res_a.method!r} was scored under protocol {res_a.provenance.get('protocol')!r} and "
+                         f"{res_b.method!r} under {res_b.provenance.get('protocol')!r}: numbers of two protocols "
+                         "do not compare")
     alphas = tuple(float(a) for a in (res_a.alphas if alphas is None else alphas))
     common, ia, ib = np.intersect1d(res_a.ann_index, res_b.ann_index, assume_unique=True, return_indices=True)
     if common.size == 0:
@@ -218,8 +269,12 @@ def compare_results(ann, res_a, res_b, *, alphas=None, n_bootstrap: int = 1000, 
     cat_names = sorted(set(categories.tolist()), key=list(ann.categories).index)
     out = dict(pck_a={}, pck_b={}, delta={}, ci95={}, p_value={})
     per_direction = {d: {"n_pairs": n, "delta": {}, "ci95": {}, "p_value": {}} for d in DIRECTIONS}
-    per_category = {c: {"n_pairs": int((categories == c).sum()), "delta": {}, "ci95": {}, "p_value": {},
-                        "p_adjusted": {}} for c in cat_names}
+    per_category = {}
+    for c in cat_names:
+        n_c = int((categories == c).sum())
+        per_category[c] = {"n_pairs": n_c, "delta": {}, "ci95": {}, "p_value": {}, "p_adjusted": {},
+                           "min_attainable_p": min_attainable_p(n_c),
+                           "can_reach_significance": min_attainable_p(n_c) < SIGNIFICANCE}
     for a in alphas:
         key = alpha_key(a)
         ca = correct_counts(ann, res_a, a, size)[ia]  # (n, 2)
@@ -252,14 +307,20 @@ def compare_results(ann, res_a, res_b, *, alphas=None, n_bootstrap: int = 1000, 
                                     "bh": "Benjamini-Hochberg (false discovery rate), over categories per alpha"
                                     }[correction],
         "pck": res_a.protocol.get("pooling", ""), "threshold_basis": res_a.protocol.get("threshold_basis"),
+        "name": res_a.protocol.get("name"), "sha256": res_a.protocol.get("sha256"),
+        "comparison": res_a.protocol.get("comparison"),
+        "verdict": f"'A better' / 'B better' only when p < {SIGNIFICANCE} and the 95% CI excludes 0",
     }
+    verdicts = {key: verdict(out["delta"][key], out["ci95"][key], out["p_value"][key], res_a.method, res_b.method)
+                for key in out["delta"]}
     return Comparison(res_a.method, res_b.method, alphas, n, per_direction=per_direction,
-                      per_category=per_category, correction=correction, protocol=protocol, **out)
+                      per_category=per_category, correction=correction, protocol=protocol, verdict=verdicts,
+                      provenance=dict(res_a.provenance), **out)
 
 
 def compare(ann, sub_a, sub_b, alphas=DEFAULT_ALPHAS, *, allow_partial: bool = False, n_bootstrap: int = 1000,
-            seed: int = 0, correction: str = "holm", sources=("A", "B")) -> Comparison:
-    """Score two submissions (:func:`psc6k.pck.evaluate`) and compare them pair by pair.
+            seed: int = 0, correction: str = "holm", sources=("A", "B"), protocol="psc6k") -> Comparison:
+    """Score two submissions (:func:`psc6k.pck.evaluate`, under one ``protocol``) and compare them pair by pair.
 
     With ``allow_partial`` each may cover only some pairs; the comparison uses the pairs both cover.
     ``sources`` name the two in error messages (e.g. their file names).
@@ -269,7 +330,7 @@ def compare(ann, sub_a, sub_b, alphas=DEFAULT_ALPHAS, *, allow_partial: bool = F
     results = []
     for sub, source in zip((sub_a, sub_b), sources):
         try:
-            results.append(evaluate(ann, sub, alphas, allow_partial=allow_partial, n_bootstrap=0))
+            results.append(evaluate(ann, sub, alphas, allow_partial=allow_partial, n_bootstrap=0, protocol=protocol))
         except SubmissionError as exc:
             if exc.source is not None:
                 raise
@@ -297,12 +358,30 @@ def format_comparison(cmp: Comparison, categories: bool = True) -> str:
     for d, vals in cmp.per_direction.items():
         lines.append(f"{d:<22}" + "".join(f"{cell(vals['delta'][k], vals['ci95'][k], vals['p_value'][k]):>40}"
                                           for k in keys))
+    lines.append(f"{'verdict':<22}" + "".join(f"{cmp.verdict.get(k, ''):>40}" for k in keys))
     if categories and cmp.per_category:
         lines += ["", f"per category (p adjusted: {cmp.correction})"]
         for c, vals in cmp.per_category.items():
             row = "".join(f"{cell(vals['delta'][k], vals['ci95'][k], vals['p_adjusted'][k]):>40}" for k in keys)
             lines.append(f"{c[:16] + ' (' + str(vals['n_pairs']) + ')':<22}{row}")
+        note = small_sample_note(cmp.per_category)
+        if note:
+            lines += ["", note]
+    lines += ["", f"protocol {cmp.protocol.get('name')} ({cmp.protocol.get('comparison')}); "
+              f"annotations sha256 {cmp.provenance.get('annotations_sha256')}; {cmp.provenance.get('scorer_version')}"]
     return "\n".join(lines)
+
+
+def small_sample_note(per_category: dict, level: float = SIGNIFICANCE) -> str:
+    """One sentence naming the categories whose exact test cannot reach ``p < level`` at all
+    (before any multiple-comparison adjustment), with the smallest attainable p; "" when none."""
+    weak = {c: v for c, v in per_category.items() if not v["min_attainable_p"] < level}
+    if not weak:
+        return ""
+    sizes = sorted({v["n_pairs"] for v in weak.values()})
+    smallest = ", ".join(f"{n} pairs: p >= {min_attainable_p(n):.3g}" for n in sizes)
+    return (f"{len(weak)} of {len(per_category)} categories have too few pairs for the exact sign-flip test to "
+            f"ever reach p < {level} ({smallest}); their differences cannot be called significant.")
 
 
 def _fmt_p(p) -> str:

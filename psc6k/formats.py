@@ -30,7 +30,7 @@ import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
 from psc6k.csvsafe import safe_frame, safe_row
-from psc6k.inputs import check_input_file, read_text
+from psc6k.inputs import check_input_file, file_sha256, read_text
 from psc6k.errors import FormatError
 from psc6k.sketchy import SKETCHY_CATEGORIES, category_of, class_indices
 
@@ -152,6 +152,8 @@ class Annotations:
         Alphabetical category list that ``cls`` indexes.
     source : str or None
         File the annotations were read from, for messages.
+    sha256 : str or None
+        SHA-256 of that file's bytes (provenance of every score), when read from a file.
     """
 
     photo: list
@@ -162,6 +164,7 @@ class Annotations:
     sketch_kps: np.ndarray
     categories: tuple = SKETCHY_CATEGORIES
     source: str | None = None
+    sha256: str | None = None
     _index: dict | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -218,7 +221,7 @@ class Annotations:
         idx = np.asarray(indices, dtype=np.int64)
         return Annotations([self.photo[i] for i in idx], [self.sketch[i] for i in idx],
                            [self.category[i] for i in idx], self.cls[idx], self.photo_kps[idx],
-                           self.sketch_kps[idx], self.categories, self.source)
+                           self.sketch_kps[idx], self.categories, self.source, self.sha256)
 
 
 def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> Annotations:
@@ -260,7 +263,7 @@ def read_annotations(path, categories=None, *, image_size: int = IMAGE_SIZE) -> 
     category = _check_classes(photo, cls_vals, lines, cats, given=categories is not None, path=path,
                               column=names[0])
     ann = Annotations(photo, sketch, category, np.array(cls_vals, dtype=np.int64), photo_kps,
-                      sketch_kps, cats, str(path))
+                      sketch_kps, cats, str(path), file_sha256(path))
     ann.check_unique(lines)
     return ann
 

@@ -7,6 +7,7 @@ raised before more than a few KB are read — never a traceback, never the whole
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -79,3 +80,15 @@ def read_text(path, *, what: str = "a text file", max_bytes: int = MAX_TEXT_BYTE
                           file=path) from None
     except OSError as exc:
         raise FormatError(f"cannot read ({exc.strerror or exc})", file=path) from None
+
+
+def file_sha256(path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks (what ``sha256sum`` prints)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise FormatError(f"cannot read ({exc.strerror or exc})", file=path) from None
+    return digest.hexdigest()

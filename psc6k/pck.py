@@ -5,7 +5,8 @@ Protocol, for direction ``sketch_to_photo`` (``photo_to_sketch`` is the mirror i
 1. upsample the flow ``[H, W, 2]`` bilinearly to 256 x 256 with ``align_corners=True``;
 2. round each sketch keypoint (XB, YB) to the nearest pixel, half to even (``torch.round``);
 3. read the flow there and convert to pixels, ``x = (u + 1) * (256 - 1) / 2``;
-4. a keypoint is correct when its Euclidean distance to (XA, YA) is ``<= alpha * 256``.
+4. a keypoint is correct when its Euclidean distance to (XA, YA) is ``<= alpha * 256`` (``<`` under
+   a strict protocol, :mod:`psc6k.protocols`).
 
 PCK is the mean over pairs x both directions x 8 keypoints, in percent. Only the 8 rounded
 points of a flow are ever read, so step 1 is evaluated *at those points* — bilinear
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS, __version__
+from psc6k.errors import SubmissionError
+from psc6k.protocols import DEFAULT_PROTOCOL, get_protocol
 from psc6k.submission import DIRECTIONS, Submission, align_submission
 
 #: Stored with every score; bump when a change could alter any number.
@@ -128,9 +131,19 @@ def keypoint_errors(pred_px, target_px) -> np.ndarray:
     return np.sqrt((d * d).sum(axis=-1))
 
 
-def pck_correct(pred_px, target_px, alpha: float, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Boolean array: keypoint within ``alpha * size`` pixels of its target (``<=``, SPEC §5)."""
-    return keypoint_errors(pred_px, target_px) <= alpha * size
+def pck_correct(pred_px, target_px, alpha: float, size: int = IMAGE_SIZE, *, strict: bool = False) -> np.ndarray:
+    """Boolean array: keypoint within ``alpha * size`` pixels of its target — the one threshold rule.
+
+    ``<=`` (SPEC §5, the paper); ``strict=True`` gives ``<`` (the ``sketchfusion`` protocol, SPEC §8):
+    a keypoint at exactly ``alpha * size`` pixels counts only in the first case.
+
+    Examples
+    --------
+    >>> pck_correct([[12.8, 0.0]], [[0.0, 0.0]], 0.05).tolist(), pck_correct([[12.8, 0.0]], [[0.0, 0.0]], 0.05, strict=True).tolist()
+    ([True], [False])
+    """
+    errors = keypoint_errors(pred_px, target_px)
+    return errors < alpha * size if strict else errors <= alpha * size
 
 
 @dataclass
@@ -138,7 +151,10 @@ class EvalResult:
     """Scores of one submission against one annotation set.
 
     ``overall``, ``per_direction[direction]`` and ``per_category[category]`` map
-    ``alpha_key(alpha)`` to PCK in percent. Per-pair arrays are kept for pictures and reports:
+    ``alpha_key(alpha)`` to PCK in percent; ``per_keypoint[direction][alpha_key]`` is the list of
+    the 8 per-keypoint-index PCKs. ``provenance`` names the protocol (and the hash of its
+    definition), the annotation file's SHA-256 and the versions. Per-pair arrays are kept for
+    pictures and reports:
     ``pred[direction]`` ``[n, 8, 2]`` predicted pixels, ``errors[direction]`` ``[n, 8]`` pixel
     distances, ``ann_index`` ``[n]`` the annotation row of each scored pair.
     """
@@ -159,6 +175,9 @@ class EvalResult:
     errors: dict = field(default_factory=dict, repr=False)
     ann_index: np.ndarray | None = field(default=None, repr=False)
     per_pair_pck: dict = field(default_factory=dict, repr=False)
+    per_keypoint: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    strict: bool = False
 
     @property
     def coverage(self) -> float:
@@ -171,7 +190,8 @@ class EvalResult:
             "overall": self.overall, "per_direction": self.per_direction, "per_category": self.per_category,
             "mean_error_px": self.mean_error_px, "ci95": self.ci95,
             "n_pairs": self.n_pairs, "n_annotated": self.n_annotated, "coverage": round(self.coverage, 6),
-            "protocol": self.protocol, "scorer_version": self.scorer_version,
+            "per_keypoint": self.per_keypoint,
+            "protocol": self.protocol, "scorer_version": self.scorer_version, "provenance": self.provenance,
         }
         if per_pair and ann is not None:
             rows = []
@@ -204,8 +224,38 @@ def bootstrap_ci(per_pair, n_bootstrap: int = 1000, seed: int = 0, level: float 
     return [float(lo), float(hi)]
 
 
+def provenance(ann, protocol=DEFAULT_PROTOCOL) -> dict:
+    """What a score was computed from: protocol name and definition hash, annotation file SHA-256,
+    psc6k and scorer versions (``annotations_sha256`` is None for annotations not read from a file)."""
+    protocol = get_protocol(protocol)
+    return {"protocol": protocol.name, "protocol_sha256": protocol.sha256,
+            "annotations_sha256": getattr(ann, "sha256", None), "psc6k_version": __version__,
+            "scorer_version": SCORER_VERSION}
+
+
+def _align(sub: Submission, ann, rows: np.ndarray | None, allow_partial: bool):
+    """``align_submission`` restricted to the annotation ``rows`` a protocol scores (None: all).
+
+    Submitted pairs outside ``rows`` but in the annotations are ignored; pairs not in the
+    annotations are an error either way; selected rows the submission lacks are an error unless
+    ``allow_partial``.
+    """
+    if rows is None:
+        return align_submission(sub, ann, allow_partial=allow_partial)
+    ann_idx, sub_idx = align_submission(sub, ann, allow_partial=True)
+    keep = np.isin(ann_idx, rows)
+    ann_idx, sub_idx = ann_idx[keep], sub_idx[keep]
+    if len(ann_idx) < len(rows) and not allow_partial:
+        missing = np.setdiff1d(rows, ann_idx)
+        first = ", ".join(f"(photo={ann.photo[i]!r}, sketch={ann.sketch[i]!r})" for i in missing[:3])
+        raise SubmissionError(f"{len(missing)} of the {len(rows)} pairs this protocol scores are missing: {first}"
+                              f"{' ...' if len(missing) > 3 else ''} (allow_partial scores the rest)")
+    return ann_idx, sub_idx
+
+
 def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool = False,
-             n_bootstrap: int = 1000, seed: int = 0, size: int = IMAGE_SIZE) -> EvalResult:
+             n_bootstrap: int = 1000, seed: int = 0, size: int = IMAGE_SIZE,
+             protocol=DEFAULT_PROTOCOL) -> EvalResult:
     """Score a submission by PCK@alpha (SPEC §5).
 
     Parameters
@@ -220,16 +270,23 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
         Resamples of pairs for the 95% confidence interval (0 to skip).
     seed : int
         Seed of the bootstrap.
+    protocol : str or psc6k.protocols.Protocol
+        Which pairs are scored and whether the threshold is strict (SPEC §8); default the paper's.
 
     Returns
     -------
     EvalResult
+        ``ann_index`` holds rows of ``ann`` (the whole file, whatever the protocol selects);
+        ``n_annotated`` is the number of rows the protocol scores.
     """
     alphas = tuple(float(a) for a in alphas)
-    ann_idx, sub_idx = align_submission(sub, ann, allow_partial=allow_partial)
+    proto = get_protocol(protocol)
+    rows = None if proto.rows_per_class is None else proto.select(ann)
+    ann_idx, sub_idx = _align(sub, ann, rows, allow_partial)
+    n_annotated = len(ann) if rows is None else len(rows)
     if len(ann_idx) == 0:
-        from psc6k.errors import SubmissionError
-        raise SubmissionError("no submitted pair is in the annotations")
+        raise SubmissionError("no submitted pair is in the annotations" if rows is None
+                              else f"no submitted pair is among the {n_annotated} pairs protocol {proto.name!r} scores")
     photo_kps, sketch_kps = ann.photo_kps[ann_idx], ann.sketch_kps[ann_idx]
     source_target = {"sketch_to_photo": (sketch_kps, photo_kps), "photo_to_sketch": (photo_kps, sketch_kps)}
     pred, errors = {}, {}
@@ -246,16 +303,18 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
     all_tgt = np.stack([source_target[d][1] for d in DIRECTIONS], axis=1)
     all_err = np.stack([errors[d] for d in DIRECTIONS], axis=1)  # (n, 2, 8)
     overall, per_direction, ci95, per_pair = {}, {d: {} for d in DIRECTIONS}, {}, {}
+    per_keypoint = {d: {} for d in DIRECTIONS}
     categories = np.array([ann.category[i] for i in ann_idx])
     cat_names = sorted(set(categories.tolist()), key=list(ann.categories).index)
     per_category = {c: {"n_pairs": int((categories == c).sum())} for c in cat_names}
     n = len(ann_idx)
     for a in alphas:
         key = alpha_key(a)
-        correct = pck_correct(all_pred, all_tgt, a, size)  # the one threshold rule
+        correct = pck_correct(all_pred, all_tgt, a, size, strict=proto.strict)  # the one threshold rule
         overall[key] = _pct(correct)
         for j, d in enumerate(DIRECTIONS):
             per_direction[d][key] = _pct(correct[:, j])
+            per_keypoint[d][key] = [_pct(correct[:, j, k]) for k in range(correct.shape[2])]
         pair_pck = correct.reshape(n, -1).mean(axis=1)
         per_pair[key] = pair_pck
         for c in cat_names:
@@ -264,15 +323,17 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
             ci95[key] = bootstrap_ci(pair_pck, n_bootstrap, seed)
     mean_error = {"overall": float(all_err.mean()), **{d: float(errors[d].mean()) for d in DIRECTIONS}}
     protocol = {
+        "name": proto.name, "sha256": proto.sha256,
         "threshold_basis": "image_size", "image_size": size, "alphas": list(alphas),
-        "thresholds_px": [a * size for a in alphas], "comparison": "distance <= threshold",
+        "thresholds_px": [a * size for a in alphas], "comparison": proto.comparison,
         "directions": list(DIRECTIONS), "keypoints_per_pair": NUM_KEYPOINTS,
         "flow_upsampling": "bilinear, align_corners=True", "keypoint_rounding": "nearest, half to even",
         "pooling": "mean over pairs x directions x keypoints (equals the mean of per-pair PCK)",
         "ci95": f"percentile bootstrap over pairs, {n_bootstrap} resamples, seed {seed}" if n_bootstrap else "off",
     }
     return EvalResult(sub.method, sub.kind, alphas, overall, per_direction, per_category, mean_error, ci95,
-                      n, len(ann), protocol, SCORER_VERSION, pred, errors, ann_idx, per_pair)
+                      n, n_annotated, protocol, SCORER_VERSION, pred, errors, ann_idx, per_pair,
+                      per_keypoint=per_keypoint, provenance=provenance(ann, proto), strict=proto.strict)
 
 
 def format_table(res: EvalResult, *, categories: bool = True) -> str:
@@ -280,7 +341,9 @@ def format_table(res: EvalResult, *, categories: bool = True) -> str:
     keys = [alpha_key(a) for a in res.alphas]
     thr = ", ".join(f"{a:g} -> {a * res.protocol['image_size']:g} px" for a in res.alphas)
     lines = [f"method: {res.method} ({res.kind})   pairs: {res.n_pairs}/{res.n_annotated}"
-             f"   coverage: {100 * res.coverage:.1f}%   alpha: {thr}", ""]
+             f"   coverage: {100 * res.coverage:.1f}%   alpha: {thr}",
+             f"protocol: {res.protocol.get('name', DEFAULT_PROTOCOL)} ({res.protocol['comparison']})"
+             f"   annotations sha256: {str(res.provenance.get('annotations_sha256'))[:16]}   {res.scorer_version}", ""]
     head = f"{'':24}" + "".join(f"{k.upper():>12}" for k in keys) + f"{'err px':>10}"
     lines += [head, "-" * len(head)]
     lines.append(f"{'overall':24}" + "".join(f"{res.overall[k]:12.2f}" for k in keys)
@@ -291,6 +354,12 @@ def format_table(res: EvalResult, *, categories: bool = True) -> str:
     for d in DIRECTIONS:
         lines.append(f"{d:24}" + "".join(f"{res.per_direction[d][k]:12.2f}" for k in keys)
                      + f"{res.mean_error_px[d]:10.2f}")
+    if res.per_keypoint:
+        lines += ["", f"{'per keypoint index':24}" + "".join(f"{k:>7}" for k in range(NUM_KEYPOINTS))]
+        for key in keys:
+            for d in DIRECTIONS:
+                vals = res.per_keypoint[d][key]
+                lines.append(f"{key.upper() + ' ' + d:24}" + "".join(f"{v:7.1f}" for v in vals))
     if categories and res.per_category:
         lines += ["", f"{'category (pairs)':24}" + "".join(f"{k.upper():>12}" for k in keys)]
         for cat, row in res.per_category.items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from psc6k.protocols import PROTOCOLS
+
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """``--annotations`` and ``--images``, with the same defaults in every command that takes them."""
@@ -27,6 +29,9 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest decompressed JSON text / declared NPZ arrays, in MiB (default 8192; "
                              "'psc6k serve' has the same option, default 1024)")
     parser.add_argument("--max-flow-side", type=int, default=256, help="largest flow height / width accepted")
+    parser.add_argument("--protocol", default="psc6k", choices=sorted(PROTOCOLS),
+                        help="evaluation protocol (SPEC §8; 'psc6k protocols' lists them): psc6k = the paper's "
+                             "(default), sketchfusion = SketchFusion's 20 pairs per class, strict <")
 
 
 def scoring_inputs(args: argparse.Namespace, *, command: str):

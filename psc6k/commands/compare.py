@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
             sub.method = Path(path).name.split(".")[0]
     cmp = compare(ann, sub_a, sub_b, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
-                  seed=args.seed, correction=args.correction, sources=(args.a, args.b))
+                  seed=args.seed, correction=args.correction, sources=(args.a, args.b),
+                  protocol=args.protocol)
     if args.json:
         json.dump(json_safe(cmp.to_dict()), sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     ann, limits = scoring_inputs(args, command="eval")
     sub = load_submission(args.submission, limits=limits)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
-                   seed=args.seed)
+                   seed=args.seed, protocol=args.protocol)
     dense = None
     if args.dense_gt is not None:
         from psc6k.dense import evaluate_dense

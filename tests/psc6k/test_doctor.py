@@ -149,7 +149,7 @@ def test_degenerate_flows_are_flagged(sample):
 def test_keypoint_submissions_swap_xy(sample):
     ann, _ = sample
     sub = Submission("kp", "keypoints", list(ann.photo), list(ann.sketch), ann.photo_kps[..., ::-1].copy(),
-                     ann.sketch_kps.copy())
+                     ann.sketch_kps[..., ::-1].copy())
     diag = diagnose(ann, sub)
     assert diag.top["fix"] == "swap_xy" and diag.top["numpy"] == ["pred = pred[..., ::-1]"]
     assert diag.top["pck@0.10"] == 100.0

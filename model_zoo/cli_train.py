@@ -20,6 +20,9 @@ import json
 import os
 import sys
 
+from psc6k.errors import Psc6kError
+from psc6k.splits import check_split
+
 HELP = "train PSCNet: encoder (MoCo v2) or estimator (needs psc6k[model])"
 SECTION, ORDER = "methods", 30
 
@@ -93,12 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--log-every", type=int, default=10, help="optimizer steps between metric records")
     a("--no-progress", action="store_true")
     a("--json", action="store_true", help="print the final metrics as JSON")
+    a("--allow-split-overlap", action="store_true",
+      help="train even when --train-pairs holds photos or sketches of --val-annotations (psc6k check-split)")
 
 
 def build_config(args: argparse.Namespace):
     """The :class:`model_zoo.train.TrainConfig` of parsed arguments."""
     from model_zoo.train import TrainConfig
-    from psc6k.errors import Psc6kError
 
     model: dict = {}
     if args.model_json:
@@ -142,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         json.dump(resolved_config(cfg), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
+    if args.train_pairs and args.val_annotations and not args.allow_split_overlap:
+        split = check_split(args.train_pairs, args.val_annotations)
+        if not split.ok:
+            raise Psc6kError(f"{split.message()}: training on test images (--allow-split-overlap to go on anyway)")
     if args.threads:
         torch.set_num_threads(args.threads)
     result = train(cfg)

@@ -101,7 +101,7 @@ def test_train_estimator_writes_metrics_checkpoint_and_resumes(tmp_path, tiny_tr
                              "block_sizes": [2, 4, 8], "flow_size": 8})
     common = ["--images", str(root), "--train-pairs", str(train_path), "--val-annotations", str(ann_path),
               "--batch-size", "4", "--image-size", "64", "--device", "cpu", "--workers", "0", "--log-every", "1",
-              "--no-progress", "--json"]
+              "--no-progress", "--json", "--allow-split-overlap"]  # the tiny tree trains on its test pairs
     assert main(["train", "estimator", "--out", str(out), "--model-json", model_json, "--epochs", "2",
                  "--max-steps", "1", *common]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -143,6 +143,17 @@ def test_train_user_errors(tmp_path, tiny_tree, capsys):
     assert main([*base, "--model-json", "{not json"]) == 2
     assert "--model-json" in capsys.readouterr().err
     assert main([*base, "--batch-size", "64"]) == 2  # 8 images with flips < one batch
+    assert "fewer than one batch" in capsys.readouterr().err
+
+
+def test_train_refuses_test_images_unless_told(tmp_path, tiny_tree, capsys):
+    root, ann_path, train_path, _ = tiny_tree  # the tiny tree's training pairs are its test pairs
+    base = ["train", "estimator", "--images", str(root), "--train-pairs", str(train_path), "--val-annotations",
+            str(ann_path), "--out", str(tmp_path / "r"), "--device", "cpu", "--workers", "0", "--no-progress"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "4 test photos" in err and "4 test sketches" in err and "--allow-split-overlap" in err
+    assert main([*base, "--allow-split-overlap", "--batch-size", "64"]) == 2  # past the check: the next error
     assert "fewer than one batch" in capsys.readouterr().err
 
 

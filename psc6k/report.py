@@ -14,9 +14,13 @@ writes into one folder, with only relative links to files it wrote itself:
   warped onto the sketch through the sketch->photo flow, with the sketch strokes drawn over it;
 - ``consistency.png`` / ``.csv`` / ``.json``: human-model consistency (paper Fig. 5), when clicks
   are given;
-- ``results.json``: every score, as ``psc6k eval --json`` prints it, and ``pairwise``: every pair of
-  methods compared on the same pairs (:func:`psc6k.compare.compare_results`: delta PCK, paired
-  bootstrap CI, exact sign-flip p-value).
+- ``results.json``: every score, as ``psc6k eval --json`` prints it (per-keypoint PCK included),
+  ``pairwise``: every pair of methods compared on the same pairs
+  (:func:`psc6k.compare.compare_results`: delta PCK, paired bootstrap CI, exact sign-flip p-value,
+  a verdict that never calls a non-significant difference better, and whether a per-category test
+  can reach significance at all), and ``provenance``: protocol and the hash of its definition,
+  the annotation file and its SHA-256, command line, date, psc6k and scorer versions — also shown
+  on the page.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +55,8 @@ class MethodScores:
 
 
 def score_submissions(ann, submissions, *, allow_partial: bool = False, n_bootstrap: int = 1000,
-                      seed: int = 0) -> list[MethodScores]:
-    """Evaluate each submission (``psc6k.pck.evaluate``), ranked by PCK@0.10 then PCK@0.05.
+                      seed: int = 0, protocol: str = "psc6k") -> list[MethodScores]:
+    """Evaluate each submission (``psc6k.pck.evaluate`` under ``protocol``), ranked by PCK@0.10 then PCK@0.05.
 
     Method names are made unique (``name``, ``name (2)``, ...). A method whose scores are not
     finite is never ranked above one whose scores are.
@@ -64,8 +69,9 @@ def score_submissions(ann, submissions, *, allow_partial: bool = False, n_bootst
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             name = f"{name} ({seen[name]})"
-        main = evaluate(ann, sub, MAIN_ALPHAS, allow_partial=allow_partial, n_bootstrap=n_bootstrap, seed=seed)
-        curve = evaluate(ann, sub, CURVE_ALPHAS, allow_partial=allow_partial, n_bootstrap=0)
+        main = evaluate(ann, sub, MAIN_ALPHAS, allow_partial=allow_partial, n_bootstrap=n_bootstrap, seed=seed,
+                        protocol=protocol)
+        curve = evaluate(ann, sub, CURVE_ALPHAS, allow_partial=allow_partial, n_bootstrap=0, protocol=protocol)
         out.append(MethodScores(name, sub, main, curve))
 
     k10, k05 = alpha_key(0.10), alpha_key(0.05)
@@ -381,10 +387,13 @@ def pairwise_rows(ann, scores: list[MethodScores], *, n_bootstrap: int = 1000, s
     """Every pair of methods (better-ranked first) compared on their common pairs.
 
     Row keys: ``a``, ``b``, ``n_pairs``, and per alpha ``<key>_delta`` (points, a - b),
-    ``<key>_ci95``, ``<key>_p`` (exact sign-flip), ``<key>_categories_significant`` (categories
-    whose Holm-adjusted p is below 0.05, with the sign of their delta: ``[a better, b better]``).
+    ``<key>_ci95``, ``<key>_p`` (exact sign-flip), ``<key>_verdict`` (:func:`psc6k.compare.verdict`:
+    "better" only when p < 0.05 and the CI excludes 0), ``<key>_categories_significant`` (categories
+    whose Holm-adjusted p is below 0.05, with the sign of their delta: ``[a better, b better]``),
+    ``categories_min_attainable_p`` (the smallest p the exact test can give in the largest
+    category) and ``categories_can_reach_significance``.
     """
-    from psc6k.compare import compare_results
+    from psc6k.compare import SIGNIFICANCE, compare_results, verdict
     from psc6k.pck import alpha_key
 
     rows = []
@@ -392,11 +401,15 @@ def pairwise_rows(ann, scores: list[MethodScores], *, n_bootstrap: int = 1000, s
         for mb in scores[i + 1:]:
             cmp = compare_results(ann, ma.main, mb.main, alphas=MAIN_ALPHAS, n_bootstrap=n_bootstrap, seed=seed)
             row = {"a": ma.name, "b": mb.name, "n_pairs": cmp.n_pairs}
+            best_p = min((c["min_attainable_p"] for c in cmp.per_category.values()), default=1.0)
+            row.update({"categories_min_attainable_p": best_p,
+                        "categories_can_reach_significance": best_p < SIGNIFICANCE})
             for a in MAIN_ALPHAS:
                 key = alpha_key(a)
                 sig = [c for c in cmp.per_category.values() if c["p_adjusted"][key] < 0.05]
                 row.update({f"{key}_delta": cmp.delta[key], f"{key}_ci95": cmp.ci95[key],
                             f"{key}_p": cmp.p_value[key],
+                            f"{key}_verdict": verdict(cmp.delta[key], cmp.ci95[key], cmp.p_value[key]),
                             f"{key}_categories_significant": [sum(c["delta"][key] > 0 for c in sig),
                                                               sum(c["delta"][key] < 0 for c in sig)]})
             rows.append(row)
@@ -407,7 +420,7 @@ def format_pairwise(rows) -> str:
     """Pairwise comparison rows (:func:`pairwise_rows`) as a plain-text table."""
     if not rows:
         return ""
-    lines = [f"{'A vs B':<46} {'dPCK@0.05':>9} {'95% CI':>15} {'p':>7} {'dPCK@0.10':>9} {'95% CI':>15} {'p':>7}"]
+    lines = [f"{'A vs B':<46} {'dPCK@0.05':>9} {'95% CI':>15} {'p':>7} {'dPCK@0.10':>9} {'95% CI':>15} {'p':>7}  verdict@0.10"]
 
     def ci(v):
         return f"{v[0]:+6.1f},{v[1]:+6.1f}" if v else ""
@@ -418,8 +431,20 @@ def format_pairwise(rows) -> str:
     for r in rows:
         name = f"{r['a'][:21]} vs {r['b'][:21]}"
         lines.append(f"{name:<46} {r['pck@0.05_delta']:+9.2f} {ci(r['pck@0.05_ci95']):>15} {p(r['pck@0.05_p']):>7} "
-                     f"{r['pck@0.10_delta']:+9.2f} {ci(r['pck@0.10_ci95']):>15} {p(r['pck@0.10_p']):>7}")
-    return "\n".join(lines)
+                     f"{r['pck@0.10_delta']:+9.2f} {ci(r['pck@0.10_ci95']):>15} {p(r['pck@0.10_p']):>7}  "
+                     f"{r['pck@0.10_verdict']}")
+    note = _small_sample_text(rows)
+    return "\n".join(lines + ([note] if note else []))
+
+
+def _small_sample_text(rows) -> str:
+    """The per-category caveat when no category is large enough for the exact test to reach 0.05."""
+    weak = [r for r in rows if not r["categories_can_reach_significance"]]
+    if not weak:
+        return ""
+    return (f"Per-category tests cannot reach significance here: the largest category has too few pairs, so the "
+            f"exact sign-flip test can give no p below {weak[0]['categories_min_attainable_p']:.3g} (>= 0.05); "
+            "no category difference is called better.")
 
 
 def _pairwise_html(rows) -> str:
@@ -430,7 +455,7 @@ def _pairwise_html(rows) -> str:
     keys = [alpha_key(a) for a in MAIN_ALPHAS]
     head = "<tr><th style=\"text-align:left\">A</th><th>vs B</th>" + "".join(
         f"<th>&Delta;{k.upper()}<br><small>A &minus; B, 95% CI</small></th><th>p<br><small>sign-flip</small></th>"
-        f"<th>categories<br><small>A / B better*</small></th>" for k in keys) + "<th>pairs</th></tr>"
+        f"<th>verdict</th><th>categories<br><small>A / B better*</small></th>" for k in keys) + "<th>pairs</th></tr>"
     body = []
     for r in rows:
         cells = [f'<td style="text-align:left">{html.escape(r["a"])}</td><td>{html.escape(r["b"])}</td>']
@@ -440,10 +465,39 @@ def _pairwise_html(rows) -> str:
             p = r[f"{k}_p"]
             p_txt = f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
             won, lost = r[f"{k}_categories_significant"]
-            cells.append(f'<td class="main">{r[f"{k}_delta"]:+.2f}{ci_txt}</td><td>{p_txt}</td><td>{won} / {lost}</td>')
+            cat_txt = f"{won} / {lost}" if r["categories_can_reach_significance"] else "– (too few pairs)"
+            cells.append(f'<td class="main">{r[f"{k}_delta"]:+.2f}{ci_txt}</td><td>{p_txt}</td>'
+                         f'<td>{html.escape(r[f"{k}_verdict"])}</td><td>{cat_txt}</td>')
         body.append("<tr>" + "".join(cells) + f"<td>{r['n_pairs']}</td></tr>")
+    note = _small_sample_text(rows)
+    return (f'<div class="table-wrap"><table>\n<thead>{head}</thead>\n<tbody>\n' + "\n".join(body)
+            + "\n</tbody></table></div>" + (f'\n<p class="sub warn">{html.escape(note)}</p>' if note else ""))
+
+
+def _per_keypoint_html(scores, alpha: float = 0.10) -> str:
+    """PCK per keypoint index (0-7) and direction of each method, at ``alpha``."""
+    from psc6k.pck import alpha_key
+
+    key = alpha_key(alpha)
+    head = "<tr><th style=\"text-align:left\">method</th><th>direction</th>" + "".join(
+        f"<th>{k}</th>" for k in range(NUM_KEYPOINTS)) + "</tr>"
+    body = []
+    for m in scores:
+        for d, per_alpha in m.main.per_keypoint.items():
+            body.append(f'<tr><td style="text-align:left">{html.escape(m.name)}</td><td>{html.escape(d)}</td>'
+                        + "".join(f"<td>{_fmt(v, 1)}</td>" for v in per_alpha[key]) + "</tr>")
     return (f'<div class="table-wrap"><table>\n<thead>{head}</thead>\n<tbody>\n' + "\n".join(body)
             + "\n</tbody></table></div>")
+
+
+def report_provenance(ann, protocol: str = "psc6k", command=None, date: str | None = None) -> dict:
+    """Where a report's numbers come from: :func:`psc6k.pck.provenance` plus the annotation file,
+    the command line (a list of arguments, or None) and the UTC date."""
+    from psc6k.pck import provenance
+
+    return {**provenance(ann, protocol), "annotations": ann.source,
+            "command": None if command is None else " ".join(str(c) for c in command),
+            "date": date or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def _figure(src, alt, caption) -> str:
@@ -453,7 +507,8 @@ def _figure(src, alt, caption) -> str:
 
 def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: str = "PSC6K report",
                  n_examples: int = 6, allow_partial: bool = False, n_bootstrap: int = 1000, n_failures: int = 3,
-                 subtitle: str | None = None, progress: bool = False) -> Path:
+                 subtitle: str | None = None, progress: bool = False, protocol: str = "psc6k",
+                 command=None) -> Path:
     """Score ``submissions`` on ``ann`` and write the report folder; returns ``index.html``.
 
     Parameters
@@ -470,6 +525,10 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
         Example pairs drawn.
     n_failures : int
         Worst pairs per method in the failure gallery (0: no gallery).
+    protocol : str
+        Evaluation protocol (:mod:`psc6k.protocols`).
+    command : sequence of str, optional
+        The command line that made the report, recorded in ``provenance``.
     """
     from tqdm import tqdm
 
@@ -483,7 +542,9 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
     (out_dir / "examples").mkdir(exist_ok=True)
     steps = tqdm(total=4 + n_examples, desc="report", unit="step", disable=not progress, leave=False)
 
-    scores = score_submissions(ann, submissions, allow_partial=allow_partial, n_bootstrap=n_bootstrap)
+    scores = score_submissions(ann, submissions, allow_partial=allow_partial, n_bootstrap=n_bootstrap,
+                               protocol=protocol)
+    provenance = report_provenance(ann, protocol, command)
     steps.update(1)
 
     human, consistency = None, None
@@ -525,11 +586,13 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
                "leaderboard": leaderboard_rows(scores), "pairwise": pairwise,
                "curve": {m.name: {alpha_key(a): m.curve.overall[alpha_key(a)] for a in CURVE_ALPHAS} for m in scores},
                "human_agreement": human,
-               "consistency": consistency.to_dict() if consistency is not None else None}
+               "consistency": consistency.to_dict() if consistency is not None else None,
+               "provenance": provenance}
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n",
                                           encoding="utf-8")
 
-    page = _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise, failure_files)
+    page = _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise, failure_files,
+                 provenance)
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     steps.update(1)
@@ -545,7 +608,8 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise=(), failure_files=()) -> str:
+def _page(ann, scores, human, consistency, example_files, title, subtitle, pairwise=(), failure_files=(),
+          provenance=None) -> str:
     proto = scores[0].main.protocol
     n_cat = len(set(ann.category))
     sub = subtitle or (f"{len(ann)} photo-sketch pairs, {n_cat} categories, {NUM_KEYPOINTS} keypoints each; "
@@ -566,11 +630,15 @@ def _page(ann, scores, human, consistency, example_files, title, subtitle, pairw
         parts += ['<h2>Pairwise comparison</h2>', _pairwise_html(pairwise),
                   '<p class="sub" style="margin-top:8px">Each pair of methods on the same pairs: &Delta; = PCK of A '
                   "minus PCK of B in points; 95% CI: paired bootstrap over pairs; p: two-sided exact paired "
-                  "sign-flip test of the per-pair difference. *Categories where A (or B) is better with a "
+                  "sign-flip test of the per-pair difference; verdict: &ldquo;better&rdquo; only when p &lt; 0.05 "
+                  "and the CI excludes 0. *Categories where A (or B) is better with a "
                   "Holm-adjusted p below 0.05. Computed by <code>psc6k compare</code>.</p>"]
     parts += [
         '<h2>PCK against alpha</h2>',
         _figure("pck_curve.png", "PCK against alpha", "PCK for alpha from 0.01 to 0.20 (dotted: the reported 0.05 and 0.10)."),
+        '<h2>Per keypoint</h2>', _per_keypoint_html(scores),
+        '<p class="sub" style="margin-top:8px">PCK@0.10 of each keypoint index (0-7, the order of the '
+        "annotation file) in each direction.</p>",
         '<h2>Per category</h2>',
         _figure("per_category.png", "PCK@0.10 per category", "PCK@0.10 of each method in each category."),
         '<h2>Examples</h2>',
@@ -597,7 +665,11 @@ def _page(ann, scores, human, consistency, example_files, title, subtitle, pairw
                           'transfers. Numbers: <a href="consistency.csv">consistency.csv</a>.')]
     parts += ["<h2>Protocol</h2>", '<ul class="proto">']
     parts += [f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in proto.items()]
-    parts += [f"<li><b>scorer</b>: {html.escape(scores[0].main.scorer_version)}</li></ul>",
-              '<p class="sub">All numbers: <a href="results.json">results.json</a>.</p>',
-              "</main></body></html>"]
+    parts += [f"<li><b>scorer</b>: {html.escape(scores[0].main.scorer_version)}</li></ul>"]
+    if provenance:
+        parts += ['<h2>Provenance</h2>', '<ul class="proto" id="provenance">']
+        parts += [f"<li><b>{html.escape(str(k))}</b>: <code>{html.escape(str(v))}</code></li>"
+                  for k, v in provenance.items()]
+        parts += ["</ul>"]
+    parts += ['<p class="sub">All numbers: <a href="results.json">results.json</a>.</p>', "</main></body></html>"]
     return "\n".join(parts) + "\n"

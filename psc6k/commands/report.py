@@ -6,7 +6,10 @@ human-model consistency heatmap when --clicks is given.
 from __future__ import annotations
 
 import argparse
+import sys
+
 from psc6k.commands import add_dataset_arguments
+from psc6k.protocols import PROTOCOLS
 
 HELP = "write a static HTML report for one or more submissions"
 SECTION, ORDER = "results", 10
@@ -23,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     parser.add_argument("--allow-partial", action="store_true", help="score submissions that cover only some pairs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--protocol", default="psc6k", choices=sorted(PROTOCOLS),
+                        help="evaluation protocol ('psc6k protocols' lists them; default: the paper's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         subs.append(sub)
     clicks = read_clicks(args.clicks) if args.clicks else None
     index = write_report(ann, subs, images, args.out, clicks=clicks, title=args.title, n_examples=args.examples, n_failures=args.failures,
-                         allow_partial=args.allow_partial, n_bootstrap=args.bootstrap, progress=not args.no_progress)
+                         allow_partial=args.allow_partial, n_bootstrap=args.bootstrap, progress=not args.no_progress,
+                         protocol=args.protocol, command=["psc6k", *sys.argv[1:]])
     print(f"wrote {index}")
     return 0

@@ -204,28 +204,33 @@ def _read_samples(ann, sub: Submission, rows: np.ndarray) -> dict:
     return samples
 
 
-def flow_warnings(sub: Submission, chunk: int = 256) -> list[str]:
+def flow_warnings(sub: Submission, chunk_values: int = 1 << 22) -> list[str]:
     """Degenerate flows (constant, identity) and values far outside the image, one line each.
 
-    Reads the arrays in chunks of ``chunk`` pairs (never a full-size temporary).
+    Reads the arrays in blocks of about ``chunk_values`` numbers, in their own dtype (never a
+    full-size temporary).
     """
     lines = []
     n = len(sub)
     for d in DIRECTIONS:
         values = np.asarray(getattr(sub, d))
+        per_pair = int(np.prod(values.shape[1:])) or 1
+        chunk = max(1, chunk_values // per_pair)
         constant = identity = far = 0
         if sub.kind == "flow":
             h, w = values.shape[1:3]
-            grid = np.stack(np.meshgrid(np.linspace(-1, 1, w), np.linspace(-1, 1, h), indexing="xy"), axis=-1)
+            grid = np.stack(np.meshgrid(np.linspace(-1, 1, w), np.linspace(-1, 1, h), indexing="xy"),
+                            axis=-1).astype(values.dtype)
         for start in range(0, n, chunk):
-            block = values[start:start + chunk].astype(np.float64)
-            flat = block.reshape(block.shape[0], -1, 2)
-            constant += int((np.ptp(flat, axis=1).max(axis=1) < 1e-6).sum())
+            block = values[start:start + chunk]
+            first = block.reshape(block.shape[0], -1, 2)[:, :1]  # each pair's first (u, v)
+            spread = np.abs(block.reshape(block.shape[0], -1, 2) - first).reshape(block.shape[0], -1).max(axis=1)
+            constant += int((spread < 1e-6).sum())
             if sub.kind == "flow":
                 identity += int((np.abs(block - grid).reshape(block.shape[0], -1).max(axis=1) < 1e-3).sum())
-                far += int((np.abs(block) > FAR_OUTSIDE).sum())
+                far += int(np.count_nonzero(np.abs(block) > FAR_OUTSIDE))
             else:
-                far += int(((block < -IMAGE_SIZE / 2) | (block > IMAGE_SIZE * 1.5 - 1)).sum())
+                far += int(np.count_nonzero((block < -IMAGE_SIZE / 2) | (block > IMAGE_SIZE * 1.5 - 1)))
         total = values.size
         if constant:
             what = "flows" if sub.kind == "flow" else "keypoint sets"

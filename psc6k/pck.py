@@ -304,9 +304,14 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
     all_err = np.stack([errors[d] for d in DIRECTIONS], axis=1)  # (n, 2, 8)
     overall, per_direction, ci95, per_pair = {}, {d: {} for d in DIRECTIONS}, {}, {}
     per_keypoint = {d: {} for d in DIRECTIONS}
-    categories = np.array([ann.category[i] for i in ann_idx])
-    cat_names = sorted(set(categories.tolist()), key=list(ann.categories).index)
-    per_category = {c: {"n_pairs": int((categories == c).sum())} for c in cat_names}
+    categories = [ann.category[i] for i in ann_idx]
+    rank = {c: k for k, c in enumerate(ann.categories)}
+    cat_names = sorted(set(categories), key=rank.__getitem__)
+    # the scored rows of each category, ascending (as a boolean mask would give them), found once
+    code = {c: k for k, c in enumerate(cat_names)}
+    codes = np.fromiter((code[c] for c in categories), dtype=np.int64, count=len(categories))
+    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=len(cat_names)))[:-1])
+    per_category = {c: {"n_pairs": int(rows.size)} for c, rows in zip(cat_names, members)}
     n = len(ann_idx)
     for a in alphas:
         key = alpha_key(a)
@@ -317,8 +322,8 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
             per_keypoint[d][key] = [_pct(correct[:, j, k]) for k in range(correct.shape[2])]
         pair_pck = correct.reshape(n, -1).mean(axis=1)
         per_pair[key] = pair_pck
-        for c in cat_names:
-            per_category[c][key] = _pct(pair_pck[categories == c])
+        for c, rows in zip(cat_names, members):
+            per_category[c][key] = _pct(pair_pck[rows])
         if n_bootstrap > 0:
             ci95[key] = bootstrap_ci(pair_pck, n_bootstrap, seed)
     mean_error = {"overall": float(all_err.mean()), **{d: float(errors[d].mean()) for d in DIRECTIONS}}

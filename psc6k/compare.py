@@ -115,17 +115,18 @@ def sign_flip_p_value(diff_counts) -> float:
 
 
 def min_attainable_p(n_pairs: int) -> float:
-    """Smallest two-sided p-value the exact sign-flip test can give with ``n_pairs`` pairs.
+    """Smallest two-sided p-value the exact sign-flip test can give with ``n_pairs`` pairs: ``2 / 2**n``.
 
-    Reached when every pair differs in the same direction by the same amount; computed with
-    :func:`sign_flip_p_value` itself (it equals ``2 / 2**n``).
+    Reached when every pair differs in the same direction by the same amount: only the all-plus
+    and all-minus sign assignments reach the observed ``|sum|`` (tests check it against
+    :func:`sign_flip_p_value` over every difference pattern).
 
     Examples
     --------
     >>> min_attainable_p(4), min_attainable_p(6)
     (0.125, 0.03125)
     """
-    return sign_flip_p_value(np.ones(int(n_pairs), dtype=np.int64)) if n_pairs > 0 else 1.0
+    return min(1.0, 2.0 ** (1 - int(n_pairs))) if n_pairs > 0 else 1.0
 
 
 def verdict(delta: float, ci95, p_value: float, a: str = "A", b: str = "B", level: float = SIGNIFICANCE) -> str:

@@ -15,6 +15,8 @@ Ties are broken by the other alpha, then by submission time (earlier first).
 
 from __future__ import annotations
 
+from psc6k.protocols import DEFAULT_PROTOCOL, get_protocol
+
 from . import db
 from .seed import PROTOCOLS
 
@@ -70,7 +72,18 @@ def unranked_reason(entry: db.Entry, annotations_sha256: str, protocol_id: str =
         return None
     if entry.annotations_sha256 not in (None, annotations_sha256):
         return "scored against different annotations than this server's"
-    return None
+    return evaluation_protocol_reason(entry)
+
+
+def evaluation_protocol_reason(entry: db.Entry, expected=DEFAULT_PROTOCOL) -> str | None:
+    """Why an entry scored here cannot rank with this server's: its evaluation protocol
+    (``provenance.protocol_sha256``, :mod:`psc6k.protocols`) is not the one this server scores
+    with. Entries stored before provenance existed carry none and are left alone."""
+    provenance = (entry.scores or {}).get("provenance") or {}
+    theirs = provenance.get("protocol_sha256")
+    if theirs is None or theirs == get_protocol(expected).sha256:
+        return None
+    return f"scored under evaluation protocol {provenance.get('protocol')!r}, not this server's {expected!r}"
 
 
 def rank(entries: list[db.Entry], annotations_sha256: str, sort_by: str = "pck@0.05",
@@ -129,5 +142,6 @@ def entry_json(entry: db.Entry, rank_: int | None, reason: str | None, private: 
         "protocol_id": protocol_id, "protocol": protocol_info,
         "citation": scores.get("citation") if published else None,
         "view": scores.get("view", "main") if published else "main",
+        "provenance": None if published else scores.get("provenance"),
     }
     return out

@@ -35,6 +35,10 @@ class ScoreReply(BaseModel):
     n_annotated: int
     coverage: float
     protocol: dict
+    provenance: Optional[dict] = Field(None, description="protocol and the SHA-256 of its definition, annotation "
+                                       "file SHA-256, psc6k and scorer versions")
+    doctor: Optional[dict] = Field(None, description="present when a convention fix (SPEC §9, psc6k doctor) raises "
+                                   "PCK by more than its threshold: the fix, in words and as NumPy")
 
 
 class SubmissionReply(ScoreReply):
@@ -72,6 +76,8 @@ class LeaderboardEntry(BaseModel):
     protocol: Optional[dict[str, str]] = Field(None, description="split, threshold basis, resolution, averaging")
     citation: Optional[dict[str, str]] = Field(None, description="published numbers: paper, url, table, row")
     view: Optional[str] = Field(None, description="main, or ablation (the paper's Tables 2, 3, 5)")
+    provenance: Optional[dict] = Field(None, description="entries scored here: evaluation protocol and its hash, "
+                                       "annotation SHA-256, psc6k and scorer versions")
 
 
 class Leaderboard(BaseModel):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
+from psc6k.doctor import diagnose
 from psc6k.errors import Psc6kError, SubmissionError
 from psc6k.formats import read_annotations
 from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
@@ -32,13 +33,31 @@ log = logging.getLogger("psc6k.server")
 
 #: Keys of ``EvalResult.to_dict()`` returned in private mode: aggregates over the whole split only.
 PRIVATE_KEYS = ("method", "kind", "overall", "per_direction", "mean_error_px", "ci95", "n_pairs", "n_annotated",
-                "coverage", "protocol", "scorer_version")
+                "coverage", "protocol", "scorer_version", "provenance", "doctor")
 
 
 def aggregate_only(result: dict) -> dict:
     """The private-mode reply: overall, per direction, mean error, CI and counts; no per-category
     and never per-pair output."""
     return {k: result[k] for k in PRIVATE_KEYS if k in result}
+
+
+def doctor_suspect(annotations, sub, private: bool = False) -> dict | None:
+    """The doctor's top suspect (``psc6k doctor``) when its fix gains more than its threshold, else None.
+
+    Public mode: ``{"fix", "gain", "pck@0.05", "pck@0.10", "words", "numpy", "threshold_points"}``;
+    private mode gives the fix and how to apply it, without the fixed scores (each would be one
+    more scoring of the hidden split).
+    """
+    diag = diagnose(annotations, sub)
+    if diag.ok:
+        return None
+    top = dict(diag.top)
+    top.pop("mistakes", None)
+    if private:
+        top = {k: top[k] for k in ("fix", "words", "numpy")}
+    return {**top, "threshold_points": diag.threshold,
+            "hint": "a convention fix (SPEC §9) raises this submission's PCK; run psc6k doctor on it"}
 
 
 @dataclass
@@ -169,6 +188,9 @@ class Scorer:
         except MemoryError:
             raise HTTPException(status_code=413, detail="submission too large to score in memory") from None
         full = json_safe(res.to_dict())
+        suspect = doctor_suspect(self.annotations, sub, settings.private)
+        if suspect is not None:
+            full["doctor"] = json_safe(suspect)
         reply = aggregate_only(full) if settings.private else dict(full)
         return Scored(result=reply, method=sub.method, kind=sub.kind)
 

@@ -244,6 +244,33 @@ def flow_warnings(sub: Submission, chunk_values: int = 1 << 22) -> list[str]:
     return lines
 
 
+def useful_fixes(gains: dict, min_extra: float = MIN_EXTRA_GAIN) -> list[frozenset]:
+    """The fixes worth reporting: those that raise PCK (gain > 0) and in which every mistake adds
+    more than ``min_extra`` points over the same fix without it (the smallest explanation).
+
+    Parameters
+    ----------
+    gains : dict of frozenset to float
+        Gain of every candidate fix (a fix without one of its mistakes counts as gain 0 when
+        absent, i.e. the empty fix).
+
+    Examples
+    --------
+    >>> g = {frozenset({"swap_xy"}): 80.0, frozenset({"align_corners_false"}): 0.1,
+    ...      frozenset({"swap_xy", "align_corners_false"}): 80.3}
+    >>> [sorted(f) for f in useful_fixes(g)]
+    [['swap_xy'], ['align_corners_false']]
+    """
+    out = []
+    for mistakes, gain in gains.items():
+        if gain <= 0:
+            continue
+        if len(mistakes) > 1 and any(gain - gains.get(mistakes - {m}, 0.0) <= min_extra for m in mistakes):
+            continue
+        out.append(mistakes)
+    return out
+
+
 def diagnose(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool = False,
              protocol=DEFAULT_PROTOCOL, threshold: float = GAIN_THRESHOLD) -> Diagnosis:
     """Re-score ``sub`` under every candidate fix; the fixes that raise PCK, best first.
@@ -277,13 +304,8 @@ def diagnose(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
         gain = float(np.mean([res.overall[k] - base.overall[k] for k in keys]))
         scored[mistakes] = (gain, res.overall)
     suspects = []
-    for mistakes, (gain, overall) in scored.items():
-        if gain <= 0:
-            continue
-        # the smallest fix that explains the score: every mistake must add more than MIN_EXTRA_GAIN
-        if any(gain - scored.get(mistakes - {m}, (0.0, None))[0] <= MIN_EXTRA_GAIN
-               for m in mistakes if len(mistakes) > 1):
-            continue
+    for mistakes in useful_fixes({m: g for m, (g, _) in scored.items()}):
+        gain, overall = scored[mistakes]
         suspects.append({"fix": fix_name(mistakes), **{k: overall[k] for k in keys}, "gain": gain,
                          "mistakes": [m for m in MISTAKES if m in mistakes], "words": fix_words(mistakes),
                          "numpy": fix_numpy(mistakes, sub.kind)})

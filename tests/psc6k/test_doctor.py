@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from psc6k.data import sample_path
-from psc6k.doctor import candidate_fixes, diagnose, fix_name
+from psc6k.doctor import candidate_fixes, diagnose, fix_name, useful_fixes
 from psc6k.formats import read_annotations
 from psc6k.pck import evaluate
 from psc6k.submission import Submission, identity_flow, load_submission, save_submission
@@ -159,3 +159,11 @@ def test_candidates_and_names():
     flows = {fix_name(c) for c in candidate_fixes("flow")}
     assert len(flows) == 23 and "align_corners_false+pixel_units" not in flows
     assert fix_name(["transposed_grid", "swap_xy", "pixel_units"]) == "pixel_units+swap_xy+transposed_grid"
+
+
+def test_a_mistake_joins_a_fix_only_when_it_adds_more_than_half_a_point():
+    xy, ac, d = frozenset({"swap_xy"}), frozenset({"align_corners_false"}), frozenset({"swap_directions"})
+    gains = {xy: 40.0, ac: 0.2, d: -3.0, xy | ac: 40.4, xy | d: 41.0, ac | d: 0.0}
+    assert set(useful_fixes(gains)) == {xy, ac, xy | d}  # xy|ac adds 0.4 over xy: dropped; xy|d adds 1.0
+    assert set(useful_fixes(gains, min_extra=1.0)) == {xy, ac}
+    assert useful_fixes({xy | d: 90.0, xy: -5.0, d: -1.0}) == [xy | d]  # only both together help

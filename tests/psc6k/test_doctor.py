@@ -167,3 +167,21 @@ def test_a_mistake_joins_a_fix_only_when_it_adds_more_than_half_a_point():
     assert set(useful_fixes(gains)) == {xy, ac, xy | d}  # xy|ac adds 0.4 over xy: dropped; xy|d adds 1.0
     assert set(useful_fixes(gains, min_extra=1.0)) == {xy, ac}
     assert useful_fixes({xy | d: 90.0, xy: -5.0, d: -1.0}) == [xy | d]  # only both together help
+
+
+@pytest.mark.parametrize("mistake", SPEC_MISTAKES)
+def test_each_printed_fix_inverts_its_mistake_exactly(sample, mistake):
+    # PCK cannot see align_corners_false, so check the arrays themselves: the printed NumPy line
+    # undoes the SPEC §9 mistake, and the doctor's own reading of the fixed flow gives the true pixels
+    from psc6k.doctor import _fixed_predictions, _read_samples, fix_numpy
+    from psc6k.pck import transfer_keypoints
+
+    ann, gt = sample
+    bad = corrupt(gt, (mistake,))
+    fixed = apply_printed_fix(bad, fix_numpy([mistake]))
+    np.testing.assert_allclose(fixed.sketch_to_photo, gt.sketch_to_photo, atol=1e-5)
+    np.testing.assert_allclose(fixed.photo_to_sketch, gt.photo_to_sketch, atol=1e-5)
+    rows = np.arange(len(ann))
+    pred = _fixed_predictions(_read_samples(ann, bad, rows), frozenset({mistake}))
+    np.testing.assert_allclose(pred["sketch_to_photo"], transfer_keypoints(gt.sketch_to_photo, ann.sketch_kps), atol=1e-3)
+    np.testing.assert_allclose(pred["photo_to_sketch"], transfer_keypoints(gt.photo_to_sketch, ann.photo_kps), atol=1e-3)

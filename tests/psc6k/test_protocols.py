@@ -99,6 +99,11 @@ def test_boundary_keypoint_counts_under_psc6k_not_sketchfusion(tmp_path):
     assert sf.per_keypoint["sketch_to_photo"]["pck@0.05"] == [0.0] + [100.0] * 7
     assert sf.per_keypoint["photo_to_sketch"]["pck@0.05"] == [100.0] * 8
     assert sf.n_annotated == len(rows) == 60 and sf.protocol["comparison"] == "distance < threshold"
+    # compare counts with the same rule: the boundary keypoint is the whole difference
+    perfect = keypoint_sub(ann, rows, ann.photo_kps[rows], p2s)
+    cmp = compare(ann, sub, perfect, (0.05,), n_bootstrap=0, protocol="sketchfusion")
+    assert cmp.pck_a["pck@0.05"] == sf.overall["pck@0.05"] and cmp.delta["pck@0.05"] == pytest.approx(-100 / 16)
+    assert compare(ann, sub, perfect, (0.05,), n_bootstrap=0, allow_partial=True).delta["pck@0.05"] == 0.0
 
 
 def test_sketchfusion_ignores_other_rows_and_requires_its_own(tmp_path):

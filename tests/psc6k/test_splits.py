@@ -79,4 +79,5 @@ def test_bad_inputs_are_one_line_exit_2(tmp_path):
 
 def test_sketch_ids():
     assert is_sketch_id("n02691156_10151-3") and not is_sketch_id("n02691156_10151")
+    assert not is_sketch_id("ext-photo_12a") and is_sketch_id("ext-photo_12-10")  # only a trailing -<n>
     assert check_split(S / "test_pairs_ps.csv", S / "test_pairs_ps.csv").ok is False

@@ -173,6 +173,13 @@ def http_error(exc: BaseException) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+#: Attributes of :class:`FormatError` / :class:`SubmissionError` an error body carries (never
+#: ``file`` / ``source``: a path on the server).
+LOCATION_FIELDS = ("field", "row", "column")
+
+
 def error_fields(exc: BaseException) -> dict:
-    """The extra JSON fields of ``exc``'s error body (``{}`` unless it is a :class:`RequestError`)."""
-    return dict(getattr(exc, "fields", None) or {})
+    """The extra JSON fields of ``exc``'s error body: a :class:`RequestError`'s ``fields``, plus
+    the ``field`` / ``row`` / ``column`` a format or submission error names."""
+    fields = {name: getattr(exc, name) for name in LOCATION_FIELDS if getattr(exc, name, None) is not None}
+    return {**fields, **(getattr(exc, "fields", None) or {})}

@@ -11,16 +11,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from psc6k.errors import NotFoundError, UnavailableError
-from psc6k_web.deps import ClientAddress
+from psc6k_web.deps import ClientAddress, get_settings
 
 from .service import StudyService, StudyStore
 from .settings import AnnotationSettings
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
-
-
-async def get_settings(request: Request) -> AnnotationSettings:
-    return request.app.state.settings
 
 
 async def get_service(request: Request) -> StudyService:

@@ -51,14 +51,8 @@ class AdminGuard:
         raise AuthenticationError(f"missing or wrong admin token: {ADMIN_HELP}")
 
 
-def admin_guard(request: Request) -> AdminGuard:
-    guard = getattr(request.app.state, "admin_guard", None)
-    if guard is None:
-        guard = request.app.state.admin_guard = AdminGuard(request.app.state.settings)
-    return guard
-
-
 def require_admin(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-    """The admin dependency of both apps (see the module)."""
+    """The admin dependency of both apps (see the module); the guard is the app's
+    (``app.state.admin_guard``, made by :func:`psc6k_web.app.install_web_layer`)."""
     given = credentials.credentials if credentials is not None else None
-    admin_guard(request).check(given, client_address(request), request.url.path)
+    request.app.state.admin_guard.check(given, client_address(request), request.url.path)

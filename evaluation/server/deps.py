@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from psc6k.errors import AuthenticationError, RateLimitedError, UnavailableError
 from psc6k_web.auth import bearer
+from psc6k_web.deps import get_settings
 from psc6k_web.uploads import UploadGate, WorkSlots
 
 from . import db
@@ -40,12 +41,8 @@ def get_state(request: Request) -> State:
     return state
 
 
-def get_server_settings(request: Request) -> ServerSettings:
-    return request.app.state.settings
-
-
 AppState = Annotated[State, Depends(get_state)]
-Settings = Annotated[ServerSettings, Depends(get_server_settings)]
+Settings = Annotated[ServerSettings, Depends(get_settings)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse
 from psc6k.errors import FormatError
 from psc6k.inputs import read_text
 
-from ..deps import AppState
+from ..deps import AppState, Settings
 from ..models import Health, ModelList
 
 router = APIRouter(tags=["service"])
@@ -28,9 +28,9 @@ def root():
 
 
 @router.get("/health", response_model=Health, summary="Liveness and what this server scores against")
-def health(state: AppState):
-    return {"status": "ok", "scorer_version": state.scorer.scorer_version, "private": state.settings.private,
-            "split": state.settings.split_name, "n_pairs": len(state.scorer.annotations),
+def health(state: AppState, settings: Settings):
+    return {"status": "ok", "scorer_version": state.scorer.scorer_version, "private": settings.private,
+            "split": settings.split_name, "n_pairs": len(state.scorer.annotations),
             "annotations_sha256": state.scorer.annotations_sha256}
 
 

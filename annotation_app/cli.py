@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "'3/second;50/hour' (the limits library's notation); off by default")
     s.add_argument("--rate-limit-storage", default="memory://",
                    help="where the rate-limit counters live: memory:// (per worker) or e.g. redis://host:6379")
-    s.add_argument("--trusted-proxies", default="",
+    s.add_argument("--trusted-proxies", default=None,
                    help="comma-separated addresses or CIDR networks of your reverse proxies; only requests "
                         "from them have their client address taken from X-Forwarded-For (the rightmost "
                         "entry that is not a trusted proxy). Off by default: the TCP peer is the client")

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
     parser.add_argument("--no-seed", action="store_true",
                         help="do not add the paper's published numbers to the leaderboard (never added with --private)")
-    parser.add_argument("--trusted-proxies", default="",
+    parser.add_argument("--trusted-proxies", default=None,
                         help="comma-separated addresses or CIDR networks of your reverse proxies; only "
                              "requests from them have their client address taken from X-Forwarded-For "
                              "(per-client bounds key on it). Off by default: the TCP peer is the client")

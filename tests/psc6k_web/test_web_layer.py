@@ -617,3 +617,21 @@ def test_both_serve_commands_refuse_a_trusted_proxy_that_is_no_address(tmp_path,
     assert main(["annotate", "serve", "--db", f"sqlite:///{tmp_path / 'y.db'}",
                  "--trusted-proxies", "10.0.0.0/33"]) == 2
     assert "--trusted-proxies" in capsys.readouterr().err
+
+
+def test_a_real_uvicorn_does_not_let_x_forwarded_for_escape_the_admin_throttle(tmp_path, ground_truth):
+    """Over TCP, with uvicorn run as the serve commands run it (``proxy_headers=False``): a
+    loopback client rotating X-Forwarded-For is still one address for the admin throttle."""
+    import httpx
+
+    from evaluation.server.testdata import serve_in_thread
+
+    app = create_server_app(ServerSettings(annotations=str(ground_truth[1]), db_url=f"sqlite:///{tmp_path / 'u.db'}",
+                                           admin_token=ADMIN_TOKEN))
+    with serve_in_thread(app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        codes = [http.get("/admin/tokens", headers={"authorization": f"Bearer guess{i}",
+                                                    "x-forwarded-for": f"203.0.113.{i}"}).status_code
+                 for i in range(FAILURES_ALLOWED + 3)]
+        assert codes == [401] * FAILURES_ALLOWED + [429] * 3, codes
+        r = http.head("/leaderboard.html")
+        assert r.status_code == 200 and r.content == b"" and r.headers["x-content-type-options"] == "nosniff"

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCREENSHOT_DIR = REPO / "test-output" / "screenshots"
-from helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (shared with the leaderboard browser test)
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (shared with the leaderboard browser test)
 ADMIN_TOKEN = "browser-test-admin-token"
 LINK_KEY = "browser-link-key"
 COMPLETION_CODE = "CBROWSER7"
@@ -198,7 +198,7 @@ def admin(server):
 @pytest.fixture
 def new_page(browser, server):
     """Factory: a fresh browser context (own localStorage) and page; closed after the test.
-    Page errors (uncaught exceptions) fail the test."""
+    Page errors (uncaught exceptions) and Content-Security-Policy violations fail the test."""
     contexts = []
 
     def make(**context_args):
@@ -213,6 +213,8 @@ def new_page(browser, server):
         page = ctx.new_page()
         page.errors = []
         page.on("pageerror", lambda e: page.errors.append(str(e)))
+        # the Content-Security-Policy must not block anything the pages themselves load or run
+        page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
         contexts.append((ctx, page))
         return page
 

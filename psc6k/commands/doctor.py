@@ -16,6 +16,7 @@ import sys
 
 from psc6k.commands import add_scoring_arguments, scoring_inputs
 from psc6k.doctor import GAIN_THRESHOLD, diagnose, format_diagnosis
+from psc6k.errors import Psc6kError
 from psc6k.jsonsafe import json_safe
 from psc6k.submission import load_submission
 
@@ -34,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.threshold >= 0:
+        raise Psc6kError(f"--threshold must be >= 0 PCK points, got {args.threshold}")
     ann, limits = scoring_inputs(args, command="doctor")
     sub = load_submission(args.submission, limits=limits)
     diag = diagnose(ann, sub, args.alpha, allow_partial=args.allow_partial, protocol=args.protocol,

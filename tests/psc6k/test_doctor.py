@@ -185,3 +185,12 @@ def test_each_printed_fix_inverts_its_mistake_exactly(sample, mistake):
     pred = _fixed_predictions(_read_samples(ann, bad, rows), frozenset({mistake}))
     np.testing.assert_allclose(pred["sketch_to_photo"], transfer_keypoints(gt.sketch_to_photo, ann.sketch_kps), atol=1e-3)
     np.testing.assert_allclose(pred["photo_to_sketch"], transfer_keypoints(gt.photo_to_sketch, ann.photo_kps), atol=1e-3)
+
+
+def test_bad_threshold_and_unreadable_submission_are_one_line(tmp_path):
+    (tmp_path / "g.npz").write_bytes(b"garbage")
+    csv = str(sample_path() / "test_pairs_ps.csv")
+    for args in ([str(sample_path() / "gt_flows.npz"), "--threshold", "-1"], [str(tmp_path / "g.npz")]):
+        r = subprocess.run([sys.executable, "-m", "psc6k", "doctor", *args, "--annotations", csv],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

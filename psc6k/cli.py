@@ -122,8 +122,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text.lower() or default is None or default is argparse.SUPPRESS
-                or isinstance(default, bool) or action.nargs == 0):
+        if "default" in text.lower() or default is None or default is argparse.SUPPRESS or action.nargs == 0:
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return f"{text} (default: %(default)s)" if text else "default: %(default)s"

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.threshold >= 0:
         raise Psc6kError(f"--threshold must be >= 0 PCK points, got {args.threshold}")
-    ann, limits = scoring_inputs(args, command="doctor")
+    ann, limits = scoring_inputs(args)
     sub = load_submission(args.submission, limits=limits)
     diag = diagnose(ann, sub, args.alpha, allow_partial=args.allow_partial, protocol=args.protocol,
                     threshold=args.threshold)

@@ -25,21 +25,11 @@ from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
 from psc6k.submission import ReadLimits, SubmissionTooLarge, load_submission
 
 from .body import RawUpload, check_headers, receive_submission
+from .private import private_reply
 from .settings import ServerSettings
 from psc6k.jsonsafe import json_safe
 
 log = logging.getLogger("psc6k.server")
-
-#: Keys of ``EvalResult.to_dict()`` returned in private mode: aggregates over the whole split only.
-PRIVATE_KEYS = ("method", "kind", "overall", "per_direction", "mean_error_px", "ci95", "n_pairs", "n_annotated",
-                "coverage", "protocol", "scorer_version")
-
-
-def aggregate_only(result: dict) -> dict:
-    """The private-mode reply: overall, per direction, mean error, CI and counts; no per-category
-    and never per-pair output."""
-    return {k: result[k] for k in PRIVATE_KEYS if k in result}
-
 
 @dataclass
 class Scored:
@@ -169,7 +159,7 @@ class Scorer:
         except MemoryError:
             raise HTTPException(status_code=413, detail="submission too large to score in memory") from None
         full = json_safe(res.to_dict())
-        reply = aggregate_only(full) if settings.private else dict(full)
+        reply = private_reply(full) if settings.private else dict(full)
         return Scored(result=reply, method=sub.method, kind=sub.kind)
 
     def _private_alignment_error(self, sub) -> str:

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse
 
 from ..deps import State, get_state
 from ..models import Health, ModelList
-from ..scoring import aggregate_only
+from ..private import private_reply
 
 router = APIRouter(tags=["service"])
 log = logging.getLogger("psc6k.server")
@@ -79,7 +79,7 @@ def models(state: State = Depends(get_state)):
     names = list(registry) if registry else []
     scores = state.model_scores
     if state.settings.private:  # scores on a hidden split: aggregates only, as everywhere else
-        scores = {k: aggregate_only(v) if isinstance(v, dict) else v for k, v in scores.items()}
+        scores = {k: private_reply(v) if isinstance(v, dict) else v for k, v in scores.items()}
     out = []
     for name in names:
         try:

@@ -420,6 +420,106 @@ def test_admin_views_and_exports(db_url, files):
     service.close()
 
 
+def _strict_json(line: str):
+    """json.loads as strict readers (jq, Node) parse: NaN / Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_too_fast_sessions_are_flagged_in_every_export_and_kept(db_url, files):
+    """The server measures serving -> click itself; a bot with forged rt_ms is flagged on the
+    dashboard and in every export; its clicks are kept; a person's pace is not flagged."""
+    service, app, client, clock = make_study(db_url, files, trials_per_participant=5, min_median_response_ms=800)
+    paces = {"BOT00001": 0.09 / 5, "PERSON01": 2.0, "EDGE0001": 0.8}  # seconds per trial; 0.8 s: exactly the floor
+    for pid, pace in paces.items():
+        body = start(client, pid)
+        token = body["session_token"]
+        for t in body["trials"]:
+            client.get(t["photo_url"])
+            clock.t += pace
+            client.post(f"/api/sessions/{token}/clicks", json={  # forged rt_ms: a human-looking 2.3 s
+                "trial_id": t["trial_id"], "x": 50.0, "y": 60.0, "rt_ms": 2300, "client_id": f"{pid}{t['trial_id']}"})
+        assert client.post(f"/api/sessions/{token}/complete").status_code == 200  # flagged, not refused
+    unseen = start(client, "NOLOOK01")  # clicks on trials whose images it never fetched: 0 ms each
+    for t in unseen["trials"]:
+        clock.t += 3
+        click(client, unseen["session_token"], t["trial_id"])
+    pseudonym = {p["prolific_pid"]: p["participant"]
+                 for p in client.get("/api/admin/participants", headers=AUTH).json()["participants"]}
+    fast = {pseudonym["BOT00001"], pseudonym["NOLOOK01"]}
+    prog = client.get("/api/admin/progress", headers=AUTH).json()
+    assert prog["sessions"]["too_fast"] == 2 and prog["sessions"]["flagged"] == 0
+    parts = {p["prolific_pid"]: p for p in client.get("/api/admin/participants", headers=AUTH).json()["participants"]}
+    assert parts["BOT00001"]["too_fast"] and parts["BOT00001"]["median_server_rt_ms"] == pytest.approx(18.0)
+    assert parts["BOT00001"]["median_rt_ms"] == 2300.0  # what it claimed
+    assert not parts["PERSON01"]["too_fast"] and parts["PERSON01"]["median_server_rt_ms"] == pytest.approx(2000.0)
+    assert not parts["EDGE0001"]["too_fast"]  # at the floor is not under it
+    assert parts["NOLOOK01"]["too_fast"] and parts["NOLOOK01"]["median_server_rt_ms"] == 0.0
+    # every export: kept (20 counted clicks) and flagged
+    clicks = read_clicks_text(client.get("/api/admin/clicks?format=csv", headers=AUTH).text)
+    assert len(clicks) == 20 and set(clicks.loc[clicks.too_fast.astype(int) == 1, "participant"]) == fast
+    person = clicks.loc[clicks.participant == pseudonym["PERSON01"], "server_rt_ms"]
+    assert [float(v) for v in person] == [2000.0] * 5
+    lines = [_strict_json(x) for x in client.get("/api/admin/clicks?format=jsonl&include=all", headers=AUTH).text.splitlines()]
+    assert len(lines) == 20 and {r["participant"] for r in lines if r["too_fast"] == 1} == fast
+    z = zipfile.ZipFile(io.BytesIO(client.get("/api/admin/export?format=psc6k", headers=AUTH).content))
+    report = _strict_json(z.read("aggregate_report.json").decode())
+    assert report["too_fast_participants"] == sorted(fast) and report["too_fast_clicks"] == 10
+    assert report["min_median_response_ms"] == 800 and report["n_clicks"] == 20
+    coco = _strict_json(client.get("/api/admin/export?format=coco", headers=AUTH).text)
+    assert coco["info"]["aggregation"]["too_fast_participants"] == sorted(fast)
+    assert client.get("/admin").status_code == 200 and "too_fast" in client.get("/static/js/admin.js").text
+    check_invariants(service)
+    assert app.state.internal_errors == 0
+    service.close()
+
+
+def test_exports_are_strict_json(study):
+    """A click without rt_ms (and a NaN the browser put in display) exports as null, never NaN."""
+    service, app, client, _ = study
+    body = start(client)
+    token = body["session_token"]
+    t0, t1 = body["trials"][0]["trial_id"], body["trials"][1]["trial_id"]
+    assert client.post(f"/api/sessions/{token}/clicks", json={"trial_id": t0, "x": 1.0, "y": 2.0,
+                                                               "client_id": "no-rt"}).status_code == 201
+    raw = ('{"trial_id": %d, "x": 3.0, "y": 4.0, "rt_ms": 500, "client_id": "nan-display", "display": {"dpr": NaN}}'
+           % t1)
+    r = client.post(f"/api/sessions/{token}/clicks", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code in (201, 422), r.text
+    for include in ("counted", "all"):
+        text = client.get(f"/api/admin/clicks?format=jsonl&include={include}", headers=AUTH).text
+        rows = [_strict_json(line) for line in text.splitlines()]
+        assert rows[0]["rt_ms"] is None and "NaN" not in text and "Infinity" not in text
+        if r.status_code == 201:
+            assert rows[1]["display"] == {"dpr": None} and rows[1]["rt_ms"] == 500
+
+
+def test_a_study_made_before_gets_the_new_columns(db_url, files):
+    """Existing study databases: the tables and columns added since are added when opened."""
+    service, _, _, _ = make_study(db_url, files)
+    service.close()
+    engine = db.make_engines(db_url)[0]
+    with engine.begin() as conn:  # back to the schema of the previous version
+        db.resume_refusals.drop(conn)
+        conn.exec_driver_sql("ALTER TABLE sessions DROP COLUMN first_served_at")
+        conn.exec_driver_sql("ALTER TABLE trials DROP COLUMN served_at")
+    engine.dispose()
+    clock = FakeClock()
+    service = StudyService(db_url, clock=clock)
+    try:
+        with service.read.connect() as conn:
+            assert not db.needs_upgrade(conn)
+        client = TestClient(make_app(service), raise_server_exceptions=False)
+        body = start(client)
+        assert client.get(body["trials"][0]["photo_url"]).status_code == 200
+        clock.t += 3
+        assert click(client, body["session_token"], body["trials"][0]["trial_id"]).status_code == 201
+        assert client.get("/api/admin/participants", headers=AUTH).json()["participants"][0]["too_fast"] is False
+    finally:
+        service.close()
+
+
 # ----------------------------------------------------------------------------- bad input, paths
 BAD_CLICKS = [
     {}, {"trial_id": "1", "x": 1, "y": 1, "client_id": "a"}, {"trial_id": 1.5, "x": 1, "y": 1, "client_id": "a"},

@@ -34,7 +34,7 @@ def server_rt_ms(created_at: float, served_at: float | None) -> float:
     the trial was never served before its click."""
     if served_at is None or served_at > created_at:
         return 0.0
-    return (created_at - served_at) * 1000.0
+    return round((created_at - served_at) * 1000.0, 3)  # epoch floats carry about a microsecond
 
 
 def too_fast(median_ms: float | None, floor_ms: float) -> bool:

@@ -165,7 +165,7 @@ def test_tokens_and_arrays_are_bounded(tmp_path):
     assert load_submission(text, limits=limits).sketch_to_photo.shape == (1, 2, 2, 2)
 
 
-def test_array_counts_are_bounded_before_decoding():
+def test_array_counts_are_bounded_before_decoding(monkeypatch):
     flows = _flows(1, 2, 2)
     base = _text(_doc([_pair(0, flows[0].tolist(), flows[0].tolist())]))
     bomb = "[" + ", ".join(["[[1, 2]]"] * 30) + "]"  # 30 rows: 61 arrays > 1 + 4 + 16
@@ -173,6 +173,12 @@ def test_array_counts_are_bounded_before_decoding():
         load_submission(base.replace(json.dumps(flows[0].tolist()).encode(), bomb.encode(), 1),
                         limits=ReadLimits(max_side=4))
     row = "[[" + ", ".join(["0"] * 40) + "]]"  # 40 values in one row: more than 4 x 4 x 2
+    with pytest.raises(SubmissionTooLarge, match="more than 32 values"):
+        load_submission(base.replace(json.dumps(flows[0].tolist()).encode(), row.encode(), 1),
+                        limits=ReadLimits(max_side=4))
+    # beyond values + arrays commas, refused before the generic decode would build the lists
+    monkeypatch.setattr(json_reader, "_decode_any", lambda text: pytest.fail(f"decoded {len(text)} bytes"))
+    row = "[[" + ", ".join(["0"] * 60) + "]]"
     with pytest.raises(SubmissionTooLarge, match="more than 32 values"):
         load_submission(base.replace(json.dumps(flows[0].tolist()).encode(), row.encode(), 1),
                         limits=ReadLimits(max_side=4))

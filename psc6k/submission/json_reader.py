@@ -22,6 +22,7 @@ one array's bounded text), and one array's decoded numbers.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import zlib
 
@@ -46,6 +47,7 @@ BLOCK_BYTES = 64 * 1024**2
 TOP_KEYS = ("psc6k_submission", "method", "kind", "pairs")
 PAIR_KEYS = ("photo", "sketch", *DIRECTIONS, *CONFIDENCE_FIELDS.values())
 
+_KEYS = {f'"{k}"'.encode(): k for k in (*TOP_KEYS, *PAIR_KEYS)}
 _WS = re.compile(rb"[ \t\n\r]*")
 _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _LITERAL = re.compile(rb"true|false|null")
@@ -196,8 +198,9 @@ class JsonReader:
     def error(self, message: str, cls=SubmissionError, **where) -> SubmissionError:
         return cls(message, source=self.source, **{**self.where, **where})
 
-    def malformed(self, what: str, hint: str = "") -> SubmissionError:
-        return self.error(f"malformed JSON at byte {self.offset + self.pos}: {what}{hint}")
+    def malformed(self, what: str, hint: str = "", at: int | None = None) -> SubmissionError:
+        """Malformed JSON at byte ``at`` of the text (default: where the reader is)."""
+        return self.error(f"malformed JSON at byte {self.offset + self.pos if at is None else at}: {what}{hint}")
 
     def truncated(self) -> SubmissionError:
         return self.error(f"malformed JSON: the text ends early, at byte {self.offset + len(self.buf)} "
@@ -249,7 +252,7 @@ class JsonReader:
             try:
                 value = _decode_string(self.buf[self.pos:end])
             except msgspec.DecodeError as exc:
-                raise self._decode_error(exc, "") from None
+                raise self._decode_error(exc, "", self.offset + self.pos) from None
             self.pos = end
             return "string", value
         m = _NUMBER.match(self.buf, self.pos) or _LITERAL.match(self.buf, self.pos)
@@ -292,6 +295,13 @@ class JsonReader:
                 return quote + 1
 
     def key(self) -> str:
+        if self.peek() == b'"':  # the keys of the format, without decoding them
+            end = self._string_end()
+            value = _KEYS.get(self.buf[self.pos:end])
+            if value is not None:
+                self.pos = end
+                self.expect(b":")
+                return value
         kind, value = self.token()
         if kind != "string":
             raise self.malformed(f"expected a key (a string), found {kind}")
@@ -431,6 +441,7 @@ class JsonReader:
             if key not in values:
                 raise self.error(f"pairs[{i}].{key} must be a non-empty string", field=key)
         self.where = {"pair": (values["photo"], values["sketch"])}
+        self._decode_pending(i, values)
         for d in DIRECTIONS:
             if d not in values:
                 raise self.error(f"missing (pairs[{i}])", field=d)
@@ -457,8 +468,8 @@ class JsonReader:
 
     # -- arrays
     def _numbers(self, i: int, name: str):
-        """One rectangular nested list of numbers -> ``(shape, size, values)`` (values: a flat list
-        or a float64 array), checked against the shape rules."""
+        """One rectangular nested list of numbers -> ``(shape, size, values)``, checked against the
+        shape rules; ``values`` is a float64 array, or ``(text, at)`` for :meth:`_decode_pending`."""
         where = f" (pairs[{i}])"
         kind, _ = self.token()
         if kind != "array":
@@ -498,13 +509,30 @@ class JsonReader:
             self.lengths[name] = 0
             return None
         self.lengths[name] = len(text)
-        try:
-            flat = _decode_floats(b"[" + text.translate(None, b"[]") + b"]")
-        except msgspec.MsgspecError:
-            return None
-        self.pos = end
+        at, self.pos = self.offset + self.pos, end
         shape = self.row_shape if name in DIRECTIONS else self.row_shape[:2]
-        return shape, len(flat), flat
+        return shape, math.prod(shape), (text, at)
+
+    def _decode_pending(self, i: int, values: dict) -> None:
+        """Decode the numbers of every array of one pair that the fast path took, in one msgspec
+        call (strict JSON numbers, correctly rounded); on failure, the first array at fault says
+        what is wrong. Replaces each ``(text, at)`` by its float64 values."""
+        pending = [k for k, v in values.items() if isinstance(v, tuple) and isinstance(v[2], tuple)]
+        if not pending:
+            return
+        try:
+            flat = _decode_floats(b"[" + b",".join(values[k][2][0].translate(None, b"[]") for k in pending) + b"]")
+        except msgspec.MsgspecError:
+            for k in pending:
+                self.where = {**self.where, "field": k}
+                self._parse_exact(*values[k][2], i, k)
+            raise self.malformed(f"the numbers of pairs[{i}] do not decode", at=values[pending[0]][2][1]) from None
+        numbers = np.fromiter(flat, np.float64, len(flat))
+        start = 0
+        for k in pending:
+            shape, size, _ = values[k]
+            values[k] = shape, size, numbers[start:start + size]
+            start += size
 
     def _exact_numbers(self, i: int, name: str, cap: int) -> np.ndarray:
         """Find the array's end by its brackets (bounded in text, arrays and values), decode it and
@@ -540,7 +568,14 @@ class JsonReader:
                 raise self.error(f"the JSON text of one array is over {mb(cap)} (at most {self.max_values[name]} "
                                  f"values, {BYTES_PER_VALUE} bytes of text each)", SubmissionTooLarge, field=name)
             raise self.truncated()
-        text = self.buf[self.pos:end]
+        arr = self._parse_exact(self.buf[self.pos:end], self.offset + self.pos, i, name)
+        self.pos = end
+        return arr
+
+    def _parse_exact(self, text: bytes, at: int, i: int, name: str) -> np.ndarray:
+        """One array's complete text (starting at byte ``at``) -> float64 array of its shape, or
+        the error that says exactly what is wrong: bounded counts first, then a generic decode."""
+        where = f" (pairs[{i}])"
         max_values = self.max_values[name]
         if text.count(b",") >= max_values + self.max_arrays:
             raise self.error(f"more than {max_values} values (flows are at most {self.limits.max_side} x "
@@ -548,7 +583,7 @@ class JsonReader:
         try:
             value = _decode_any(text)
         except msgspec.MsgspecError as exc:
-            raise self._decode_error(exc, where) from None
+            raise self._decode_error(exc, where, at) from None
         try:
             shape = nested_shape(value)
         except ValueError as exc:
@@ -560,20 +595,18 @@ class JsonReader:
             arr = np.array(value, dtype=np.float64)
         except OverflowError:
             raise self.error(f"a number is too large for float64{where}", field=name) from None
-        self.pos = end
         return arr.reshape(shape)
 
-    def _decode_error(self, exc, where: str) -> SubmissionError:
+    def _decode_error(self, exc, where: str, at: int) -> SubmissionError:
+        """A msgspec error on text that starts at byte ``at`` -> one line naming the byte."""
         text = str(exc)
         if "out of range" in text:
             return self.error(f"a number is too large for float64{where}")
-        at = re.search(r"\(byte (\d+)\)", text)
-        if at:
-            self.pos += int(at.group(1))
+        byte = re.search(r"\(byte (\d+)\)", text)
         what = re.sub(r"^JSON is malformed: ", "", text.split(" - at")[0])
         what = re.sub(r"\s*\(byte \d+\)", "", what)
         hint = _HINT_NON_JSON if "invalid character" in what else ""
-        return self.malformed(what, hint)
+        return self.malformed(what, hint, at + int(byte.group(1)) if byte else at)
 
     def _check_shape(self, shape: tuple, i: int, name: str) -> None:
         side = self.limits.max_side

@@ -308,13 +308,21 @@ class JsonReader:
         self.expect(b":")
         return value
 
-    def members(self):
-        """Keys of the object at ``pos`` (its ``{`` already consumed), each before its value."""
+    def members(self, allowed: tuple, prefix: str, noun: str):
+        """Keys of the object at ``pos`` (its ``{`` already consumed), each before its value; an
+        unknown or repeated key is refused there (``prefix`` starts those messages)."""
         if self.peek() == b"}":
             self.pos += 1
             return
+        seen = set()
         while True:
-            yield self.key()
+            key = self.key()
+            if key not in allowed:
+                raise self.error(f"{prefix}unknown key {short(key)}; {noun} has only {', '.join(allowed)}")
+            if key in seen:
+                raise self.error(f"{prefix}key {key!r} appears twice", field=key)
+            seen.add(key)
+            yield key
             c = self.peek()
             self.expect(b"," if c != b"}" else b"}")
             if c == b"}":
@@ -341,11 +349,7 @@ class JsonReader:
             raise self.error(f"expected a JSON object at the top level, got {_found(kind)}")
         self.pos += 1
         seen: dict = {}
-        for key in self.members():
-            if key not in TOP_KEYS:
-                raise self.error(f"unknown key {short(key)}; a submission has only {', '.join(TOP_KEYS)}")
-            if key in seen:
-                raise self.error(f"key {key!r} appears twice", field=key)
+        for key in self.members(TOP_KEYS, "", "a submission"):
             seen[key] = self._pairs() if key == "pairs" else self._scalar(key)
         if self.peek():
             raise self.error("unexpected content after the JSON object")
@@ -418,11 +422,7 @@ class JsonReader:
 
     def _pair(self, i: int):
         values: dict = {}
-        for key in self.members():
-            if key not in PAIR_KEYS:
-                raise self.error(f"pairs[{i}]: unknown key {short(key)}; a pair has only {', '.join(PAIR_KEYS)}")
-            if key in values:
-                raise self.error(f"pairs[{i}]: key {key!r} appears twice", field=key)
+        for key in self.members(PAIR_KEYS, f"pairs[{i}]: ", "a pair"):
             if key in ("photo", "sketch"):
                 kind, value = self.token()
                 if kind != "string" or not value:

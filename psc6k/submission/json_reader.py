@@ -54,6 +54,8 @@ _LITERAL = re.compile(rb"true|false|null")
 _BRACKETS = re.compile(rb'[\[\]{}"]')
 #: The closing brackets of a rank-2 / rank-3 array: the first such run ends a valid one.
 _CLOSE = {2: re.compile(rb"\][ \t\n\r]*\]"), 3: re.compile(rb"\][ \t\n\r]*\][ \t\n\r]*\]")}
+#: Brackets become whitespace (a table translate: twice as fast as deleting them).
+_BRACKETS_TO_SPACES = bytes.maketrans(b"[]", b"  ")
 #: What a number token may hold (and JSON whitespace): deleting these leaves brackets and commas.
 _NUMBER_BYTES = b"0123456789.-+eE \t\n\r"
 #: A high surrogate escape not followed by a low one, or a low one not preceded by a high one.
@@ -62,8 +64,8 @@ _LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][
 _FOUND_VALUE = {bool: "booleans", str: "strings", type(None): "null", dict: "an object"}
 _HINT_NON_JSON = " (NaN, Infinity and other non-JSON tokens are not allowed; all values must be finite numbers)"
 
-_decode_floats = msgspec.json.Decoder(list[float]).decode
 _decode_string = msgspec.json.Decoder(str).decode
+#: Untyped: twice as fast as ``list[float]``; callers admit only number bytes, or say what else.
 _decode_any = msgspec.json.Decoder().decode
 
 
@@ -520,14 +522,15 @@ class JsonReader:
         pending = [k for k, v in values.items() if isinstance(v, tuple) and isinstance(v[2], tuple)]
         if not pending:
             return
-        try:
-            flat = _decode_floats(b"[" + b",".join(values[k][2][0].translate(None, b"[]") for k in pending) + b"]")
-        except msgspec.MsgspecError:
+        try:  # the structure check left only number bytes and commas: numbers or an error
+            flat = _decode_any(b"[" + b",".join(values[k][2][0] for k in pending).translate(_BRACKETS_TO_SPACES)
+                               + b"]")
+            numbers = np.fromiter(flat, np.float64, len(flat))  # ints as float(): correctly rounded
+        except (msgspec.MsgspecError, OverflowError):
             for k in pending:
                 self.where = {**self.where, "field": k}
                 self._parse_exact(*values[k][2], i, k)
             raise self.malformed(f"the numbers of pairs[{i}] do not decode", at=values[pending[0]][2][1]) from None
-        numbers = np.fromiter(flat, np.float64, len(flat))
         start = 0
         for k in pending:
             shape, size, _ = values[k]

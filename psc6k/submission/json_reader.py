@@ -8,15 +8,16 @@ duplicate is refused as soon as the reader reaches it, before its value is read.
 * its text is bounded before it is decoded: at most :data:`BYTES_PER_VALUE` bytes a value
   (``64 KiB`` more for the brackets) of the largest array :class:`ReadLimits` allows;
 * fast path (every pair after the first): the array's end is found by its closing brackets, its
-  brackets and commas must be exactly those of the first pair's shape, and its numbers are
-  decoded by ``msgspec`` as one flat ``list[float]`` — strict JSON numbers, correctly rounded to
-  float64 (the same bits as ``float()`` / ``json.loads``) — into a preallocated block;
+  brackets and commas must be exactly those of the first pair's shape (so only number bytes are
+  left between them), and all the numbers of a pair are decoded by one ``msgspec`` call as one
+  flat list — strict JSON numbers, correctly rounded to float64 (the same bits as ``float()`` /
+  ``json.loads``) — then copied into preallocated float64 blocks;
 * exact path (the first pair, and any array the fast path does not take): a bracket scan with a
   bounded count of arrays and values, a generic decode, then a check that names what is wrong
   (strings, booleans, null, ragged rows, a nested mix, a shape).
 
 Peak memory: the float64 arrays (assembled in 64 MiB blocks), the text buffer (about 2 MiB, or
-one array's bounded text), and one array's decoded numbers.
+one array's bounded text), and one pair's decoded numbers.
 """
 
 from __future__ import annotations

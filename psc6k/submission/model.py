@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psc6k.errors import SubmissionError
+from psc6k.errors import SubmissionError, TooLargeError
 
 SUBMISSION_VERSION = 1
 KINDS = ("flow", "keypoints")
@@ -30,7 +30,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-class SubmissionTooLarge(SubmissionError):
+class SubmissionTooLarge(SubmissionError, TooLargeError):
     """A submission declares (or decompresses to) more than the limits allow (HTTP 413)."""
 
 

@@ -104,8 +104,9 @@ def run_cli(path, csv):
     return dt, rss
 
 
-def compare_containers(sub, csv, tmp, name, runs=3):
-    """Print ``psc6k eval`` of the NPZ and the JSON of ``sub`` side by side: time, peak RSS, ratio."""
+def compare_containers(sub, csv, tmp, name, runs=3, time_target=True):
+    """Print ``psc6k eval`` of the NPZ and the JSON of ``sub`` side by side: time, peak RSS, ratio
+    (the time target, JSON <= 3x NPZ, is the full-size set's)."""
     npz = save_submission(sub, os.path.join(tmp, f"{name}.npz"))
     js = save_submission(sub, os.path.join(tmp, f"{name}.json"))
     times = {"npz": [], "json": []}
@@ -115,7 +116,8 @@ def compare_containers(sub, csv, tmp, name, runs=3):
     (t_npz, rss_npz), (t_json, rss_json) = min(times["npz"]), min(times["json"])
     print(f"  {'':22}{'NPZ':>12}{'JSON':>12}{'JSON / NPZ':>12}")
     print(f"  {'file, MB':22}{os.path.getsize(npz) / 1e6:12.1f}{os.path.getsize(js) / 1e6:12.1f}")
-    print(f"  {'wall time, s':22}{t_npz:12.2f}{t_json:12.2f}{t_json / t_npz:11.2f}x   target <= 3x")
+    print(f"  {'wall time, s':22}{t_npz:12.2f}{t_json:12.2f}{t_json / t_npz:11.2f}x"
+          + ("   target <= 3x" if time_target else ""))
     print(f"  {'peak RSS, MB':22}{rss_npz:12.0f}{rss_json:12.0f}{rss_json / rss_npz:11.2f}x   target <= 1024 MB")
 
 
@@ -166,7 +168,7 @@ def main():
             write_test_pairs_ps(ann_b, csv_b)
             print(f"\n{args.big_pairs} pairs of 256 x 256 flows (float64 arrays: "
                   f"{2 * sub_b.sketch_to_photo.size * 8 / 1e6:.0f} MB):")
-            compare_containers(sub_b, csv_b, tmp, "big")
+            compare_containers(sub_b, csv_b, tmp, "big", time_target=False)
     print(f"\noverall PCK (ours, full set): {res.overall}; 95% CI {res_boot.ci95}")
 
 

@@ -294,13 +294,18 @@ def test_accumulation_gives_the_large_batch_update():
 
 # ------------------------------------------------------------------ schedule, monitoring
 def test_lr_schedule_is_theirs_per_epoch():
-    assert lr_at_epoch(0, 1500, 0.03, 100) == pytest.approx(0.03 / 100)
-    assert lr_at_epoch(98, 1500, 0.03, 100) == pytest.approx(0.03 * 99 / 100)
-    # their adjust_learning_rate: args.epochs became 1501, so the cosine runs over 1401 epochs
-    assert lr_at_epoch(99, 1500, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * -1 / 1401)), rel=1e-12)
-    assert lr_at_epoch(800, 1500, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 700 / 1401)))
-    assert lr_at_epoch(1500, 1500, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 1400 / 1401)))
-    assert lr_at_epoch(800, 1500, 0.03, 100, cos=False) == 0.03
+    # their adjust_learning_rate after args.epochs = 1500 + 1: cosine over 1501 - 100 = 1401 epochs
+    released = TrainConfig("encoder", epochs=1500)
+    assert released.epochs_run == 1501
+    n = released.epochs_run
+    assert lr_at_epoch(0, n, 0.03, 100) == pytest.approx(0.03 / 100)
+    assert lr_at_epoch(98, n, 0.03, 100) == pytest.approx(0.03 * 99 / 100)
+    assert lr_at_epoch(99, n, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * -1 / 1401)), rel=1e-12)
+    assert lr_at_epoch(800, n, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 700 / 1401)))
+    assert lr_at_epoch(1500, n, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 1400 / 1401)))
+    assert lr_at_epoch(800, n, 0.03, 100, cos=False) == 0.03
+    # the paper's 1500 epochs: cosine over 1400
+    assert TrainConfig("encoder", epochs=1500, recipe="paper").epochs_run == 1500
 
 
 def test_knn_accuracy_counts_the_same_photo_once():
@@ -318,7 +323,8 @@ def test_encoder_run_logs_knn_and_epoch_is_one_pass_over_photos(tmp_path, capsys
     from psc6k.formats import Annotations, write_test_pairs_ps
     root = tmp_path / "sk"
     photos, sketches = make_tiny_tree(root, n_pairs=4, size=32)
-    # two sketches of the first photo: an epoch still has 4 photos -> 2 steps of 2
+    # two sketches of the first photo: an epoch still has 4 photos -> 2 steps of 2; --epochs 1
+    # trains 2 epochs under the released recipe (their args.epochs + 1)
     pairs = TrainPairs.from_paths(photos + [photos[0]], sketches + [sketches[1]])
     train_path = tmp_path / "train.csv"
     write_train_pairs_ps(pairs, train_path)
@@ -330,7 +336,7 @@ def test_encoder_run_logs_knn_and_epoch_is_one_pass_over_photos(tmp_path, capsys
                  "--workers", "0", "--no-progress", "--val-annotations", str(tmp_path / "test.csv"),
                  "--knn-freq", "1", "--log-every", "1", "--json", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["step"] == 2 and 0 <= result["knn_s2p"] <= 1
+    assert result["step"] == 4 and result["epoch"] == 2 and 0 <= result["knn_s2p"] <= 1
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("knn_p2s" in r for r in rows if r["kind"] == "eval")
     assert "knn_s2p" in (out / "eval_log.csv").read_text().splitlines()[0]

@@ -122,30 +122,30 @@ class TrainConfig:
         if self.task not in TASKS:
             raise Psc6kError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.recipe not in RECIPES:
-            raise Psc6kError(f"--recipe must be one of {RECIPES}, got {self.recipe!r}")
+            raise Psc6kError(f"`recipe` must be one of {RECIPES}, got {self.recipe!r}")
         if self.supervision not in SUPERVISIONS:
-            raise Psc6kError(f"--supervision must be one of {SUPERVISIONS}, got {self.supervision!r}")
+            raise Psc6kError(f"`supervision` must be one of {SUPERVISIONS}, got {self.supervision!r}")
         bad = [t for t in self.trans_type if t not in WARP_KINDS]
         if bad or not self.trans_type:
-            raise Psc6kError(f"--trans-type takes one or more of {WARP_KINDS}, got {list(self.trans_type)}")
+            raise Psc6kError(f"`trans_type` takes one or more of {WARP_KINDS}, got {list(self.trans_type)}")
         self.trans_type = tuple(self.trans_type)
         if self.accumulate < 1:
-            raise Psc6kError("--accumulate must be >= 1")
+            raise Psc6kError("`accumulate` must be >= 1")
         if self.batch_size % self.accumulate:
-            raise Psc6kError(f"--batch-size {self.batch_size} is not divisible by --accumulate {self.accumulate}")
+            raise Psc6kError(f"`batch_size` {self.batch_size} is not divisible by `accumulate` {self.accumulate}")
         if self.batch_size // self.accumulate < 2:
-            raise Psc6kError("--batch-size / --accumulate must be >= 2 (BatchNorm needs a batch)")
+            raise Psc6kError("`batch_size` / `accumulate` must be >= 2 (BatchNorm needs a batch)")
         if self.epochs < 1:
-            raise Psc6kError("--epochs must be >= 1")
+            raise Psc6kError("`epochs` must be >= 1")
         if self.warmup_epochs < 0:
-            raise Psc6kError("--warmup-epochs must be >= 0")
+            raise Psc6kError("`warmup_epochs` must be >= 0")
         for name in ("knn_freq", "pck_freq", "save_freq", "log_every"):
             if getattr(self, name) < 1:
-                raise Psc6kError(f"--{name.replace('_', '-')} must be >= 1")
+                raise Psc6kError(f"`{name}` must be >= 1")
         if self.max_steps is not None and self.max_steps < 0:
-            raise Psc6kError("--max-steps must be >= 0")
+            raise Psc6kError("`max_steps` must be >= 0")
         if self.holdout_categories < 0:
-            raise Psc6kError("--holdout-categories must be >= 0")
+            raise Psc6kError("`holdout_categories` must be >= 0")
 
     @property
     def learning_rate(self) -> float:
@@ -598,7 +598,7 @@ def holdout_split(pairs, n: int, seed: int) -> dict:
     drawn with ``numpy.random.default_rng(seed)``; returns ``{"held_out": [...], "train": [...]}``."""
     present = sorted({pairs.categories[int(c) - 1] for c in np.asarray(pairs.cls)})
     if n >= len(present):
-        raise Psc6kError(f"--holdout-categories {n} leaves no training category (the pairs have {len(present)})")
+        raise Psc6kError(f"`holdout_categories` {n} leaves no training category (the pairs have {len(present)})")
     held = sorted(np.random.default_rng(seed).choice(present, size=n, replace=False).tolist())
     return {"held_out": held, "train": [c for c in present if c not in held], "seed": seed, "n": n}
 
@@ -641,7 +641,7 @@ def train(cfg: TrainConfig) -> dict:
     device = env.device
     _seed_everything(cfg.seed + env.rank)
     if not cfg.out_dir:
-        raise Psc6kError("--out is required")
+        raise Psc6kError("`out_dir` is required")
     out_dir = Path(cfg.out_dir)
     if env.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -654,7 +654,7 @@ def train(cfg: TrainConfig) -> dict:
             save_checkpoint(last_ckpt, model, train_config=config_record, epoch=0, step=0)
         return {"step": 0, "epoch": 0, "checkpoint": str(last_ckpt), "seconds": 0.0}
     if not cfg.images or not cfg.train_pairs:
-        raise Psc6kError("--images and --train-pairs are required to train")
+        raise Psc6kError("`images` and `train_pairs` are required to train")
 
     pairs = read_train_pairs(cfg.train_pairs)
     val_ann = None
@@ -703,8 +703,8 @@ def train(cfg: TrainConfig) -> dict:
             objective, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
 
     if cfg.batch_size % (env.world * cfg.accumulate):
-        raise Psc6kError(f"--batch-size {cfg.batch_size} is not divisible by {env.world} processes x "
-                         f"--accumulate {cfg.accumulate}")
+        raise Psc6kError(f"`batch_size` {cfg.batch_size} is not divisible by {env.world} processes x "
+                         f"`accumulate` {cfg.accumulate}")
     per_process = cfg.batch_size // env.world
     sampler = (DistributedSampler(dataset, env.world, env.rank, shuffle=True, seed=cfg.seed, drop_last=True)
                if env.world > 1 else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed)))
@@ -712,7 +712,7 @@ def train(cfg: TrainConfig) -> dict:
                         drop_last=True, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
     if len(loader) == 0:
         raise Psc6kError(f"{len(dataset)} training photos is fewer than one batch of {per_process} per process"
-                         f" (an epoch visits every photo once); lower --batch-size")
+                         f" (an epoch visits every photo once); lower `batch_size`")
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs_run
     if cfg.max_steps:
@@ -726,7 +726,7 @@ def train(cfg: TrainConfig) -> dict:
                 scaler.load_state_dict(resume_ckpt["scaler"])
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{cfg.resume}: cannot resume the optimizer state ({exc}); "
-                                  f"use --init to start a new run from its weights") from None
+                                  f"use `init` to start a new run from its weights") from None
         start_epoch, step = int(resume_ckpt.get("epoch", 0)), int(resume_ckpt.get("step", 0))
 
     metrics = MetricsWriter(out_dir)

@@ -194,6 +194,10 @@ def resolved_config(cfg: TrainConfig, arch: PSCNetConfig | None = None) -> dict:
     d["bn_per_condition"] = not cfg.shared_bn
     d["sim_softmax_over"] = "source" if cfg.recipe == "released" else "target"
     d["con_loss"] = "nearest, one direction (trainer.py)" if cfg.recipe == "released" else "bilinear, both directions (Eq. 7)"
+    d["epochs_run"] = cfg.epochs_run
+    d["roles_flip_with"] = "batch index within the epoch" if cfg.recipe == "released" else "global step"
+    d["bn_only_passes"] = ("warped source (estimator), keys through the query encoder (encoder)"
+                           if cfg.recipe == "released" else "none")
     return dict(sorted(d.items()))
 
 

@@ -42,10 +42,13 @@ def test_print_config_is_the_spec_table(task, lr, capsys):
     assert {k: cfg[k] for k in SPEC_TABLE} == SPEC_TABLE
     assert cfg["lr"] == lr and cfg["recipe"] == "released" and cfg["accumulate"] == 1
     assert cfg["bn_per_condition"] is False and cfg["sim_softmax_over"] == "source"
+    assert cfg["epochs_run"] == 1501 and cfg["roles_flip_with"] == "batch index within the epoch"
     assert main(["train", task, "--print-config", "--recipe", "paper", "--layer", "3", "--no-weighted",
                  "--accumulate", "8"]) == 0
     paper = json.loads(capsys.readouterr().out)
     assert paper["bn_per_condition"] is True and paper["sim_softmax_over"] == "target"
+    assert paper["epochs_run"] == 1500 and paper["roles_flip_with"] == "global step"
+    assert paper["bn_only_passes"] == "none"
     assert paper["layer"] == [3] and paper["weighted"] is False and paper["accumulate"] == 8
 
 

@@ -20,15 +20,17 @@ import json
 import math
 
 import pytest
-import torch
-from torch import nn
 
-from model_zoo.augment import apply_warp, random_warp_batch
-from model_zoo.resnet_cbn import share_batchnorm
-from model_zoo.testing import TINY, make_tiny_tree, tiny_model
-from model_zoo.train import EncoderObjective, EstimatorObjective, accumulated_step, role_index
-from psc6k.cli import main
-from psc6k.formats import TrainPairs, write_train_pairs_ps
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+
+from model_zoo.augment import apply_warp, random_warp_batch  # noqa: E402
+from model_zoo.resnet_cbn import share_batchnorm  # noqa: E402
+from model_zoo.testing import TINY, make_tiny_tree, tiny_model  # noqa: E402
+from model_zoo.train import EncoderObjective, EstimatorObjective, accumulated_step, role_index  # noqa: E402
+from psc6k.cli import main  # noqa: E402
+from psc6k.formats import TrainPairs, write_train_pairs_ps  # noqa: E402
 
 PHOTO, SKETCH = 0, 1
 SIZE, BATCH = 32, 4

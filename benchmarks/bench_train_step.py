@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import math
 import random
@@ -47,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model_zoo.pscnet import PSCNet  # noqa: E402
 from model_zoo.resnet_cbn import share_batchnorm  # noqa: E402
+from model_zoo.testing import NoScaler  # noqa: E402
 from model_zoo.train import (EncoderObjective, EstimatorObjective, TrainConfig, _conditions,  # noqa: E402
                              accumulated_step, lr_at_epoch, role_index)
 
@@ -133,8 +133,8 @@ class _Holder(nn.Module):
 
 
 # ------------------------------------------------------------------ instrumentation
-class Recorder:
-    """Losses (via the scaler), gradients and parameters around ``optimizer.step``."""
+class Recorder(NoScaler):
+    """Losses (via the scaler), gradients and momentum buffers around ``optimizer.step``."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         self.model, self.optimizer = model, optimizer
@@ -153,16 +153,9 @@ class Recorder:
 
         optimizer.step = step
 
-    # the scaler interface their trainer and psc6k's accumulated_step call
-    def scale(self, loss):
+    def scale(self, loss):   # the scaler their trainer and psc6k's accumulated_step call
         self._loss = float(loss.detach())
         return loss
-
-    def step(self, optimizer):
-        optimizer.step()
-
-    def update(self):
-        pass
 
 
 class _Writer:

@@ -15,7 +15,7 @@ from model_zoo.checkpoint import load_checkpoint, read_encoder_init  # noqa: E40
 from model_zoo.losses import masked_mse, released_consistency_loss, similarity_loss  # noqa: E402
 from model_zoo.resnet_cbn import batchnorm_is_shared  # noqa: E402
 from model_zoo.stn import identity_grid  # noqa: E402
-from model_zoo.testing import TINY, make_tiny_tree, tiny_model  # noqa: E402
+from model_zoo.testing import TINY, NoScaler, make_tiny_tree, tiny_model  # noqa: E402
 from model_zoo.train import (EncoderObjective, EstimatorObjective, TrainConfig, accumulated_step,  # noqa: E402
                              build_training_model, holdout_split, knn_accuracy, lr_at_epoch)
 from psc6k.cli import main  # noqa: E402
@@ -255,19 +255,6 @@ def test_holdout_split_is_seeded_and_written(tmp_path):
 
 
 # ------------------------------------------------------------------ gradient accumulation
-class _Opt:
-    """GradScaler stand-in (disabled scaler API) for accumulated_step."""
-
-    def scale(self, x):
-        return x
-
-    def step(self, opt):
-        opt.step()
-
-    def update(self):
-        pass
-
-
 def _one_update(accumulate):
     torch.manual_seed(0)
     model = tiny_model(moco_queue=32).eval()      # BN in eval mode: batch statistics do not differ
@@ -279,7 +266,7 @@ def _one_update(accumulate):
     opt = torch.optim.SGD(model.encoder_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(5)
     photo, sketch = torch.rand(8, 3, 32, 32, generator=g), torch.rand(8, 3, 32, 32, generator=g)
-    losses = accumulated_step(obj, opt, _Opt(), photo, sketch, 0, accumulate, moco=model.framework)
+    losses = accumulated_step(obj, opt, NoScaler(), photo, sketch, 0, accumulate, moco=model.framework)
     return model, losses
 
 

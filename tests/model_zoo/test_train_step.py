@@ -27,24 +27,13 @@ from torch import nn  # noqa: E402
 
 from model_zoo.augment import apply_warp, random_warp_batch  # noqa: E402
 from model_zoo.resnet_cbn import share_batchnorm  # noqa: E402
-from model_zoo.testing import TINY, make_tiny_tree, tiny_model  # noqa: E402
+from model_zoo.testing import TINY, NoScaler, make_tiny_tree, tiny_model  # noqa: E402
 from model_zoo.train import EncoderObjective, EstimatorObjective, accumulated_step, role_index  # noqa: E402
 from psc6k.cli import main  # noqa: E402
 from psc6k.formats import TrainPairs, write_train_pairs_ps  # noqa: E402
 
 PHOTO, SKETCH = 0, 1
 SIZE, BATCH = 32, 4
-
-
-class _NoScaler:
-    def scale(self, loss):
-        return loss
-
-    def step(self, opt):
-        opt.step()
-
-    def update(self):
-        pass
 
 
 class _Grids:
@@ -130,7 +119,7 @@ def test_estimator_step_bn_statistics_are_their_five_passes():
         photo, sketch = _batch(10 + i)
         before = copy.deepcopy(model)
         n_drawn = len(grids.drawn)
-        accumulated_step(objective, opt, _NoScaler(), photo, sketch, role_index("released", i, i))
+        accumulated_step(objective, opt, NoScaler(), photo, sketch, role_index("released", i, i))
         grid_src, grid_dst = grids.drawn[n_drawn:]  # drawn source first, as their trainer.py
         c_src, c_dst = _roles(i)
         src, dst = (photo, sketch) if c_src == PHOTO else (sketch, photo)
@@ -158,7 +147,7 @@ def test_encoder_step_bn_statistics_include_the_keys_through_the_query_encoder()
         photo, sketch = _batch(20 + i)
         before = copy.deepcopy(model)
         n_drawn = len(grids.drawn)
-        accumulated_step(objective, opt, _NoScaler(), photo, sketch, role_index("released", i, i),
+        accumulated_step(objective, opt, NoScaler(), photo, sketch, role_index("released", i, i),
                          moco=model.framework)
         grid_q, grid_k = grids.drawn[n_drawn:]
         c_q, c_k = _roles(i)

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--moco-t", type=float, default=None)
     a("--model-json", default=None, help='other PSCNetConfig fields as JSON, e.g. \'{"width": 16}\'')
     # optimisation (the authors' names and defaults)
-    a("--epochs", type=int, default=1500, help="an epoch visits every training photo once, with one sampled sketch")
+    a("--epochs", type=int, default=1500, help="an epoch visits every training photo once, with one sampled sketch; "
+      "--recipe released trains epochs + 1, as theirs")
     a("--warmup-epochs", type=int, default=100)
     a("--no-cos", action="store_false", dest="cos", help="no cosine decay after the warm-up")
     a("--batch-size", "-b", type=int, default=256, help="effective batch over all processes and micro-batches")

@@ -75,7 +75,7 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
     config.finalise()
     root = Path(images_root)
     if not root.is_dir():
-        raise Psc6kError(f"--images {root}: not a directory")
+        raise Psc6kError(f"`images_root` {root}: not a directory", param="images_root")
     root = root.resolve()
     pair_list, known, sketch_kps = _read_inputs(pairs_csv, keypoints_csv)
     config.categories = list(pair_list.categories)
@@ -83,8 +83,8 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
     rows = _fix_practice(config, rows)
     missing = [p for r in rows for p in (r["photo"], r["sketch"]) if not (root / p).is_file()]
     if missing:
-        raise Psc6kError(f"{len(missing)} image(s) of {pairs_csv} are missing under --images {root}, "
-                         f"e.g. {missing[:3]}")
+        raise Psc6kError(f"{len(missing)} image(s) of {pairs_csv} are missing under `images_root` {root}, "
+                         f"e.g. {missing[:3]}", param="images_root")
     extra_rows = _item_rows(config, rows, sketch_kps, root)
     _write_study(db_url, config, root, rows, extra_rows, force=force)
     return _summary(config, rows)
@@ -102,8 +102,8 @@ def _read_inputs(pairs_csv, keypoints_csv):
     elif known is not None:
         sketch_kps = {s: known.sketch_kps[i] for (p, s), i in known.index().items()}
     else:
-        raise Psc6kError(f"{pairs_csv} has no XB/YB columns: give --keypoints keypoints.csv "
-                         f"(the output of psc6k build-keypoints)")
+        raise Psc6kError(f"{pairs_csv} has no XB/YB columns: give `keypoints_csv` keypoints.csv "
+                         f"(the output of psc6k build-keypoints)", param="keypoints_csv")
     return pair_list, known, sketch_kps
 
 
@@ -204,7 +204,7 @@ def _check_item(item, where: str, sketch_kps: dict, root: Path) -> None:
     safe_relpath(item.sketch, what=f"{where}: sketch")
     for p in (item.photo, item.sketch):
         if not (root / p).is_file():
-            raise Psc6kError(f"{where}: image {p!r} not found under --images {root}")
+            raise Psc6kError(f"{where}: image {p!r} not found under `images_root` {root}", param="images_root")
     if item.sketch_keypoint is None:
         kps = sketch_kps.get(item.sketch)
         if kps is None:
@@ -240,8 +240,8 @@ def _write_study(db_url: str, config: StudyConfig, root: Path, rows: list[dict],
             db.metadata.create_all(conn)
             if conn.execute(select(func.count()).select_from(db.study)).scalar_one():
                 shown = write.url.render_as_string(hide_password=True)
-                raise Psc6kError(f"{shown} already holds a study; use --force to replace it "
-                                 f"(this deletes its sessions and clicks)")
+                raise Psc6kError(f"{shown} already holds a study; use `force` to replace it "
+                                 f"(this deletes its sessions and clicks)", param="force")
             conn.execute(insert(db.study), [{"id": 1, "config_json": json.dumps(config.to_dict()),
                                               "salt": secrets.token_hex(16), "image_root": str(root),
                                               "created_at": db.now()}])

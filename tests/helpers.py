@@ -6,6 +6,8 @@ test imports ``conftest`` as a library (pytest may load it under another module 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 
 import numpy as np
@@ -35,3 +37,11 @@ def make_annotations(n_pairs: int = 20, seed: int = 0, categories=SKETCHY_CATEGO
     pk = rng.uniform(0, 255, (n_pairs, 8, 2)).round(2)
     sk = rng.uniform(0, 255, (n_pairs, 8, 2)).round(2)
     return Annotations.from_arrays(photo, sketch, pk, sk)
+
+
+def run_async(coro):
+    """``asyncio.run`` in a thread of its own: the session's Playwright fixture keeps an event loop
+    running in the main thread once the browser tests have run, and ``asyncio.run`` refuses to
+    start inside a running loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

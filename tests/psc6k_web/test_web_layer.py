@@ -38,6 +38,7 @@ from psc6k_web.deps import ClientAddress
 from psc6k_web.headers import CSP
 from psc6k_web.settings import ADMIN_FAILURE_LIMIT
 from psc6k_web.uploads import UploadGate, WorkSlots
+from tests.helpers import run_async
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -441,8 +442,6 @@ def test_security_headers_on_pages_api_and_errors(make_client):
 
 def test_head_as_get_sends_no_body():
     """The middleware itself drops the body (the test client and uvicorn drop it too)."""
-    import asyncio
-
     from psc6k_web.headers import HeadAsGet
 
     seen, sent = [], []
@@ -456,7 +455,7 @@ def test_head_as_get_sends_no_body():
     async def send(message):
         sent.append(message)
 
-    asyncio.run(HeadAsGet(app)({"type": "http", "method": "HEAD", "path": "/"}, None, send))
+    run_async(HeadAsGet(app)({"type": "http", "method": "HEAD", "path": "/"}, None, send))
     assert seen == ["GET"] and sent[0]["status"] == 200
     assert [m.get("body") for m in sent[1:]] == [b""] and not sent[-1]["more_body"]
 

@@ -515,8 +515,13 @@ def test_private_reply_rounds_to_the_stated_step():
             "per_direction": {"sketch_to_photo": {"pck@0.05": 56.351, "pck@0.10": 84.949}},
             "per_category": {"airplane": {"pck@0.05": 1.0}}, "mean_error_px": {"overall": 12.34},
             "ci95": {"pck@0.05": [55.0, 57.0]}, "n_pairs": 6250, "n_annotated": 6250, "coverage": 1.0,
-            "protocol": {}, "scorer_version": "v"}
+            "protocol": {}, "scorer_version": "v", "provenance": {"protocol": "psc6k"},
+            "per_keypoint": {"sketch_to_photo": {"pck@0.05": [56.0] * 8}},
+            "doctor": {"fix": "swap_xy", "words": "w", "numpy": ["pred = pred[..., ::-1]"], "hint": "h",
+                       "gain": 40.123, "pck@0.05": 96.4, "pck@0.10": 99.1, "threshold_points": 5.0}}
     out = private_reply(full)
+    # the doctor's fix stays, its fixed scores (more scorings of the hidden split) do not
+    assert out.pop("doctor") == {"fix": "swap_xy", "words": "w", "numpy": ["pred = pred[..., ::-1]"], "hint": "h"}
     assert out["pck_step"] == 0.1
     assert out["overall"] == {"pck@0.05": 56.4, "pck@0.10": None}
     assert out["per_direction"]["sketch_to_photo"] == {"pck@0.05": 56.4, "pck@0.10": 84.9}

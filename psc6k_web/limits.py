@@ -32,7 +32,7 @@ class ServerLimits(BaseModel):
 
     max_head_bytes: int = Field(64 * KIB, ge=1 * KIB, le=16 * 1024 * KIB)
     head_timeout_s: float = Field(10.0, gt=0, le=3600)
-    max_connections: int = Field(1000, ge=1)
+    max_connections: int = Field(4096, ge=1)
     max_connections_per_client: int = Field(64, ge=1)
     keep_alive_s: float = Field(5.0, gt=0, le=3600)
 

@@ -32,6 +32,8 @@ The choice of uvicorn + this protocol over uvicorn's h11 limits, Hypercorn and G
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import socket
 from collections import Counter
 from typing import Any
@@ -172,6 +174,23 @@ class BoundedConfig(uvicorn.Config):
         return sock
 
 
+FD_MARGIN = 256  # descriptors besides client connections: database, files, logs, the pipe to the supervisor
+
+
+def _make_room_for(connections: int) -> None:
+    """Raise this process's open-file limit (soft, up to the hard limit) so that ``connections``
+    client sockets fit: beyond it ``accept`` fails and asyncio stops accepting for a second."""
+    want = connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft < want:
+        logging.getLogger("uvicorn.error").warning(
+            "open-file limit %d leaves room for %d connections, fewer than max_connections=%d; "
+            "raise 'ulimit -n' or lower max_connections", soft, soft - FD_MARGIN, connections)
+
+
 def make_server(app, *, host: str, port: int, limits: ServerLimits, log_level: str = "info",
                 factory: bool = False, workers: int = 1) -> tuple[uvicorn.Server, socket.socket]:
     """One bounded uvicorn server and its bound socket (``port`` 0: an ephemeral port); run it
@@ -196,6 +215,7 @@ def serve(app, *, host: str, port: int, limits: ServerLimits | None = None, work
         Worker processes sharing one listening socket.
     """
     limits = limits or ServerLimits()
+    _make_room_for(limits.max_connections)
     server, sock = make_server(app, host=host, port=port, limits=limits, log_level=log_level, factory=factory,
                                workers=workers)
     try:

@@ -549,33 +549,48 @@ def _raise_nofile(need: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def _header_flood(port: int, app: _App, base: str, n: int = 4, per_connection: int = 64 * 2**20):
-    stop, stats = threading.Event(), {"connections": 0, "bytes": 0}
+def _flood_process(port: int, n: int, per_connection: int, stop, connections, sent_mib) -> None:
     chunk = b"a" * 2**18
 
     def flood():
         while not stop.is_set():
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                    stats["connections"] += 1
+                    with connections.get_lock():
+                        connections.value += 1
                     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Flood: ")
                     sent = 0
                     while sent < per_connection and not stop.is_set():
                         sock.sendall(chunk)
                         sent += len(chunk)
-                        stats["bytes"] += len(chunk)
+                        with sent_mib.get_lock():
+                            sent_mib.value += len(chunk) / 2**20
             except OSError:
                 time.sleep(0.01)
 
     threads = [threading.Thread(target=flood, daemon=True) for _ in range(n)]
     for t in threads:
         t.start()
+    for t in threads:
+        t.join()
+
+
+def _header_flood(port: int, app: _App, base: str, n: int = 4, per_connection: int = 64 * 2**20):
+    """``n`` connections each sending a never-ending header (up to ``per_connection`` bytes, then a
+    new connection), from a separate process: the attacker is not this process's legitimate client."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    stop, connections, sent_mib = ctx.Event(), ctx.Value("i", 0), ctx.Value("d", 0.0)
+    proc = ctx.Process(target=_flood_process, args=(port, n, per_connection, stop, connections, sent_mib),
+                       daemon=True)
+    proc.start()
 
     def end():
         stop.set()
-        for t in threads:
-            t.join(10)
-        return f"{n} senders, {stats['connections']} connections, {stats['bytes'] / 2**20:.0f} MiB sent"
+        proc.join(15)
+        if proc.is_alive():
+            proc.kill()
+        return f"{n} senders, {connections.value} connections, {sent_mib.value:.0f} MiB sent"
     return end
 
 
@@ -687,7 +702,7 @@ class _Legit:
         kept, fresh, fails, fresh_ok, fresh_n = [], [], 0, 0, 0
         t_end = time.perf_counter() + seconds
         next_fresh = time.perf_counter()
-        with self.client:
+        try:
             while time.perf_counter() < t_end:
                 t0 = time.perf_counter()
                 if self._send(self.client):
@@ -703,6 +718,8 @@ class _Legit:
                             fresh_ok += 1
                             fresh.append(time.perf_counter() - t1)
                 time.sleep(max(0.0, 0.025 - (time.perf_counter() - t0)))
+        finally:
+            self.client.close()
         return {"kept": kept, "fresh": fresh, "fails": fails, "fresh_ok": fresh_ok, "fresh_n": fresh_n}
 
 

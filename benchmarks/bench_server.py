@@ -100,18 +100,24 @@ def start_server(csv: Path, db: str, extra: list[str]) -> tuple[subprocess.Popen
            "--log-level", "warning", "--no-seed", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
+    wait_up(proc, base + "/health")
+    return proc, base
+
+
+def wait_up(proc: subprocess.Popen, url: str, name: str = "server") -> None:
+    """Block until GET ``url`` answers 200; exit with the server's stderr if it dies or takes 120 s."""
     deadline = time.time() + 120
     while True:
         try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                return proc, base
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            raise SystemExit(f"server failed to start:\n{proc.stderr.read().decode()}")
+            raise SystemExit(f"{name} failed to start:\n{proc.stderr.read().decode()[-3000:]}")
         if time.time() > deadline:
             proc.kill()
-            raise SystemExit("server did not start within 120 s")
+            raise SystemExit(f"{name} did not start within 120 s")
         time.sleep(0.25)
 
 
@@ -441,19 +447,8 @@ def _start(name: str, argv: list[str], probe: str) -> tuple[subprocess.Popen, in
            [sys.executable, str(Path(__file__).resolve()), "--serve-variant", name, "--", *argv])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PSC6K_ADMIN_TOKEN": "bench-admin"})
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=2).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} failed to start:\n{proc.stderr.read().decode()[-2000:]}")
-        if time.time() > deadline:
-            proc.kill()
-            raise SystemExit(f"{name} did not start within 120 s")
-        time.sleep(0.25)
+    wait_up(proc, f"http://127.0.0.1:{port}{probe}", name)
+    return proc, port
 
 
 def _cpu_seconds(pid: int) -> float:

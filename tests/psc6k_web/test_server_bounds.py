@@ -7,7 +7,6 @@ Linux routes all of 127.0.0.0/8 to loopback, so a second "client" binds 127.0.0.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import can_bind_loopback_aliases
 
 from annotation_app.testing import make_study_files
 from evaluation.server.testdata import free_port, make_annotations
@@ -33,16 +33,7 @@ FLAGS = ["--max-head-kb", str(MAX_HEAD_KB), "--head-timeout", str(HEAD_TIMEOUT_S
 GET = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def _aliases() -> bool:
-    try:
-        with socket.socket() as s:
-            s.bind(("127.0.0.2", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_aliases = pytest.mark.skipif(not _aliases(), reason="needs 127.0.0.x source addresses")
+needs_aliases = pytest.mark.skipif(not can_bind_loopback_aliases(), reason="needs 127.0.0.x source addresses")
 
 
 def _wait_up(proc: subprocess.Popen, port: int, path: str) -> None:

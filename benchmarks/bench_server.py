@@ -472,7 +472,8 @@ class _App:
             csv = tmp / "np_small.csv"
             write_test_pairs_ps(ann, csv)
             self.body = save_submission(make_keypoint_submission(ann), tmp / "np_small.json").read_bytes()
-            self.argv = ["serve", "--annotations", str(csv), "--db", f"sqlite:///{tmp / 'np.sqlite'}", "--no-seed",
+            self.db_arg = f"sqlite:///{tmp / 'np.sqlite'}"
+            self.argv = ["serve", "--annotations", str(csv), "--db", self.db_arg, "--no-seed",
                          "--log-level", "warning", "--bootstrap", "0", "--max-pending", "64"]
             self.probe, self.upload = "/health", "/score"
         else:
@@ -484,6 +485,7 @@ class _App:
             init_study(self.db, files["pairs"], files["images"],
                        StudyConfig(trials_per_participant=125, annotators_per_keypoint=50, link_key=LINK_KEY),
                        files["keypoints"], force=True)
+            self.db_arg = self.db
             self.argv = ["annotate", "serve", "--db", self.db, "--log-level", "warning"]
             self.probe = "/api/study"
         self.participants = 0
@@ -719,26 +721,44 @@ class _Legit:
 
 
 def bench_no_proxy(tmp: Path, args) -> list[dict]:
+    """Per app: every server started at once (each on its own copy of the database), throughput in
+    ``args.rounds`` interleaved rounds (order reversed every other round, so the machine's load
+    drifts alike over all servers; the median is kept), then the attacks, one server at a time."""
+    import asyncio
+    import shutil
     print("\n== with no proxy in front: servers compared (one worker each)")
     have = _raise_nofile(4096)
     if have < 2300:
         print(f"(open-file limit {have}: the half-open flood is cut to fit)")
+    names = [n for n in args.servers if _available(n) or print(f"{n}: not installed, skipped")]
     rows = []
-    apps = {kind: _App(kind, tmp) for kind in ("scoring", "annotation")}
-    for name in args.servers:
-        if not _available(name):
-            print(f"{name}: not installed, skipped")
-            continue
-        for kind, app in apps.items():
-            proc, port = _start(name, app.argv, app.probe)
-            base = f"http://127.0.0.1:{port}"
-            try:
-                cpu0 = _cpu_seconds(proc.pid)
-                n_req = 20 if kind == "scoring" else 40
-                done, wall = __import__("asyncio").run(_throughput(app, port, 16, n_req))
-                cpu = _cpu_seconds(proc.pid) - cpu0
-                rows.append({"server": name, "app": kind, "attack": "throughput", "rate": done / wall,
-                             "cpu_ms": 1000 * cpu / max(done, 1), "ok": done, "n": 16 * n_req})
+    for kind in ("scoring", "annotation"):
+        app = _App(kind, tmp)
+        procs = {}
+        try:
+            for name in names:
+                db = tmp / f"np_{kind}_{name}.sqlite"
+                if kind == "annotation":
+                    shutil.copy(app.db.removeprefix("sqlite:///"), db)
+                argv = [f"sqlite:///{db}" if a == app.db_arg else a for a in app.argv]
+                procs[name] = _start(name, argv, app.probe)
+            n_req = 20 if kind == "scoring" else 40
+            rates = {name: [] for name in names}
+            for r in range(args.rounds):
+                for name in (names if r % 2 == 0 else names[::-1]):
+                    proc, port = procs[name]
+                    cpu0 = _cpu_seconds(proc.pid)
+                    done, wall = asyncio.run(_throughput(app, port, 16, n_req))
+                    rates[name].append((done / wall, 1000 * (_cpu_seconds(proc.pid) - cpu0) / max(done, 1)))
+            for name in names:
+                rows.append({"server": name, "app": kind, "attack": "throughput",
+                             "rate": statistics.median(r for r, _ in rates[name]),
+                             "cpu_ms": statistics.median(c for _, c in rates[name])})
+                print(f"  {name:<18} {kind:<10} throughput {', '.join(f'{r:.0f}/s' for r, _ in rates[name])}; "
+                      f"CPU {', '.join(f'{c:.1f}' for _, c in rates[name])} ms/request", flush=True)
+            for name in names:
+                proc, port = procs[name]
+                base = f"http://127.0.0.1:{port}"
                 for attack in ATTACKS:
                     client = _Legit(app, port, base)
                     sampler = RssSampler(proc.pid)
@@ -753,7 +773,9 @@ def bench_no_proxy(tmp: Path, args) -> list[dict]:
                                  "detail": detail, "alive": proc.poll() is None})
                     print(f"  {name:<18} {kind:<10} {attack:<16} {_cell(rows[-1])}  {detail}", flush=True)
                     time.sleep(1.0)  # let the server drop what the attack left
-            finally:
+                stop_server(proc)
+        finally:
+            for proc, _ in procs.values():
                 stop_server(proc)
     print_no_proxy_table(rows)
     return rows
@@ -773,7 +795,8 @@ def _cell(row) -> str:
 def print_no_proxy_table(rows: list[dict]) -> None:
     servers = list(dict.fromkeys(r["server"] for r in rows))
     find = {(r["server"], r["app"], r["attack"]): r for r in rows}
-    print("\nThroughput, 16 keep-alive clients (one worker; server CPU per request):\n")
+    print("\nThroughput, 16 keep-alive clients (one worker; median of the interleaved rounds; server CPU per "
+          "request):\n")
     print("| server | `/score` (125 pairs) | clicks |")
     print("|---|---|---|")
     for s in servers:
@@ -817,6 +840,7 @@ def main(argv=None) -> int:
     parser.add_argument("--servers", nargs="+", choices=SERVERS, default=SERVERS,
                         help="servers compared with no proxy in front (bounded: the one psc6k runs)")
     parser.add_argument("--attack-seconds", type=float, default=3.0, help="legitimate traffic measured per attack")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds per server")
     parser.add_argument("--serve-variant", choices=SERVERS[1:], help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

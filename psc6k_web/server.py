@@ -46,6 +46,7 @@ from psc6k.errors import Psc6kError
 
 from .limits import ServerLimits
 
+
 def _reply(status_line: bytes, reason: str) -> bytes:
     body = reason.encode("ascii") + b"\n"
     return (status_line + b"\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
@@ -100,6 +101,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self.admitted or self.transport.is_closing():
             return
+        # Bytes fed while a head is open count against it. A head that begins inside a chunk fed
+        # as body (a pipelined request) is counted from the next read on: at most one read
+        # (<= 256 KiB) more than the limit, still bounded whatever the client sends.
         if self.head_open:
             room = self.limits.max_head_bytes - self.head_bytes
             if len(data) > room:  # feed up to the limit; the head must end within it

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM, CHROMIUM_ARGS, in_ci, make_annotations
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, in_ci, make_annotations
 
 from psc6k.formats import Annotations
 

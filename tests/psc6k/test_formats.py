@@ -8,7 +8,7 @@ from psc6k.formats import (Annotations, TrainPairs, ps_to_st, read_annotations, 
                            write_train_pairs_ps, write_train_pairs_st)
 from psc6k.sketchy import SKETCHY_CATEGORIES, class_index, photo_id_of_sketch, read_id_list
 
-from helpers import make_annotations
+from tests.helpers import make_annotations
 
 HEADER = "photo,sketch,class,XA,YA,XB,YB\n"
 P = "rendered_256x256/256x256/photo/tx_000100000000/airplane/n02691156_10151.jpg"

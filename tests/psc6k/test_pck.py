@@ -9,7 +9,7 @@ from psc6k.pck import (alpha_key, evaluate, flow_to_pixels, pck_correct, pixels_
                        transfer_keypoints)
 from psc6k.submission import Submission, identity_flow
 
-from helpers import make_annotations
+from tests.helpers import make_annotations
 
 SIZE = 256
 

@@ -13,7 +13,7 @@ from psc6k.formats import write_test_pairs_ps
 from psc6k.pck import evaluate
 from psc6k.submission import Submission, align_submission, identity_flow, load_submission, save_submission
 
-from helpers import make_annotations
+from tests.helpers import make_annotations
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from psc6k.compare import adjust_p_values, compare, sign_flip_null, sign_flip_p_
 from psc6k.pck import alpha_key, evaluate
 from psc6k.submission import Submission, save_submission
 
-from conftest import make_annotations
+from tests.helpers import make_annotations
 
 
 def brute_force_sign_flip(c):

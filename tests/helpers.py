@@ -1,4 +1,4 @@
-"""Helpers shared by several test files (imported as ``from helpers import ...``).
+"""Helpers shared by several test files (imported as ``from tests.helpers import ...``).
 
 Fixtures stay in ``conftest.py``; plain functions and constants that tests call live here, so no
 test imports ``conftest`` as a library (pytest may load it under another module name).

@@ -18,11 +18,11 @@ import time
 import httpx
 import pytest
 
-from helpers import can_bind_loopback_aliases
-
 from evaluation.server.testdata import free_port, make_annotations, make_flow_submission, wait_until_healthy
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission
+
+from tests.helpers import can_bind_loopback_aliases
 
 NPZ = {"content-type": "application/octet-stream"}
 STALLED_HEAD = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

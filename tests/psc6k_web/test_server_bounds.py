@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import can_bind_loopback_aliases
 
 from annotation_app.testing import make_study_files
 from evaluation.server.testdata import free_port, make_annotations
@@ -24,6 +23,8 @@ from psc6k.cli import main
 from psc6k.formats import write_test_pairs_ps
 from psc6k_web.limits import ServerLimits
 from psc6k_web.server import make_server
+
+from tests.helpers import can_bind_loopback_aliases
 
 HEAD_TIMEOUT_S = 4.0        # small, so a half-sent head is closed quickly; large enough for each test's steps
 MAX_HEAD_KB = 16

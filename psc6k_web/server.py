@@ -8,7 +8,8 @@ arrived, so a half-sent header holds its connection (and file descriptor) foreve
 ``BoundedHttpToolsProtocol`` adds, per connection:
 
 - the request line + headers ("head") may take at most ``max_head_bytes``: the parser is fed no
-  byte beyond, the client gets 431 and the connection is closed; nothing past the limit is read;
+  byte beyond, the client gets 431 and the connection is closed; nothing past the limit is read
+  (a head pipelined in the same read as the previous request's body: at most one read more);
 - the head must arrive within ``head_timeout_s`` of the connection opening (or, on a kept-alive
   connection, of the request's first byte); else 408 and close (slowloris);
 - at most ``max_connections`` open connections per worker process, and ``max_connections_per_client``

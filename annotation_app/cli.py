@@ -54,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "'3/second;50/hour' (the limits library's notation); off by default")
     s.add_argument("--rate-limit-storage", default="memory://",
                    help="where the rate-limit counters live: memory:// (per worker) or e.g. redis://host:6379")
-    s.add_argument("--trusted-proxy-header", default=None,
-                   help="header in which your reverse proxy passes the client address (e.g. X-Forwarded-For); "
-                        "set it only behind such a proxy: the rate limit then keys on its last entry")
+    s.add_argument("--trusted-proxies", default=None,
+                   help="comma-separated addresses or CIDR networks of your reverse proxies; only requests "
+                        "from them have their client address taken from X-Forwarded-For (the rightmost "
+                        "entry that is not a trusted proxy). Off by default: the TCP peer is the client")
     add_limit_arguments(s)
 
 
@@ -102,7 +103,7 @@ def serve_settings(args: argparse.Namespace):
         return AnnotationSettings(
             db_url=normalise_url(args.db), image_root=args.images, admin_token=os.environ.get("PSC6K_ADMIN_TOKEN"),
             sqlite_synchronous=args.sqlite_synchronous, entry_rate_limit=args.entry_rate_limit,
-            rate_limit_storage=args.rate_limit_storage, trusted_proxy_header=args.trusted_proxy_header)
+            rate_limit_storage=args.rate_limit_storage, trusted_proxies=args.trusted_proxies)
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
         raise Psc6kError(f"annotate serve: {problems}") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,11 +17,9 @@ import httpx
 import pytest
 
 from annotation_app.testing import make_study_files
-from evaluation.server.testdata import free_port, make_annotations
+from evaluation.server.testdata import free_port, make_annotations, serve_in_thread
 from psc6k.cli import main
 from psc6k.formats import write_test_pairs_ps
-from psc6k_web.limits import ServerLimits
-from psc6k_web.server import make_server
 
 from tests.helpers import can_bind_loopback_aliases
 
@@ -189,21 +186,10 @@ def test_the_runner_leaves_request_client_to_the_tcp_peer():
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
 
-    server, sock = make_server(echo, host="127.0.0.1", port=0, limits=ServerLimits(), log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 30
-        while not server.started and time.time() < deadline:
-            time.sleep(0.02)
-        r = httpx.get(f"http://127.0.0.1:{sock.getsockname()[1]}/",
-                      headers={"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "203.0.113.8",
-                               "Forwarded": "for=203.0.113.9"}, timeout=10)
-        assert r.text == "127.0.0.1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve_in_thread(echo) as base:
+        r = httpx.get(base + "/", headers={"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "203.0.113.8",
+                                           "Forwarded": "for=203.0.113.9"}, timeout=10)
+    assert r.text == "127.0.0.1"
 
 
 @pytest.mark.parametrize("command", [["serve"], ["annotate", "serve", "--db", "sqlite:///none.db"]])

@@ -89,6 +89,9 @@ def run_init(args: argparse.Namespace) -> int:
           f"{summary['minimum_complete_sessions']} complete sessions.")
     print(f"Prolific study URL (paste it into Prolific; the key= part admits participants):\n  {summary['study_url']}")
     print(f"Prolific completion code: {summary['completion_code']}  (redirect {summary['redirect_url']})")
+    if summary["practice_pairs_excluded"]:
+        print(f"{summary['practice_pairs_excluded']} pairs were drawn for practice and are not annotated (a practice "
+              f"trial shows its answer); give [[practice.items]] from outside the study to annotate every pair.")
     return 0
 
 

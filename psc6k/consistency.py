@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
-from psc6k.errors import Psc6kError
+from psc6k.errors import ParameterError, Psc6kError
 
 
 @dataclass
@@ -166,7 +166,7 @@ def compute_consistency(clicks, submissions=(), annotations=None, n_slots: int |
     """
     submissions = list(submissions)
     if submissions and annotations is None:
-        raise Psc6kError("methods need --annotations (the sketch keypoints they transfer)")
+        raise ParameterError("methods need `annotations` (the sketch keypoints they transfer)", param="annotations")
     pairs, slots = click_slots(clicks, n_slots)
     if not pairs:
         raise Psc6kError("the clicks file holds no clicks")

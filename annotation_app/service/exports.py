@@ -14,10 +14,11 @@ import numpy as np
 from sqlalchemy import select
 
 from psc6k import NUM_KEYPOINTS
-from psc6k.jsonsafe import json_safe
+from psc6k.jsonsafe import json_safe, strict_dumps
 
 from .. import db
 from .admin_stats import click_rows
+from .speed import server_rt_ms, session_speeds
 from .store import iso
 
 T, P = db.tasks, db.pairs
@@ -43,11 +44,15 @@ class Exports:
 
         with self.store.read.connect() as conn:
             rows = click_rows(conn, include_all=include_all)
+            speeds = session_speeds(conn, self.store.config.min_median_response_ms)
         data = {"participant": [r.participant for r in rows], "photo": [r.photo for r in rows],
                 "sketch": [r.sketch for r in rows], "keypoint": [int(r.keypoint) for r in rows],
                 "x": [float(r.x) for r in rows], "y": [float(r.y) for r in rows],
                 "rt_ms": [r.rt_ms for r in rows], "created_at": [iso(r.created_at) for r in rows],
-                "display": [r.display_json or "" for r in rows]}
+                "display": [r.display_json or "" for r in rows],
+                # measured by the server (service/speed.py); too_fast: the session is under the floor
+                "server_rt_ms": [round(server_rt_ms(r.created_at, r.served_at), 1) for r in rows],
+                "too_fast": [int(speeds.get(r.session_id, {}).get("too_fast", False)) for r in rows]}
         if include_all:
             data["kind"] = ["catch" if r.is_catch else "regular" for r in rows]
             data["excluded"] = [int(bool(r.excluded)) for r in rows]
@@ -63,7 +68,7 @@ class Exports:
         lines = []
         for rec in frame.to_dict(orient="records"):
             rec["display"] = json.loads(rec["display"]) if rec["display"] else None
-            lines.append(json.dumps(rec) + "\n")
+            lines.append(strict_dumps(rec) + "\n")  # a click without rt_ms: null, never NaN
         return ExportFile("".join(lines).encode("utf-8"), "application/x-ndjson", "clicks.jsonl")
 
     def aggregate(self, n_sigma: float = 3.0):
@@ -82,8 +87,17 @@ class Exports:
         report = agg.summary()
         report.update({"pairs_total": len(prs), "pairs_complete": int(pairs.complete.sum()),
                        "pairs_incomplete": pairs.incomplete()[:1000],
-                       "human_agreement": human_agreement(clicks, kept=agg.kept) if len(clicks) else None})
+                       "human_agreement": human_agreement(clicks, kept=agg.kept) if len(clicks) else None,
+                       **self.speed_report(clicks)})
         return pairs.annotations, agg, json_safe(report)
+
+    def speed_report(self, clicks) -> dict:
+        """What the aggregate report says about sessions under the speed floor: they are kept in
+        the ground truth (nothing is dropped silently); the researcher sees which and how many."""
+        fast = sorted(set(clicks.loc[clicks["too_fast"] == 1, "participant"])) if len(clicks) else []
+        return {"min_median_response_ms": self.store.config.min_median_response_ms,
+                "too_fast_participants": fast,
+                "too_fast_clicks": int((clicks["too_fast"] == 1).sum()) if len(clicks) else 0}
 
     def ground_truth_file(self, fmt: str = "psc6k", n_sigma: float = 3.0) -> ExportFile:
         """``psc6k``: a zip of test_pairs_ps.csv, test_pairs_st.csv and aggregate_report.json;
@@ -94,7 +108,7 @@ class Exports:
 
         ann, _, report = self.aggregate(n_sigma)
         if fmt == "coco":
-            return ExportFile(json.dumps(to_coco(ann, report)).encode("utf-8"), "application/json", "psc6k_coco.json")
+            return ExportFile(strict_dumps(to_coco(ann, report)).encode("utf-8"), "application/json", "psc6k_coco.json")
         with tempfile.TemporaryDirectory() as tmp:
             ps, st = Path(tmp) / "test_pairs_ps.csv", Path(tmp) / "test_pairs_st.csv"
             write_test_pairs_ps(ann, ps)
@@ -105,5 +119,5 @@ class Exports:
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
                 zf.write(ps, "test_pairs_ps.csv")
                 zf.write(st, "test_pairs_st.csv")
-                zf.writestr("aggregate_report.json", json.dumps(report, indent=2))
+                zf.writestr("aggregate_report.json", strict_dumps(report, indent=2))
         return ExportFile(buf.getvalue(), "application/zip", "psc6k_annotations.zip")

@@ -32,7 +32,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from psc6k.cli_errors import name_options, option_names
 from psc6k.errors import Psc6kError
+from psc6k.keypoints.io import refuse_photo_folder
+from psc6k.sketchy import recorded_sketchy_root
 
 HELP = "sample 8 keypoints per sketch (mask + spectral pseudo-parts)"
 SECTION, ORDER = "build the benchmark", 20
@@ -45,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory of sketch images (recursive) or a pair CSV with a sketch column")
     parser.add_argument("--out", "-o", required=True, metavar="CSV", help="keypoints CSV to write (sketch,X,Y)")
     parser.add_argument("--images", metavar="ROOT", default=None,
-                        help="root the CSV's paths are relative to (the Sketchy root); None means the "
+                        help="root the CSV's paths are relative to (the Sketchy root); not given: the "
                              "CSV's folder, or the Sketchy root recorded in summary.json by build-pairs. "
                              "For a directory INPUT, output keys are made relative to ROOT")
     parser.add_argument("--workers", "-j", type=int, default=1, metavar="N",
@@ -54,11 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viz", metavar="DIR", default=None,
                         help="also write one PNG per sketch: sketch | mask | pseudo-parts | keypoints")
     parser.add_argument("--max-dilations", type=int, default=None, metavar="N",
-                        help="bound on 3x3 dilations used to connect the drawing's pieces; None means "
+                        help="bound on 3x3 dilations used to connect the drawing's pieces; not given: "
                              "1/6 of the drawing's bounding-box side (34 for a 200 px drawing)")
     parser.add_argument("--stray-gap", type=int, default=None, metavar="PX",
                         help="ink groups this far (px) from the rest, holding under 5%% of the ink and "
-                             "outside the object, are stray marks and set aside; None means 1/12 of the "
+                             "outside the object, are stray marks and set aside; not given: 1/12 of the "
                              "image side (21 for 256x256); 0 keeps every mark (the paper read literally)")
     parser.add_argument("--report", metavar="CSV", default=None,
                         help="also write one diagnostics row per sketch: mask pixels, dilations, marks "
@@ -133,7 +136,7 @@ def collect_from_csv(path: Path, images_root: Path | None = None) -> list[tuple[
         return [(key, images_root / key) for key in keys]
     # No --images: the CSV's folder, or the Sketchy root recorded by build-pairs beside it
     candidates = [path.parent]
-    recorded = _recorded_sketchy_root(path.parent)
+    recorded = recorded_sketchy_root(path.parent)
     if recorded is not None:
         candidates.append(recorded)
     probe = keys[:20]
@@ -145,18 +148,6 @@ def collect_from_csv(path: Path, images_root: Path | None = None) -> list[tuple[
                      "pass --images ROOT, the folder they are relative to (the Sketchy root)")
 
 
-def _recorded_sketchy_root(folder: Path) -> Path | None:
-    """The Sketchy root noted in ``summary.json`` by ``psc6k build-pairs``, if any."""
-    summary = folder / "summary.json"
-    if not summary.is_file():
-        return None
-    try:
-        root = json.loads(summary.read_text(encoding="utf-8")).get("sketchy_root")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return Path(root) if isinstance(root, str) and root else None
-
-
 def collect(input_path: str, images: str | None) -> list[tuple[str, Path]]:
     src = Path(input_path)
     images_root = Path(images) if images else None
@@ -166,6 +157,7 @@ def collect(input_path: str, images: str | None) -> list[tuple[str, Path]]:
         items = collect_from_directory(src, images_root)
         if not items:
             raise Psc6kError(f"{src}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found under it")
+        refuse_photo_folder(src, [path for _, path in items])
         return items
     if src.is_file():
         items = collect_from_csv(src, images_root)
@@ -545,11 +537,12 @@ def run(args: argparse.Namespace) -> int:
         _print_err(f"psc6k build-keypoints: resuming: {len(items) - len(todo)} of {len(items)} sketches "
                    f"already done ({journal.path})")
     start = time.perf_counter()
+    options = _option_names()  # a sketch's error names the builder's parameters; say our options
 
     def on_result(r):
         journal.append(r)
         if r["status"] != "ok":  # one line per failed sketch, as it happens
-            _print_err(f"psc6k build-keypoints: {r['sketch']}: {r['error']}")
+            _print_err(f"psc6k build-keypoints: {r['sketch']}: {name_options(r['error'], options)}")
         if "viz_error" in r:
             _print_err(f"psc6k build-keypoints: {r['sketch']}: could not write the --viz image: {r['viz_error']}")
 
@@ -633,6 +626,13 @@ def _finish(journal: Journal, out: Path, report: Path | None, format_list) -> di
     if viz_errors:
         summary["viz_errors"] = viz_errors
     return summary
+
+
+def _option_names() -> dict[str, str]:
+    """This command's options by parameter name (:func:`psc6k.cli_errors.option_names`)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return option_names(parser)
 
 
 def _print_err(text: str) -> None:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from psc6k.jsonsafe import json_safe
     from psc6k.submission import load_submission
 
-    ann, limits = scoring_inputs(args, command="compare")
+    ann, limits = scoring_inputs(args)
     sub_a, sub_b = load_submission(args.a, limits=limits), load_submission(args.b, limits=limits)
     for sub, path in ((sub_a, args.a), (sub_b, args.b)):
         if not sub.method or sub.method == "unnamed":

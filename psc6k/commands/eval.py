@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from psc6k.pck import evaluate, format_table
     from psc6k.submission import load_submission
 
-    ann, limits = scoring_inputs(args, command="eval")
+    ann, limits = scoring_inputs(args)
     sub = load_submission(args.submission, limits=limits)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
                    seed=args.seed)

@@ -1,4 +1,4 @@
-"""Helpers shared by several test files (imported as ``from helpers import ...``).
+"""Helpers shared by several test files (imported as ``from tests.helpers import ...``).
 
 Fixtures stay in ``conftest.py``; plain functions and constants that tests call live here, so no
 test imports ``conftest`` as a library (pytest may load it under another module name).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import socket
 
 import numpy as np
 
@@ -24,6 +25,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 def in_ci() -> bool:
     """True when ``CI`` is set: tests that would skip for a missing tool must fail instead."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def can_bind_loopback_aliases() -> bool:
+    """Whether a socket may bind 127.0.0.2 (Linux routes all of 127.0.0.0/8 to loopback): tests
+    that play several client addresses bind 127.0.0.x as their source."""
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.2", 0))
+        return True
+    except OSError:
+        return False
 
 
 def make_annotations(n_pairs: int = 20, seed: int = 0, categories=SKETCHY_CATEGORIES[:5]) -> Annotations:

@@ -166,9 +166,8 @@ def test_the_connection_bounds_refuse_new_connections_and_keep_the_open_ones(ser
         assert _status(again) == 200
 
 
+@pytest.mark.parametrize("server", ["annotation"], indirect=True)  # the entry rate limit is the annotation app's
 def test_x_forwarded_for_does_not_choose_the_client_address(server):
-    if server["app"] != "annotation":
-        pytest.skip("the entry rate limit (keyed on the client address) is the annotation app's")
     port, seen = server["port"], []
     for fake in ("10.0.0.1", "10.0.0.2"):
         r = httpx.post(f"http://127.0.0.1:{port}/api/sessions", json={"prolific_pid": f"P{fake}"},

@@ -6,8 +6,9 @@
    keypoint on its photo, and :func:`psc6k.synth.simulate_clicks` has 3 simulated participants click
    it (per-participant noise, ~1% gross outliers) -> ``annotations/clicks.csv``; with
    ``use_sample_clicks`` the sample's own ``clicks.csv`` and keypoints are used instead;
-3. **aggregation**: the 3-sigma rule (:func:`psc6k.aggregate.aggregate_clicks`) -> the PSC6K CSVs
-   ``annotations/test_pairs_ps.csv`` and ``test_pairs_st.csv``;
+3. **aggregation**: the 3-sigma rule (:func:`psc6k.groundtruth.ground_truth_from_clicks`, as
+   ``psc6k aggregate``) -> the PSC6K CSVs ``annotations/test_pairs_ps.csv``, ``test_pairs_st.csv``
+   and ``aggregate_report.json``;
 4. **methods**: the classical baselines (:mod:`psc6k.baselines`), and PSCNet when a checkpoint is
    given and torch is installed -> ``submissions/*.npz``;
 5. **scores and report**: :func:`psc6k.report.write_report` -> ``report/index.html``.
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from psc6k.errors import Psc6kError
+from psc6k.groundtruth import PS_CSV, ground_truth_from_clicks
 
 #: File that marks a folder as written by ``psc6k demo`` (only such folders are overwritten).
 MARKER = ".psc6k-demo"
@@ -271,23 +273,18 @@ def true_photo_points(gt_path, ann, sketch_kps: np.ndarray) -> np.ndarray:
 
 
 def _aggregate_to_csvs(clicks, sample_ann, sketch_kps, ann_dir: Path, notes: list):
-    """3-sigma aggregation of ``clicks`` into the PSC6K CSVs under ``ann_dir``: (aggregate, annotations).
+    """Step 3 of the demo: the PSC6K CSVs and ``aggregate_report.json`` under ``ann_dir``
+    (:func:`psc6k.groundtruth.ground_truth_from_clicks`); returns (aggregate, annotations).
 
     Pairs with a keypoint that kept no click are left out, with a note.
     """
-    from psc6k.aggregate import aggregate_clicks
-    from psc6k.formats import write_test_pairs_ps, write_test_pairs_st
-
-    agg = aggregate_clicks(clicks)
-    pairs = agg.complete_pairs(list(sample_ann.photo), list(sample_ann.sketch), sketch_kps,
-                               categories=sample_ann.categories, source=str(ann_dir / "test_pairs_ps.csv"))
-    dropped = [row["sketch"] for row in pairs.incomplete()]
+    gt = ground_truth_from_clicks(clicks, list(sample_ann.photo), list(sample_ann.sketch), sketch_kps,
+                                  categories=sample_ann.categories, source=str(ann_dir / PS_CSV))
+    dropped = [row["sketch"] for row in gt.report["pairs_not_written"]]
     if dropped:
         notes.append(f"{len(dropped)} pair(s) left out: a keypoint without any kept click ({', '.join(dropped[:3])})")
-    ann = pairs.annotations
-    write_test_pairs_ps(ann, ann_dir / "test_pairs_ps.csv")
-    write_test_pairs_st(ann, ann_dir / "test_pairs_st.csv")
-    return agg, ann
+    gt.write(ann_dir)
+    return gt.aggregate, gt.annotations
 
 
 def _round_rows(rows):

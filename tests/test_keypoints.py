@@ -653,7 +653,7 @@ def _kill_mid_run(cmd, journal, min_records, timeout=60):
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    import psc6k.commands.build_keypoints as bk
+    import psc6k.keypoints.batch as batch
 
     src = tmp_path / "s"
     src.mkdir()
@@ -679,8 +679,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, monkeypatch)
     # other settings: refused
     assert main(["build-keypoints", str(src), "--out", str(out), "--seed", "3", "--resume", "--no-progress"]) == 2
     seen = []
-    real = bk.process_one
-    monkeypatch.setattr(bk, "process_one", lambda t: seen.append(t[0]) or real(t))
+    real = batch.process_one
+    monkeypatch.setattr(batch, "process_one", lambda t: seen.append(t[0]) or real(t))
     assert main(["build-keypoints", str(src), "--out", str(out), "--report", str(report), "--resume",
                  "--no-progress"]) == 0
     assert len(seen) == 40 - done and len(set(seen)) == len(seen), "each sketch once"
@@ -768,7 +768,7 @@ def test_a_killed_worker_is_one_line_and_resume_continues(tmp_path):
 
 def test_worker_died_names_the_sketches_in_flight(tmp_path):
     """The board a worker marks: started-and-unfinished tasks are the ones named."""
-    from psc6k.commands.build_keypoints import InFlightBoard, WorkerDied
+    from psc6k.keypoints.inflight import InFlightBoard, WorkerDied
 
     board = InFlightBoard(6)
     try:

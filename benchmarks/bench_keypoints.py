@@ -19,7 +19,7 @@ Usage::
     python benchmarks/bench_keypoints.py --solvers --n 100  # shift-invert solvers compared
 
 Sketches are Sketchy-like drawings generated with OpenCV (closed and gappy outlines, open limbs,
-interior strokes, 1-3 px anti-aliased lines, 256 x 256) by ``benchmarks/_sketchgen.py``;
+interior strokes, 1-3 px anti-aliased lines, 256 x 256) by :mod:`psc6k.testing`;
 ``--sample`` adds the PNG sketches of ``psc6k/data/sample`` when it exists.
 """
 
@@ -27,18 +27,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sketchgen import add_specks, make_sketch, split_drawing  # noqa: E402
-
-from psc6k import keypoints as K  # noqa: E402
+from psc6k import keypoints as K
+from psc6k.testing import add_specks, make_sketch, split_drawing
 
 
 def _sample_sketches() -> list[np.ndarray]:

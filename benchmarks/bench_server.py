@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission
+from psc6k.testing import make_annotations, make_flow_submission, make_keypoint_submission
 from psc6k.formats import write_test_pairs_ps
 from psc6k.pck import evaluate
 from psc6k.submission import load_submission, save_submission

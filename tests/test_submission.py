@@ -12,13 +12,13 @@ from psc6k.errors import SubmissionError
 from psc6k.formats import write_test_pairs_ps
 from psc6k.pck import evaluate
 from psc6k.submission import Submission, align_submission, identity_flow, load_submission, save_submission
+from psc6k.testing import make_annotations
 
-from helpers import make_annotations
 
 
 @pytest.fixture
 def ann():
-    return make_annotations(12, seed=1)
+    return make_annotations(n_pairs=12, seed=1)
 
 
 @pytest.fixture

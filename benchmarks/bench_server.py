@@ -34,10 +34,10 @@ from pathlib import Path
 
 import httpx
 
-from psc6k.testing import make_annotations, make_flow_submission, make_keypoint_submission
-from psc6k.formats import write_test_pairs_ps
+from psc6k.formats import read_annotations, write_test_pairs_ps
 from psc6k.pck import evaluate
 from psc6k.submission import load_submission, save_submission
+from psc6k.testing import make_annotations, make_flow_submission, make_keypoint_submission
 
 CONTENT_TYPES = {"npz": "application/octet-stream", "json": "application/json", "json.gz": "application/json"}
 
@@ -153,7 +153,6 @@ def bench_full(tmp: Path, args) -> None:
     path = save_submission(make_flow_submission(ann), tmp / f"full.{args.format}")
     data = path.read_bytes()
     print(f"submission: {len(data) / 1e6:.1f} MB")
-    from psc6k.formats import read_annotations
     ann = read_annotations(csv)
     expected, t_ref = reference(ann, data)
     _, t_ref2 = reference(ann, data)
@@ -218,7 +217,6 @@ def bench_burst(tmp: Path, args) -> None:
     csv = tmp / "small.csv"
     write_test_pairs_ps(ann, csv)
     data = save_submission(make_keypoint_submission(ann), tmp / "small.json").read_bytes()
-    from psc6k.formats import read_annotations
     ann = read_annotations(csv)
     expected, _ = reference(ann, data)
     t0 = time.perf_counter()
@@ -290,7 +288,6 @@ def bench_hostile(tmp: Path, args) -> None:
     write_test_pairs_ps(ann, csv)
     legit = save_submission(make_flow_submission(ann), tmp / "legit.npz").read_bytes()
     legit_json = save_submission(make_flow_submission(ann), tmp / "legit.json").read_bytes()
-    from psc6k.formats import read_annotations
     expected, _ = reference(read_annotations(csv), legit)
     cases = _hostile_bodies(ann)
     db = args.db or f"sqlite:///{tmp / 'hostile.sqlite'}"

@@ -31,12 +31,11 @@ import sys
 from importlib.metadata import EntryPoint, entry_points
 
 from psc6k import __version__
+from psc6k.cli_errors import describe, missing_dependency, shorten
+from psc6k.errors import Psc6kError
 
 #: Entry-point group holding the sub-commands.
 ENTRY_POINT_GROUP = "psc6k.commands"
-#: Top-level packages of the ``model`` extra: a command needing one of them gets the install hint.
-MODEL_EXTRA_PACKAGES = ("torch", "kornia", "timm", "torchvision")
-MODEL_EXTRA_HINT = "pip install 'psc6k[model]'"
 #: Headings of ``psc6k --help`` in the order of a researcher's work: score a method, build (and
 #: annotate) the benchmark, make submissions, look at results. A command joins one by its
 #: ``SECTION``; other sections a plug-in names follow these (alphabetically), and commands without
@@ -113,8 +112,6 @@ class _Listed:
 
 
 def _missing_dependency_message(name: str, exc: ModuleNotFoundError) -> str:
-    from psc6k.cli_errors import missing_dependency
-
     return f"psc6k {name}: {missing_dependency(exc)}"
 
 
@@ -176,8 +173,6 @@ def build_command_parser(name: str, target) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from psc6k.errors import Psc6kError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = discover_commands()
     if not argv or argv[0] in ("-h", "--help"):
@@ -192,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         print(f"psc6k: unknown command {name!r}{hint}; run 'psc6k --help' for the list.", file=sys.stderr)
         return 2
-    from psc6k.cli_errors import describe, shorten
-
     try:
         target = commands[name].load()
         parser = build_command_parser(name, target)

@@ -7,11 +7,14 @@ a bug, reported as one line too (exit status 1), with ``PSC6K_DEBUG=1`` giving t
 
 from __future__ import annotations
 
-from psc6k.cli import MODEL_EXTRA_HINT, MODEL_EXTRA_PACKAGES
+from psc6k.errors import Psc6kError
 
+#: Top-level packages of the ``model`` extra: a command needing one of them gets the install hint.
+MODEL_EXTRA_PACKAGES = ("torch", "kornia", "timm", "torchvision")
+MODEL_EXTRA_HINT = "pip install 'psc6k[model]'"
 #: Longest message printed; longer ones are cut with a count of what was left out.
 MAX_MESSAGE_CHARS = 400
-#: Import name -> how to install it (the model extra's packages are listed in psc6k.cli).
+#: Import name -> how to install it.
 INSTALL_HINTS = {**{name: MODEL_EXTRA_HINT for name in MODEL_EXTRA_PACKAGES},
                  "psycopg": "pip install 'psc6k[postgres]'", "psycopg2": "pip install 'psc6k[postgres]'"}
 #: Exceptions raised by these libraries on bad input are reported by their first line.
@@ -36,8 +39,6 @@ def missing_dependency(exc: ModuleNotFoundError) -> str:
 def describe(exc: BaseException) -> str | None:
     """The one-line message for a user mistake, or None when ``exc`` looks like a bug."""
     import json
-
-    from psc6k.errors import Psc6kError
 
     if isinstance(exc, Psc6kError):
         return str(exc)

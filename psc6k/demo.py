@@ -23,8 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
+from psc6k import cli
+from psc6k.baselines import BASELINES, run_baselines
+from psc6k.data import sample_default
 from psc6k.errors import Psc6kError
+from psc6k.formats import Annotations, read_annotations, read_clicks, write_clicks, write_keypoints_csv
 from psc6k.groundtruth import PS_CSV, ground_truth_from_clicks
+from psc6k.images import read_image
+from psc6k.inputs import check_input_file
+from psc6k.keypoints import sample_keypoints
+from psc6k.pck import transfer_keypoints
+from psc6k.report import write_report
+from psc6k.submission import Submission, align_submission, load_submission, save_submission
+from psc6k.synth import simulate_clicks
 
 #: File that marks a folder as written by ``psc6k demo`` (only such folders are overwritten).
 MARKER = ".psc6k-demo"
@@ -77,8 +88,6 @@ def prepare_out(out) -> Path:
 
 
 def _sample_root(sample) -> Path:
-    from psc6k.data import sample_default
-
     root = sample_default(sample, None, option="--sample", announce=False)
     if sample is not None and not (root / "test_pairs_ps.csv").is_file():
         raise Psc6kError(f"{root}: no test_pairs_ps.csv; expected a benchmark folder written by 'psc6k synth'")
@@ -88,9 +97,6 @@ def _sample_root(sample) -> Path:
 def build_sketch_keypoints(sketches, images_root, seed: int = 0, progress: bool = True) -> np.ndarray:
     """8 keypoints per sketch (``psc6k.keypoints.sample_keypoints``), float64 ``[N, 8, 2]``."""
     from tqdm import tqdm
-
-    from psc6k.images import read_image
-    from psc6k.keypoints import sample_keypoints
 
     out = []
     for rel in tqdm(sketches, desc="keypoints", unit="sketch", disable=not progress, leave=False):
@@ -131,19 +137,12 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     log : callable
         Where progress lines go (``print``; ``None`` for silence).
     """
-    from psc6k.baselines import BASELINES, run_baselines
-    from psc6k.formats import read_annotations, write_clicks, write_keypoints_csv
-    from psc6k.report import write_report
-    from psc6k.submission import save_submission
-
     say = log or (lambda *a, **k: None)
     timings: dict[str, float] = {}
     notes: list[str] = []
     t0 = time.perf_counter()
     root = _sample_root(sample)
     if checkpoint is not None:
-        from psc6k.inputs import check_input_file
-
         try:
             check_input_file(checkpoint, what="a PSCNet checkpoint (.pth.tar)", max_bytes=None, text=False)
         except Psc6kError as exc:
@@ -213,9 +212,6 @@ def _keypoints_and_clicks(root: Path, sample_ann, use_sample_clicks: bool, seed:
     Built keypoints and clicks simulated on the exact flows, or the sample's own when asked for
     or when the sample has no ``gt_flows.npz`` (with a note).
     """
-    from psc6k.formats import read_clicks
-    from psc6k.synth import simulate_clicks
-
     photos, sketches = list(sample_ann.photo), list(sample_ann.sketch)
     gt_path = root / "gt_flows.npz"
     if use_sample_clicks or not gt_path.is_file():
@@ -255,10 +251,6 @@ def true_photo_points(gt_path, ann, sketch_kps: np.ndarray) -> np.ndarray:
     are their sketch keypoints in pixels. Returns ``[N, 8, 2]`` photo pixels, read the way the
     benchmark reads a flow (:func:`psc6k.pck.transfer_keypoints`), clipped to the image.
     """
-    from psc6k.formats import Annotations
-    from psc6k.pck import transfer_keypoints
-    from psc6k.submission import Submission, align_submission, load_submission
-
     photos, sketches = list(ann.photo), list(ann.sketch)
     gt = load_submission(gt_path)
     probe = Annotations.from_arrays(photos, sketches, sketch_kps, sketch_kps, categories=ann.categories)
@@ -332,11 +324,7 @@ def _pscnet_submission(checkpoint, ann_csv: Path, root, device, progress, notes,
     import subprocess
     import sys
 
-    from psc6k.cli import discover_commands
-    from psc6k.errors import Psc6kError
-    from psc6k.submission import load_submission
-
-    if "predict" not in discover_commands():
+    if "predict" not in cli.discover_commands():  # looked up when called (tests replace it)
         notes.append("PSCNet skipped: no 'psc6k predict' command is installed (pip install 'psc6k[model]')")
         return None
     method = pscnet_method_name(checkpoint)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS, __version__
+from psc6k.errors import SubmissionError
 from psc6k.submission import DIRECTIONS, Submission, align_submission
 
 #: Stored with every score; bump when a change could alter any number.
@@ -228,7 +229,6 @@ def evaluate(ann, sub: Submission, alphas=DEFAULT_ALPHAS, *, allow_partial: bool
     alphas = tuple(float(a) for a in alphas)
     ann_idx, sub_idx = align_submission(sub, ann, allow_partial=allow_partial)
     if len(ann_idx) == 0:
-        from psc6k.errors import SubmissionError
         raise SubmissionError("no submitted pair is in the annotations")
     photo_kps, sketch_kps = ann.photo_kps[ann_idx], ann.sketch_kps[ann_idx]
     source_target = {"sketch_to_photo": (sketch_kps, photo_kps), "photo_to_sketch": (photo_kps, sketch_kps)}

@@ -29,7 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
+from psc6k.compare import compare_results
+from psc6k.consistency import compute_consistency, write_consistency
+from psc6k.dense import upsample_flows_px
 from psc6k.errors import Psc6kError
+from psc6k.images import read_image
+from psc6k.pck import alpha_key, evaluate
 
 #: alphas of the PCK curve
 CURVE_ALPHAS: tuple[float, ...] = tuple(round(a, 2) for a in np.arange(1, 21) / 100.0)
@@ -56,8 +61,6 @@ def score_submissions(ann, submissions, *, allow_partial: bool = False, n_bootst
     Method names are made unique (``name``, ``name (2)``, ...). A method whose scores are not
     finite is never ranked above one whose scores are.
     """
-    from psc6k.pck import alpha_key, evaluate
-
     out, seen = [], {}
     for sub in submissions:
         name = sub.method or "unnamed"
@@ -94,8 +97,6 @@ def _plt():
 
 def plot_pck_curves(scores: list[MethodScores], path, human: dict | None = None) -> None:
     """PCK (%) against alpha for each method; dotted verticals at 0.05 and 0.10."""
-    from psc6k.pck import alpha_key
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=110)
     alphas = np.array(CURVE_ALPHAS)
@@ -124,8 +125,6 @@ def plot_pck_curves(scores: list[MethodScores], path, human: dict | None = None)
 
 def plot_per_category(scores: list[MethodScores], path, alpha: float = 0.10) -> None:
     """Horizontal grouped bars: PCK@alpha per category (rows) and method (colours)."""
-    from psc6k.pck import alpha_key
-
     plt = _plt()
     key = alpha_key(alpha)
     cats = []
@@ -181,8 +180,6 @@ def plot_example(ann, row: int, images_root, systems, path, alpha: float = 0.10)
         ground truth are drawn as filled dots, misses as crosses; the ground truth as rings.
     """
     plt = _plt()
-    from psc6k.images import read_image
-
     sketch = read_image(images_root, ann.sketch[row], "rgb")
     photo = read_image(images_root, ann.photo[row], "rgb")
     gap = 12
@@ -228,8 +225,6 @@ def plot_example(ann, row: int, images_root, systems, path, alpha: float = 0.10)
 def worst_pairs(result, n: int, alpha: float = 0.10) -> list[int]:
     """Annotation rows of the ``n`` worst-scored pairs of an EvalResult: lowest per-pair
     PCK@alpha, then largest mean keypoint error (both directions)."""
-    from psc6k.pck import alpha_key
-
     pck = result.per_pair_pck.get(alpha_key(alpha))
     if pck is None or not len(result.ann_index):
         return []
@@ -243,8 +238,6 @@ def warp_photo_to_sketch(photo, flow) -> np.ndarray:
     (SPEC §5; read at every pixel as the scorer reads it); off-image samples are white."""
     import cv2
 
-    from psc6k.dense import upsample_flows_px
-
     px = upsample_flows_px(np.asarray(flow)[None], IMAGE_SIZE)[0].astype(np.float32)
     return cv2.remap(np.ascontiguousarray(photo), px[..., 0], px[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
@@ -253,9 +246,6 @@ def warp_photo_to_sketch(photo, flow) -> np.ndarray:
 def plot_failures(ann, scores: MethodScores, rows: list[int], images_root, path, alpha: float = 0.10) -> None:
     """One row per failed pair: sketch (ground-truth keypoints), photo (ground truth rings and the
     method's transfers, crosses = misses), and the photo warped to the sketch (flow submissions)."""
-    from psc6k.images import read_image
-    from psc6k.pck import alpha_key
-
     plt = _plt()
     res, sub = scores.main, scores.submission
     is_flow = sub.kind == "flow"
@@ -333,8 +323,6 @@ def _fmt(v, digits=2):
 
 def leaderboard_rows(scores: list[MethodScores]) -> list[dict]:
     """Leaderboard as plain rows (what the HTML table and ``psc6k demo --json`` show)."""
-    from psc6k.pck import alpha_key
-
     rows = []
     for rank, m in enumerate(scores, start=1):
         r = m.main
@@ -351,8 +339,6 @@ def leaderboard_rows(scores: list[MethodScores]) -> list[dict]:
 
 
 def _leaderboard_html(scores, human) -> str:
-    from psc6k.pck import alpha_key
-
     k05, k10 = alpha_key(0.05), alpha_key(0.10)
     head = ("<tr><th>#</th><th>method</th><th>PCK@0.05<br><small>95% CI</small></th>"
             "<th>PCK@0.10<br><small>95% CI</small></th><th>sketch→photo<br><small>PCK@0.10</small></th>"
@@ -384,9 +370,6 @@ def pairwise_rows(ann, scores: list[MethodScores], *, n_bootstrap: int = 1000, s
     ``<key>_ci95``, ``<key>_p`` (exact sign-flip), ``<key>_categories_significant`` (categories
     whose Holm-adjusted p is below 0.05, with the sign of their delta: ``[a better, b better]``).
     """
-    from psc6k.compare import compare_results
-    from psc6k.pck import alpha_key
-
     rows = []
     for i, ma in enumerate(scores):
         for mb in scores[i + 1:]:
@@ -423,8 +406,6 @@ def format_pairwise(rows) -> str:
 
 
 def _pairwise_html(rows) -> str:
-    from psc6k.pck import alpha_key
-
     if not rows:
         return ""
     keys = [alpha_key(a) for a in MAIN_ALPHAS]
@@ -473,8 +454,6 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
     """
     from tqdm import tqdm
 
-    from psc6k.pck import alpha_key
-
     submissions = list(submissions)
     if not submissions:
         raise Psc6kError("no submissions to report on")
@@ -488,8 +467,6 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
 
     human, consistency = None, None
     if clicks is not None:
-        from psc6k.consistency import compute_consistency, write_consistency
-
         consistency = compute_consistency(clicks, [(m.name, m.submission) for m in scores], ann)
         write_consistency(consistency, out_dir)
         human = consistency.human_agreement or None

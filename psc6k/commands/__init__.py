@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from psc6k.data import sample_default
+from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations
+from psc6k.inputs import check_input_file
+from psc6k.sketchy import PHOTO_DIR
+from psc6k.submission import ReadLimits
+
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """``--annotations`` and ``--images``, with the same defaults in every command that takes them."""
@@ -39,11 +46,6 @@ def scoring_inputs(args: argparse.Namespace, *, command: str):
         What one submission may cost to read: at most one entry per annotated pair (+1, so that an
         extra pair is named by the alignment), as the server reads it.
     """
-    from psc6k.data import sample_default
-    from psc6k.errors import Psc6kError
-    from psc6k.formats import read_annotations
-    from psc6k.submission import ReadLimits
-
     if any(not 0 < a < 1 for a in args.alpha):
         raise Psc6kError(f"--alpha values must lie in (0, 1), got {args.alpha}")
     if args.bootstrap < 0:
@@ -66,23 +68,15 @@ def resolve_dataset(annotations, images, *, command: str | None = None) -> tuple
     and its images unless ``--images`` is given; without ``--images`` the CSV's folder is the root
     when it holds the image folder.
     """
-    from psc6k.data import sample_default
-    from psc6k.errors import Psc6kError
-    from psc6k.sketchy import PHOTO_DIR
-
     if annotations is None:
         annotations = sample_default(None, command=command)
         if images is None:
             images = annotations.parent
-    from psc6k.inputs import check_input_file
-
     annotations = check_input_file(annotations, what="an annotation CSV (test_pairs_ps.csv / test_pairs_st.csv)")
     if images is None:
         if (annotations.parent / PHOTO_DIR).is_dir():
             images = annotations.parent
         else:
-            from psc6k.formats import read_annotations
-
             read_annotations(annotations)  # a bad CSV is the first thing to report
             raise Psc6kError(f"--images is required: {annotations.parent} holds no {PHOTO_DIR} folder")
     images = Path(images)

@@ -6,7 +6,11 @@ human-model consistency heatmap when --clicks is given.
 from __future__ import annotations
 
 import argparse
-from psc6k.commands import add_dataset_arguments
+from psc6k.commands import add_dataset_arguments, resolve_dataset
+from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations, read_clicks
+from psc6k.report import write_report
+from psc6k.submission import load_submission
 
 HELP = "write a static HTML report for one or more submissions"
 SECTION, ORDER = "results", 10
@@ -26,12 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.commands import resolve_dataset
-    from psc6k.errors import Psc6kError
-    from psc6k.formats import read_annotations, read_clicks
-    from psc6k.report import write_report
-    from psc6k.submission import load_submission
-
     if not args.submissions:
         raise Psc6kError("give at least one submission file to report on")
     if args.examples < 0 or args.bootstrap < 0 or args.failures < 0:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from psc6k.errors import FormatError
+from psc6k.images import read_image
 from psc6k.keypoints.errors import SketchError
 
 __all__ = ["load_sketch", "to_gray", "binarize"]
@@ -33,9 +35,6 @@ def load_sketch(path) -> np.ndarray:
         ``reason="unreadable"`` for a missing, unreadable, truncated, oversized or non-image
         file (the reader's one-line message).
     """
-    from psc6k.errors import FormatError
-    from psc6k.images import read_image
-
     try:
         return to_gray(read_image(None, path, "gray", size=None))
     except FormatError as exc:

@@ -93,8 +93,8 @@ def run_demo_command(out: Path) -> dict:
 
 def screenshot(report_html: Path, png: Path) -> None:
     """Chromium (headless, Debian's build) screenshot of the report's first screen."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers import CHROMIUM, CHROMIUM_ARGS
+    sys.path.insert(0, str(REPO))
+    from tests.helpers import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
     width, height = SCREENSHOT_SIZE

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import CHROMIUM, CHROMIUM_ARGS, in_ci
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, in_ci
 
 from psc6k.formats import Annotations
 from psc6k.testing import make_annotations

@@ -1,4 +1,4 @@
-"""Test-runner helpers shared by several test files (imported as ``from helpers import ...``):
+"""Test-runner helpers shared by several test files (imported as ``from tests.helpers import ...``):
 the browser and the CI switch.
 
 Fixtures stay in ``conftest.py``; synthetic data comes from each layer's testing module

@@ -19,7 +19,7 @@ from psc6k.demo import MARKER, prepare_out, run_demo
 from psc6k.errors import Psc6kError
 from psc6k.formats import read_annotations, read_clicks, read_keypoints_csv
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from psc6k.formats import (Annotations, TrainPairs, clicks_to_csv_text, read_ann
                            write_keypoints_csv, write_pair_list, write_test_pairs_ps, write_test_pairs_st,
                            write_train_pairs_ps, write_train_pairs_st)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAYLOADS = ["=cmd|' /C calc'!A0", "+1+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0",
             "\t=1+1", "\r=1+1"]
 

@@ -21,7 +21,7 @@ from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission
 
 pytestmark = pytest.mark.browser
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 
 
 @pytest.fixture

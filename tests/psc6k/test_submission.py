@@ -15,7 +15,6 @@ from psc6k.submission import Submission, align_submission, identity_flow, load_s
 from psc6k.testing import make_annotations
 
 
-
 @pytest.fixture
 def ann():
     return make_annotations(n_pairs=12, seed=1)

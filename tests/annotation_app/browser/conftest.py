@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCREENSHOT_DIR = REPO / "test-output" / "screenshots"
-from helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (shared with the leaderboard browser test)
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (shared with the leaderboard browser test)
 ADMIN_TOKEN = "browser-test-admin-token"
 LINK_KEY = "browser-link-key"
 COMPLETION_CODE = "CBROWSER7"

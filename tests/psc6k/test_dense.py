@@ -10,7 +10,7 @@ from psc6k.dense import (ause, endpoint_errors, evaluate_dense, sparsification_c
 from psc6k.pck import flow_to_pixels, pixels_to_flow
 from psc6k.submission import Submission, identity_flow
 
-from test_pck import naive_upsample
+from tests.psc6k.test_pck import naive_upsample
 
 
 def _sub(flows_s2p, flows_p2s, name="m", n=None):

@@ -34,8 +34,8 @@ def referenced_files(index: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def mini_report(tmp_path_factory):
-    from test_baselines import make_mini_benchmark
-    from test_consistency import _clicks_for
+    from tests.psc6k.test_baselines import make_mini_benchmark
+    from tests.psc6k.test_consistency import _clicks_for
 
     from psc6k.baselines import run_baselines
 

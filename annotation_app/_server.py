@@ -32,7 +32,8 @@ class TcpConfig(uvicorn.Config):
 
 def run_workers(app, *, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve ``app`` (an import string or a picklable factory, called once in each worker)."""
-    config = TcpConfig(app, factory=True, host=host, port=port, workers=workers, log_level=log_level)
+    config = TcpConfig(app, factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                       proxy_headers=False)  # client addresses: psc6k_web.ratelimit.client_address only
     try:
         Multiprocess(config, sockets=[config.bind_socket()]).run()
     except KeyboardInterrupt:  # pragma: no cover

@@ -9,36 +9,43 @@ factory for ``uvicorn --factory``.
 from __future__ import annotations
 
 import inspect
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 
-from psc6k_web.body_limit import BodySizeLimit
-from psc6k_web.errors import install_error_handlers
+from psc6k.errors import Psc6kError
+from psc6k_web.app import install_web_layer
+from psc6k_web.lifespan import lifespan
 from psc6k_web.ratelimit import RateLimit
 
 from .routers import admin, clicks, exports, pages, participant
 from .service import StudyService
 from .settings import AnnotationSettings
 
+#: Replies never stored by a cache: the participant API (session tokens) and the admin API
+#: (Prolific ids, exports).
+NO_STORE = ("/api/",)
 
-def _lifespan(opened: StudyService | None):
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
+
+def _opener(opened: StudyService | None):
+    """Start-up: open the study's database (or use the caller's ``opened`` service, which the
+    caller closes)."""
+
+    def open_service(app: FastAPI):
         if opened is not None:
-            yield  # the caller's service: the caller closes it
-            return
+            return None
         service = StudyService.from_settings(app.state.settings)
         service.clicks.warm_up()
         app.state.service = service
-        try:
-            yield
-        finally:
+
+        def close():
             app.state.service = None
             service.close()
 
-    return lifespan
+        return close
+
+    return open_service
 
 
 def _without_telemetry() -> dict:
@@ -54,17 +61,14 @@ def create_app(settings: AnnotationSettings, *, service: StudyService | None = N
     """The app for the study of ``settings.db_url``, or around an already opened ``service``
     (tests; it stays the caller's to close). Without ``settings.admin_token`` the admin API
     answers 403."""
-    app = FastAPI(title="PSC6K annotation service", version="1", lifespan=_lifespan(service),
+    app = FastAPI(title="PSC6K annotation service", version="1", lifespan=lifespan(_opener(service)),
                   description="Crowd annotation of PSC6K keypoints. Contract: docs/annotation.md; "
                               "errors: docs/errors.md.", **_without_telemetry())
-    app.state.settings = settings
     app.state.service = service
     app.state.entry_limit = (RateLimit(settings.entry_rate_limit, name="study entry",
-                                       storage=settings.rate_limit_storage,
-                                       trusted_proxy_header=settings.trusted_proxy_header)
+                                       storage=settings.rate_limit_storage)
                              if settings.entry_rate_limit else None)
-    install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    install_web_layer(app, settings, no_store=NO_STORE, body_limit=settings.max_body_bytes)
     # the click route first: routes are matched in order, and clicks are most of the requests
     for router in (clicks.router, participant.router, pages.router, admin.router, exports.router):
         app.include_router(router)
@@ -75,10 +79,6 @@ def create_app(settings: AnnotationSettings, *, service: StudyService | None = N
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory``: settings from the environment (``PSC6K_ANNOT_DB``,
     ``PSC6K_ANNOT_IMAGES``, ``PSC6K_ADMIN_TOKEN``, ``PSC6K_ANNOT_<FIELD>``)."""
-    from pydantic import ValidationError
-
-    from psc6k.errors import Psc6kError
-
     try:
         settings = AnnotationSettings()
     except ValidationError as exc:

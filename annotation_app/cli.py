@@ -53,9 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "'3/second;50/hour' (the limits library's notation); off by default")
     s.add_argument("--rate-limit-storage", default="memory://",
                    help="where the rate-limit counters live: memory:// (per worker) or e.g. redis://host:6379")
-    s.add_argument("--trusted-proxy-header", default=None,
-                   help="header in which your reverse proxy passes the client address (e.g. X-Forwarded-For); "
-                        "set it only behind such a proxy: the rate limit then keys on its last entry")
+    s.add_argument("--trusted-proxies", default=None,
+                   help="comma-separated addresses or CIDR networks of your reverse proxies; only requests "
+                        "from them have their client address taken from X-Forwarded-For (the rightmost "
+                        "entry that is not a trusted proxy). Off by default: the TCP peer is the client")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +101,7 @@ def serve_settings(args: argparse.Namespace):
         return AnnotationSettings(
             db_url=normalise_url(args.db), image_root=args.images, admin_token=os.environ.get("PSC6K_ADMIN_TOKEN"),
             sqlite_synchronous=args.sqlite_synchronous, entry_rate_limit=args.entry_rate_limit,
-            rate_limit_storage=args.rate_limit_storage, trusted_proxy_header=args.trusted_proxy_header)
+            rate_limit_storage=args.rate_limit_storage, trusted_proxies=args.trusted_proxies)
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
         raise Psc6kError(f"annotate serve: {problems}") from None
@@ -120,7 +121,8 @@ def run_serve(args: argparse.Namespace) -> int:
         print("psc6k annotate serve: PSC6K_ADMIN_TOKEN is not set; the admin API is disabled.")
     print(f"serving on http://{args.host}:{args.port}/ (admin: /admin)")
     if args.workers <= 1:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                    proxy_headers=False)  # client addresses: psc6k_web.ratelimit.client_address only
         return 0
     from ._server import run_workers
 

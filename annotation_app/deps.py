@@ -1,24 +1,22 @@
-"""Request dependencies of the annotation app: settings, the study service, its database
-store, admin authentication and the study-entry rate limit. Tests replace any of them with
-``app.dependency_overrides``."""
+"""Request dependencies of the annotation app (``Annotated`` aliases): settings, the study
+service, its database store, session tokens and the study-entry rate limit. Admin
+authentication and the client address are the web layer's (:mod:`psc6k_web.deps`). Tests
+replace any of them with ``app.dependency_overrides``."""
 
 from __future__ import annotations
 
-import hmac
 import re
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-from psc6k.errors import AuthenticationError, NotFoundError, PermissionDeniedError, UnavailableError
+from psc6k.errors import NotFoundError, UnavailableError
+from psc6k_web.deps import ClientAddress, get_settings
 
 from .service import StudyService, StudyStore
 from .settings import AnnotationSettings
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
-
-
-async def get_settings(request: Request) -> AnnotationSettings:
-    return request.app.state.settings
 
 
 async def get_service(request: Request) -> StudyService:
@@ -28,7 +26,7 @@ async def get_service(request: Request) -> StudyService:
     return service
 
 
-async def get_store(service: StudyService = Depends(get_service)) -> StudyStore:
+async def get_store(service: Annotated[StudyService, Depends(get_service)]) -> StudyStore:
     """The study's database (engines, transactions)."""
     return service.store
 
@@ -40,18 +38,14 @@ async def session_token(token: str) -> str:
     return token
 
 
-async def require_admin(request: Request, settings: AnnotationSettings = Depends(get_settings)) -> None:
-    """``Authorization: Bearer <admin token>``, compared in constant time."""
-    expected = settings.admin_token
-    if not expected:
-        raise PermissionDeniedError("the admin API is disabled: start the server with PSC6K_ADMIN_TOKEN set")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise AuthenticationError("admin routes need the header 'Authorization: Bearer <PSC6K_ADMIN_TOKEN>'")
-
-
-def limit_entry(request: Request) -> None:
+def limit_entry(request: Request, client: ClientAddress) -> None:
     """The per-client limit of study entry (``entry_rate_limit``), when configured."""
     limiter = getattr(request.app.state, "entry_limit", None)
     if limiter is not None:
-        limiter.hit(request)
+        limiter.hit_key(client)
+
+
+Settings = Annotated[AnnotationSettings, Depends(get_settings)]
+Service = Annotated[StudyService, Depends(get_service)]
+Store = Annotated[StudyStore, Depends(get_store)]
+SessionToken = Annotated[str, Depends(session_token)]

@@ -10,6 +10,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from psc6k.formats import COORD_MAX, COORD_MIN
+from psc6k_web.text import SafeText
 
 MAX_DISPLAY_CHARS = 4096
 MAX_ID = 2**31 - 1  # database INTEGER ids: larger numbers are 422, never an overflow 500
@@ -25,9 +26,9 @@ class SessionStart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     prolific_pid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.]+$",
                               description="PROLIFIC_PID (letters, digits, _ - .)")
-    study_id: str = Field("", max_length=128, description="Prolific STUDY_ID")
-    session_id: str = Field("", max_length=128, description="Prolific SESSION_ID")
-    link_key: str | None = Field(None, max_length=64, description="the key= parameter of the study link")
+    study_id: SafeText = Field("", max_length=128, description="Prolific STUDY_ID")
+    session_id: SafeText = Field("", max_length=128, description="Prolific SESSION_ID")
+    link_key: SafeText | None = Field(None, max_length=64, description="the key= parameter of the study link")
 
 
 class ClickIn(BaseModel):
@@ -38,7 +39,7 @@ class ClickIn(BaseModel):
     x: float = Field(ge=COORD_MIN, le=COORD_MAX, allow_inf_nan=False)
     y: float = Field(ge=COORD_MIN, le=COORD_MAX, allow_inf_nan=False)
     rt_ms: float | None = Field(None, ge=0, le=24 * 3600 * 1000, allow_inf_nan=False)
-    client_id: str = Field(min_length=1, max_length=128, description="idempotency key, one per click")
+    client_id: SafeText = Field(min_length=1, max_length=128, description="idempotency key, one per click")
     display: dict | None = Field(None, description="displayed size, devicePixelRatio, blur/focus counts, ...")
 
     @field_validator("x", "y", "rt_ms", mode="before")

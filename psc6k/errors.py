@@ -72,8 +72,12 @@ class RequestError(Psc6kError):
         self.fields = fields
 
 
+class BadRequestError(RequestError):
+    """The request cannot be read as HTTP says it should (a bad header, a broken body)."""
+
+
 class AuthenticationError(RequestError):
-    """No credentials, or credentials this server does not know."""
+    """No credentials, or credentials this server does not know (``WWW-Authenticate: Bearer``)."""
 
 
 class PermissionDeniedError(RequestError):
@@ -92,8 +96,17 @@ class GoneError(RequestError):
     """What the request needs existed but lapsed (an expired reservation)."""
 
 
+class RequestTimeoutError(RequestError):
+    """The request took longer to arrive than its clock allows."""
+
+
 class TooLargeError(RequestError):
-    """A body or a decompressed payload is over its limit."""
+    """A body or a decompressed payload is over its limit. The one "too large" class: it wins
+    over any other class an exception also has (a too-large submission is 413, not 422)."""
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """A Content-Type or Content-Encoding the route does not take."""
 
 
 class RateLimitedError(RequestError):
@@ -105,18 +118,25 @@ class RateLimitedError(RequestError):
 
 
 class UnavailableError(RequestError):
-    """The service cannot answer now (a dependency is down, too busy); retry later."""
+    """The service cannot answer now (a dependency is down, too busy); retry in ``retry_after`` s."""
+
+    def __init__(self, message: str, /, retry_after: int = 5, **fields):
+        super().__init__(message, **fields)
+        self.retry_after = int(retry_after)
 
 
 #: The error contract of both web services: exception class -> (HTTP status, ``code``).
 #: The most specific class of an exception's MRO listed here wins. Documented in docs/errors.md.
 HTTP_ERRORS: dict[type, tuple[int, str]] = {
+    BadRequestError: (400, "bad_request"),
     AuthenticationError: (401, "unauthorized"),
     PermissionDeniedError: (403, "forbidden"),
     NotFoundError: (404, "not_found"),
     ConflictError: (409, "conflict"),
+    RequestTimeoutError: (408, "timeout"),
     GoneError: (410, "gone"),
     TooLargeError: (413, "too_large"),
+    UnsupportedMediaTypeError: (415, "unsupported_media_type"),
     RateLimitedError: (429, "rate_limited"),
     UnavailableError: (503, "unavailable"),
     SubmissionError: (422, "invalid_submission"),
@@ -128,7 +148,7 @@ HTTP_ERRORS: dict[type, tuple[int, str]] = {
 #: ``HTTPException``): the same code as the exception class with that status.
 HTTP_STATUS_CODES: dict[int, str] = {
     **{status: code for status, code in HTTP_ERRORS.values() if status != 422},
-    400: "bad_request", 405: "method_not_allowed", 408: "timeout", 422: "invalid_request", 500: "internal_error",
+    405: "method_not_allowed", 422: "invalid_request", 431: "headers_too_large", 500: "internal_error",
 }
 
 
@@ -145,12 +165,21 @@ def http_error(exc: BaseException) -> tuple[int, str]:
     >>> http_error(KeyError("x"))
     (500, 'internal_error')
     """
+    if isinstance(exc, TooLargeError):  # whatever else it is, it was refused for its size
+        return HTTP_ERRORS[TooLargeError]
     for cls in type(exc).__mro__:
         if cls in HTTP_ERRORS:
             return HTTP_ERRORS[cls]
     return 500, "internal_error"
 
 
+#: Attributes of :class:`FormatError` / :class:`SubmissionError` an error body carries (never
+#: ``file`` / ``source``: a path on the server).
+LOCATION_FIELDS = ("field", "row", "column")
+
+
 def error_fields(exc: BaseException) -> dict:
-    """The extra JSON fields of ``exc``'s error body (``{}`` unless it is a :class:`RequestError`)."""
-    return dict(getattr(exc, "fields", None) or {})
+    """The extra JSON fields of ``exc``'s error body: a :class:`RequestError`'s ``fields``, plus
+    the ``field`` / ``row`` / ``column`` a format or submission error names."""
+    fields = {name: getattr(exc, name) for name in LOCATION_FIELDS if getattr(exc, name, None) is not None}
+    return {**fields, **(getattr(exc, "fields", None) or {})}

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from psc6k import NUM_KEYPOINTS
-from psc6k.errors import SubmissionError
+from psc6k.errors import SubmissionError, TooLargeError
 
 SUBMISSION_VERSION = 1
 KINDS = ("flow", "keypoints")
@@ -80,7 +80,7 @@ _BLOCK_BYTES = 64 * 1024**2
 _READ_CHUNK = 1 << 16
 
 
-class SubmissionTooLarge(SubmissionError):
+class SubmissionTooLarge(SubmissionError, TooLargeError):
     """A submission declares (or decompresses to) more than the limits allow (HTTP 413)."""
 
 

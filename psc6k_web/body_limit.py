@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
+from psc6k.errors import BadRequestError, TooLargeError
 
-from psc6k.errors import HTTP_STATUS_CODES
-
-from .errors import error_response
+from .errors import psc6k_error_response
 
 #: Bodies of JSON routes are small; a route that takes big uploads is exempted and caps its own.
 SMALL_BODY_LIMIT = 64 * 1024
-
-
-class BodyTooLarge(HTTPException):
-    """Raised from ``receive`` once a streamed body passes the limit (a 413 reply)."""
-
-    def __init__(self, detail: str):
-        super().__init__(status_code=413, detail=detail)
 
 
 class BodySizeLimit:
@@ -24,7 +15,9 @@ class BodySizeLimit:
 
     A declared ``Content-Length`` over the limit is answered before reading anything; a body
     without one (chunked) is counted as it streams in and refused as soon as it passes the
-    limit, so it never sits in memory beyond it. Paths in ``exempt_paths`` pass untouched.
+    limit, so it never sits in memory beyond it: ``receive`` raises :class:`TooLargeError`, and
+    whatever the app makes of that (a framework may wrap it in its own 400), the reply is this
+    413 as long as the app has not started answering.
     """
 
     def __init__(self, app, limit: int = SMALL_BODY_LIMIT, exempt_paths=()):
@@ -34,26 +27,40 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             return await self.app(scope, receive, send)
         limit = self.limit
-        over = f"request body over the limit of {limit} bytes"
+        over = TooLargeError(f"request body over the limit of {limit} bytes")
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    return await error_response(400, HTTP_STATUS_CODES[400], "bad Content-Length header")(
+                    return await psc6k_error_response(BadRequestError("bad Content-Length header"))(
                         scope, receive, send)
                 if declared > limit:
-                    return await error_response(413, HTTP_STATUS_CODES[413], over)(scope, receive, send)
+                    return await psc6k_error_response(over)(scope, receive, send)
                 return await self.app(scope, receive, send)  # the server enforces the declared length
-        seen = 0
+        seen, refused, started = 0, False, False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge(over)
+                    refused = True
+                    raise over
             return message
 
-        return await self.app(scope, limited_receive, send)
+        async def guarded_send(message):
+            nonlocal started
+            if refused and not started:
+                return  # the app's reply to a body it could not read: the 413 below goes instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except TooLargeError:
+            if not refused or started:
+                raise
+        if refused and not started:
+            await psc6k_error_response(over)(scope, receive, send)

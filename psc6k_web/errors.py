@@ -13,11 +13,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from psc6k.errors import (HTTP_STATUS_CODES, AuthenticationError, Psc6kError, RateLimitedError, error_fields,
-                          http_error)
+from psc6k.errors import (HTTP_ERRORS, HTTP_STATUS_CODES, AuthenticationError, Psc6kError, RateLimitedError, UnavailableError,
+                          error_fields, http_error)
 
 from .responses import SafeJSONResponse
 
@@ -44,14 +44,27 @@ def validation_response(exc: RequestValidationError) -> SafeJSONResponse:
     return error_response(422, HTTP_STATUS_CODES[422], f"invalid request: {text}", errors=errors)
 
 
+def error_headers(exc: Psc6kError) -> dict | None:
+    """The headers an error reply carries (built here only): ``Retry-After`` of a 429 / 503,
+    ``WWW-Authenticate`` of a 401."""
+    if isinstance(exc, (RateLimitedError, UnavailableError)):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, AuthenticationError):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
 def psc6k_error_response(exc: Psc6kError) -> SafeJSONResponse:
     status, code = http_error(exc)
-    headers = None
-    if isinstance(exc, RateLimitedError):
-        headers = {"Retry-After": str(exc.retry_after)}
-    elif isinstance(exc, AuthenticationError):
-        headers = {"WWW-Authenticate": "Bearer"}
-    return error_response(status, code, str(exc), headers=headers, **error_fields(exc))
+    return error_response(status, code, str(exc), headers=error_headers(exc), **error_fields(exc))
+
+
+def _db_reason(exc: SQLAlchemyError) -> str:
+    """One line on what the database refused: the driver's first line, never the statement or
+    its parameters (they can hold session tokens)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else type(exc).__name__).strip().splitlines()
+    return f"{type(orig or exc).__name__}: {text[0][:200] if text else ''}"
 
 
 def install_error_handlers(app: FastAPI, *, unavailable_detail: str = "the database is unavailable; "
@@ -63,6 +76,9 @@ def install_error_handlers(app: FastAPI, *, unavailable_detail: str = "the datab
       for that status.
     * request validation: 422 ``invalid_request`` with ``errors: [{field, message}]``.
     * the database unreachable (``OperationalError``): 503 ``unavailable`` with ``Retry-After``.
+    * a value the database refuses (``DataError``: a NUL in text on PostgreSQL, a number out of
+      range): 422 ``invalid_input``; a constraint (``IntegrityError``): 409 ``conflict``. Both
+      are logged as one line without the statement or its parameters, never a traceback.
     * ``MemoryError``: 413 ``too_large``.
     * anything else is a bug: 500 ``internal_error`` (logged, counted in
       ``app.state.internal_errors``).
@@ -84,8 +100,20 @@ def install_error_handlers(app: FastAPI, *, unavailable_detail: str = "the datab
 
     @app.exception_handler(OperationalError)
     async def _on_database_down(request: Request, exc: OperationalError):
-        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, _db_reason(exc))
         return error_response(503, HTTP_STATUS_CODES[503], unavailable_detail, headers={"Retry-After": "30"})
+
+    @app.exception_handler(DataError)
+    async def _on_refused_value(request: Request, exc: DataError):
+        log.warning("database refused a value of %s %s: %s", request.method, request.url.path, _db_reason(exc))
+        return error_response(422, HTTP_ERRORS[Psc6kError][1], "a value of the request cannot be stored "
+                              "(control characters, or a number out of range)")
+
+    @app.exception_handler(IntegrityError)
+    async def _on_constraint(request: Request, exc: IntegrityError):
+        log.warning("database constraint on %s %s: %s", request.method, request.url.path, _db_reason(exc))
+        return error_response(409, HTTP_STATUS_CODES[409], "the request conflicts with what is stored; "
+                              "reload and retry")
 
     @app.exception_handler(MemoryError)
     async def _on_memory_error(request: Request, exc: MemoryError):
@@ -94,7 +122,10 @@ def install_error_handlers(app: FastAPI, *, unavailable_detail: str = "the datab
     @app.exception_handler(Exception)
     async def _on_bug(request: Request, exc: Exception):  # only true bugs land here
         app.state.internal_errors += 1
-        log.exception("internal error on %s %s", request.method, request.url.path)
+        if isinstance(exc, SQLAlchemyError):  # its text holds the statement's parameters: not logged
+            log.error("internal database error on %s %s: %s", request.method, request.url.path, _db_reason(exc))
+        else:
+            log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(500, HTTP_STATUS_CODES[500], "internal server error (logged)")
 
 

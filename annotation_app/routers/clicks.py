@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from psc6k_web.errors import error_responses
 
-from ..deps import get_service, session_token
+from ..deps import Service, SessionToken
 from ..models import ClickIn, ClickStored
-from ..service import StudyService
 
 router = APIRouter(prefix="/api", tags=["participant"])
 
@@ -26,7 +25,7 @@ router = APIRouter(prefix="/api", tags=["participant"])
 @router.post("/sessions/{token}/clicks", response_model=ClickStored, status_code=201,
              responses={200: {"model": ClickStored, "description": "a retry: the stored reply"},
                         **error_responses(404, 409, 410)})
-async def post_click(body: ClickIn, token: str = Depends(session_token), service: StudyService = Depends(get_service)):
+async def post_click(body: ClickIn, token: SessionToken, service: Service):
     """Store one click, durably, before answering. Same client_id again: the same body
     (200). Another click on an answered trial: 409. Lapsed lease: 410."""
     reply, created = await service.clicks.record_async(token, body.trial_id, body.x, body.y, body.rt_ms, body.client_id,

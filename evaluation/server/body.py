@@ -7,44 +7,28 @@ message. This module only:
 
 * checks the headers (415 for an unknown type or encoding, 413 for a declared length over the cap)
   before anything is read or queued;
-* receives the body under the wire cap, on its own clock (a total and an idle timeout, 408), into a
-  spooled temporary file (memory holds at most :data:`SPOOL_BYTES` of it; the rest is on disk);
+* receives the body under the wire cap, on its own clocks (a total and an idle timeout, 408), into a
+  spooled temporary file (:func:`psc6k_web.uploads.spool_body`: memory holds at most
+  ``SPOOL_BYTES`` of it; the rest is on disk);
 * takes the file field out of a multipart body (spooled too);
 * refuses a body whose bytes contradict its Content-Type / Content-Encoding (415 / 400).
 """
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 from dataclasses import dataclass
 
-from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import ClientDisconnect
+from starlette.requests import Request
 
+from psc6k.errors import BadRequestError, TooLargeError, UnsupportedMediaTypeError
 from psc6k.submission import GZIP_MAGIC, ZIP_MAGICS
-
-#: Bytes of a body kept in memory while it arrives; beyond, it is spooled to a temporary file.
-SPOOL_BYTES = 1024 * 1024
+from psc6k_web.uploads import megabytes, spool_body
 
 JSON_TYPES = ("application/json", "text/json")
 NPZ_TYPES = ("application/octet-stream", "application/x-npz", "application/zip", "application/x-zip-compressed")
 MULTIPART_TYPE = "multipart/form-data"
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n < 10e6 else f"{n / 1e6:.0f} MB"
-
-
-class BodyTooLarge(HTTPException):
-    def __init__(self, detail: str):
-        super().__init__(status_code=413, detail=detail)
-
-
-def bad_request(detail: str, status: int = 400) -> HTTPException:
-    return HTTPException(status_code=status, detail=detail)
 
 
 def _media_type(request: Request) -> str:
@@ -59,21 +43,22 @@ def check_headers(request: Request, max_body: int) -> tuple[str, str]:
     media = _media_type(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
     if encoding not in ("identity", "gzip", "x-gzip"):
-        raise bad_request(f"unsupported Content-Encoding {encoding[:40]!r}; use gzip or none", 415)
+        raise UnsupportedMediaTypeError(f"unsupported Content-Encoding {encoding[:40]!r}; use gzip or none")
     if media not in JSON_TYPES + NPZ_TYPES + (MULTIPART_TYPE,):
         shown = media[:80] or "(none)"
-        raise bad_request(f"unsupported Content-Type {shown}; send application/json (optionally gzip-encoded), "
-                          "application/octet-stream (NPZ) or multipart/form-data with a file field 'file'", 415)
+        raise UnsupportedMediaTypeError(
+            f"unsupported Content-Type {shown}; send application/json (optionally gzip-encoded), "
+            "application/octet-stream (NPZ) or multipart/form-data with a file field 'file'")
     if media == MULTIPART_TYPE and encoding != "identity":
-        raise bad_request("gzip-encoded multipart bodies are not supported; gzip the file inside instead", 415)
+        raise UnsupportedMediaTypeError("gzip-encoded multipart bodies are not supported; gzip the file inside instead")
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             declared_n = int(declared)
         except ValueError:
-            raise bad_request(f"invalid Content-Length header {declared[:40]!r}") from None
+            raise BadRequestError(f"invalid Content-Length header {declared[:40]!r}") from None
         if declared_n > max_body:
-            raise BodyTooLarge(f"request body of {_mb(declared_n)} is over the limit of {_mb(max_body)}")
+            raise TooLargeError(f"request body of {megabytes(declared_n)} is over the limit of {megabytes(max_body)}")
     return media, encoding
 
 
@@ -94,69 +79,6 @@ class RawUpload:
             pass
 
 
-_END = object()  # the body has ended
-_SILENT = object()  # no chunk within the wait
-
-
-async def _next_chunk(stream, wait_s: float):
-    """The next chunk of ``stream``, :data:`_END` at its end, or :data:`_SILENT` after ``wait_s``.
-
-    The wait is ``asyncio.wait`` on a separate task, which is cancelled on time-out, rather than
-    ``asyncio.wait_for`` inside ``asyncio.timeout``: on Python 3.11 that nesting swallows the outer
-    deadline when a chunk arrives just as it fires (about 1 in 8 tries with a byte every
-    millisecond), so a slow trickle could hold an upload slot for ever.
-    """
-    async def step():
-        try:
-            return await stream.__anext__()
-        except StopAsyncIteration:
-            return _END
-
-    task = asyncio.ensure_future(step())
-    try:
-        done, _ = await asyncio.wait({task}, timeout=max(wait_s, 0.0))
-    finally:
-        if not task.done():
-            task.cancel()
-    return task.result() if done else _SILENT
-
-
-async def _spool_body(request: Request, limit: int, timeout_s: float, idle_s: float):
-    """The body into a SpooledTemporaryFile, refusing (413) beyond ``limit`` bytes and (408) when
-    it takes longer than ``timeout_s`` in all or ``idle_s`` without a byte."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-    total = 0
-    stream = request.stream().__aiter__()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    try:
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise HTTPException(status_code=408, detail=f"the upload took longer than {timeout_s:g} s")
-            chunk = await _next_chunk(stream, min(idle_s, left))
-            if chunk is _END:
-                break
-            if chunk is _SILENT:
-                if idle_s < left:
-                    raise HTTPException(status_code=408, detail=f"the upload sent nothing for {idle_s:g} s; "
-                                        "send the whole body without pausing")
-                continue  # the total clock ran out: refused at the top of the loop
-            total += len(chunk)
-            if total > limit:
-                raise BodyTooLarge(f"request body is over the limit of {_mb(limit)}")
-            if chunk:
-                spool.write(chunk)
-    except ClientDisconnect:
-        spool.close()
-        raise bad_request("the client disconnected before sending the whole body") from None
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-    return spool
-
-
 async def _multipart_file(request: Request, spool) -> tuple[object, str]:
     async def replay():
         while True:
@@ -169,9 +91,9 @@ async def _multipart_file(request: Request, spool) -> tuple[object, str]:
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        raise bad_request(f"malformed multipart body: {exc.message}") from None
+        raise BadRequestError(f"malformed multipart body: {exc.message}") from None
     except Exception as exc:  # python-multipart raises its own errors on garbage
-        raise bad_request(f"malformed multipart body ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise BadRequestError(f"malformed multipart body ({type(exc).__name__}: {str(exc)[:200]})") from None
     finally:
         spool.close()
     upload = form.get("file")
@@ -179,11 +101,11 @@ async def _multipart_file(request: Request, spool) -> tuple[object, str]:
         fields = sorted(set(form.keys()))
         await form.close()
         shown = fields[:10] + ([f"... {len(fields) - 10} more"] if len(fields) > 10 else [])
-        raise bad_request(f"multipart body has no field 'file' (fields: {shown}); send the submission "
-                          "as the file field 'file'")
+        raise BadRequestError(f"multipart body has no field 'file' (fields: {shown}); send the submission "
+                              "as the file field 'file'")
     if not isinstance(upload, UploadFile):
         await form.close()
-        raise bad_request("multipart field 'file' must be a file upload, not a text field")
+        raise BadRequestError("multipart field 'file' must be a file upload, not a text field")
     for key, value in form.multi_items():  # keep only the file we read
         if value is not upload and isinstance(value, UploadFile):
             await value.close()
@@ -197,10 +119,10 @@ async def receive_submission(request: Request, max_body: int, *, timeout_s: floa
 
     Accepted: ``application/json`` (optionally ``Content-Encoding: gzip``), NPZ as
     ``application/octet-stream``, or ``multipart/form-data`` with the submission in the file field
-    ``file``. Raises HTTPException 413 / 415 / 408 / 400.
+    ``file``. Raises 413 / 415 / 408 / 400 (:mod:`psc6k.errors` classes).
     """
     media, encoding = check_headers(request, max_body)
-    spool = await _spool_body(request, max_body, timeout_s, idle_s)
+    spool = await spool_body(request, max_body, timeout_s, idle_s)
     if media == MULTIPART_TYPE:
         file, filename = await _multipart_file(request, spool)
         return RawUpload(file, media, encoding, filename)
@@ -219,11 +141,11 @@ def _check_bytes_match_headers(raw: RawUpload) -> None:
     raw.file.seek(0)
     if raw.encoding in ("gzip", "x-gzip"):
         if head and not head.startswith(GZIP_MAGIC):
-            raise bad_request("Content-Encoding says gzip but the body is not gzip data")
+            raise BadRequestError("Content-Encoding says gzip but the body is not gzip data")
         return
     if raw.media in JSON_TYPES and head.startswith(ZIP_MAGICS):
-        raise bad_request("body is an NPZ (zip) file but Content-Type says JSON; send NPZ as "
-                          "application/octet-stream", 415)
+        raise UnsupportedMediaTypeError("body is an NPZ (zip) file but Content-Type says JSON; send NPZ as "
+                                        "application/octet-stream")
     if raw.media in NPZ_TYPES and head and not head.startswith(ZIP_MAGICS):
         hint = " (it looks like JSON: send it as application/json)" if head.lstrip()[:1] in (b"{", b"[") else ""
-        raise bad_request(f"{raw.media} body is not an NPZ (zip) file{hint}", 415)
+        raise UnsupportedMediaTypeError(f"{raw.media} body is not an NPZ (zip) file{hint}")

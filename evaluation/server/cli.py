@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from .settings import ENV_ADMIN_TOKEN, ENV_SETTINGS, MB, ServerSettings
+from .settings import ENV_ADMIN_TOKEN, MB, ServerSettings
 
 HELP = "run the scoring / leaderboard server"
 SECTION, ORDER = "score", 20
@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
     parser.add_argument("--no-seed", action="store_true",
                         help="do not add the paper's published numbers to the leaderboard (never added with --private)")
+    parser.add_argument("--trusted-proxies", default=None,
+                        help="comma-separated addresses or CIDR networks of your reverse proxies; only "
+                             "requests from them have their client address taken from X-Forwarded-For "
+                             "(per-client bounds key on it). Off by default: the TCP peer is the client")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
     sub = parser.add_subparsers(dest="action", metavar="{token}")
@@ -100,6 +104,16 @@ def _settings(args) -> ServerSettings:
         raise Psc6kError("--workers and --max-concurrent must be >= 1, --max-pending and --daily-quota >= 0")
     if args.model_scores and not os.path.isfile(args.model_scores):
         raise Psc6kError(f"{args.model_scores}: --model-scores file not found")
+    from pydantic import ValidationError
+
+    try:
+        return _server_settings(args, annotations)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise Psc6kError(f"serve: {problems}") from None
+
+
+def _server_settings(args, annotations: str) -> ServerSettings:
     return ServerSettings(
         annotations=os.path.abspath(annotations), db_url=args.db, private=args.private,
         max_body_bytes=int(args.max_body_mb * MB), max_decompressed_bytes=int(args.max_decompressed_mb * MB),
@@ -109,7 +123,8 @@ def _settings(args) -> ServerSettings:
         max_uploads_per_client=args.max_uploads_per_client, max_uploads=args.max_uploads,
         daily_quota=args.daily_quota, model_scores=os.path.abspath(args.model_scores) if args.model_scores else None,
         n_bootstrap=args.bootstrap, split_name=args.split_name or ("hidden" if args.private else "test"),
-        seed_published=not args.no_seed,
+        seed_published=not args.no_seed, trusted_proxies=args.trusted_proxies,
+        admin_token=os.environ.get(ENV_ADMIN_TOKEN),
     )
 
 
@@ -135,8 +150,8 @@ def _run_token(args) -> int:
             raise Psc6kError("token name must not be blank")
         if args.quota is not None and args.quota < 0:
             raise Psc6kError("--quota must be >= 0")
-        from .responses import clean_text
-        token, clear = db.create_token(engine, clean_text(args.name, 200), args.quota)
+        from psc6k.text import check_text
+        token, clear = db.create_token(engine, check_text(args.name.strip(), "name")[:200], args.quota)
         if args.json:
             print(json.dumps({"id": token.id, "name": token.name, "token": clear, "daily_quota": token.daily_quota}))
         else:
@@ -187,15 +202,18 @@ def run(args: argparse.Namespace) -> int:
         raise
     except Exception as exc:
         raise Psc6kError(f"cannot open the leaderboard database {settings.db_url!r}: {exc}") from None
-    if not settings.resolved_admin_token():
+    from .routers.meta import load_model_scores
+    load_model_scores(settings.model_scores, [])  # a bad file fails here, not in every worker's start-up
+    if not settings.admin_token:
         print(f"psc6k serve: {ENV_ADMIN_TOKEN} is not set: the admin API is off (create tokens with "
               "'psc6k serve token create NAME')", file=sys.stderr)
     common = dict(host=args.host, port=args.port, log_level=args.log_level,
-                  limit_concurrency=None, timeout_keep_alive=5)
+                  limit_concurrency=None, timeout_keep_alive=5,
+                  proxy_headers=False)  # client addresses: psc6k_web.ratelimit.client_address only
     if args.workers == 1:
         from .app import create_app
         uvicorn.run(create_app(settings), **common)
     else:
-        os.environ[ENV_SETTINGS] = settings.to_json()
+        os.environ.update(settings.to_env())
         uvicorn.run("evaluation.server.app:app_from_env", factory=True, workers=args.workers, **common)
     return 0

@@ -1,78 +1,87 @@
-"""Shared request dependencies: the app state, bearer-token and admin authentication."""
+"""Request dependencies of the scoring server (``Annotated`` aliases): the app state, its
+settings, submitter tokens and their quota. Admin authentication and the client address are
+the web layer's (:mod:`psc6k_web.deps`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.engine import Engine
 
-from . import db
-from .scoring import Scorer
-from .settings import ServerSettings
+from psc6k.errors import AuthenticationError, RateLimitedError, UnavailableError
+from psc6k_web.auth import bearer
+from psc6k_web.deps import get_settings
+from psc6k_web.uploads import UploadGate, WorkSlots
 
-bearer = HTTPBearer(auto_error=False, description="a submitter token (psc6k_...) or the admin token")
+from . import db
+from .scoring import ScoringService
+from .settings import ServerSettings
 
 
 @dataclass
 class State:
+    """What the lifespan opened for requests."""
+
     settings: ServerSettings
     engine: Engine
-    scorer: Scorer
+    scorer: ScoringService
+    uploads: UploadGate
+    slots: WorkSlots
     model_scores: dict = field(default_factory=dict)
 
 
 def get_state(request: Request) -> State:
-    return request.app.state.psc6k
+    state = getattr(request.app.state, "psc6k", None)
+    if state is None:  # a request before the lifespan opened the database
+        raise UnavailableError("the server is starting; retry in a moment")
+    return state
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+AppState = Annotated[State, Depends(get_state)]
+Settings = Annotated[ServerSettings, Depends(get_settings)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def _token_from(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or not credentials.credentials:
-        raise _unauthorized("missing token: send 'Authorization: Bearer <token>' (ask the server's "
-                            "administrator for a token)")
+        raise AuthenticationError("missing token: send 'Authorization: Bearer <token>' (ask the server's "
+                                  "administrator for a token)")
     return credentials.credentials
 
 
-def submitter(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-              state: State = Depends(get_state)) -> db.Token:
+def submitter(credentials: Credentials, state: AppState) -> db.Token:
     """The token row of the caller; 401 when missing, unknown or revoked."""
     clear = _token_from(credentials)
     token = db.find_token(state.engine, clear)
     if token is None:
-        raise _unauthorized("unknown token")
+        raise AuthenticationError("unknown token")
     if token.revoked_at is not None:
-        raise _unauthorized(f"token {token.prefix}... was revoked on {token.revoked_at:%Y-%m-%d %H:%M} UTC")
+        raise AuthenticationError(f"token {token.prefix}... was revoked on {token.revoked_at:%Y-%m-%d %H:%M} UTC")
     return token
 
 
-def optional_submitter(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-                       state: State = Depends(get_state)) -> db.Token | None:
+def optional_submitter(credentials: Credentials, state: AppState) -> db.Token | None:
     """Token of the caller in private mode (required there), None in public mode."""
     if not state.settings.private:
         return None
     return submitter(credentials, state)
 
 
-def admin(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-          state: State = Depends(get_state)) -> None:
-    expected = state.settings.resolved_admin_token()
-    if not expected:
-        raise HTTPException(status_code=403, detail="the admin API is disabled: start the server with "
-                            "PSC6K_ADMIN_TOKEN set")
-    clear = _token_from(credentials)
-    if not hmac.compare_digest(clear.encode("utf-8"), expected.encode("utf-8")):
-        raise HTTPException(status_code=403, detail="not the admin token")
+Submitter = Annotated[db.Token, Depends(submitter)]
+OptionalSubmitter = Annotated[db.Token | None, Depends(optional_submitter)]
 
 
 def quota_of(token: db.Token, settings: ServerSettings) -> int:
     return token.daily_quota if token.daily_quota is not None else settings.daily_quota
+
+
+def quota_used_up(token: db.Token, settings: ServerSettings) -> RateLimitedError:
+    return RateLimitedError(f"daily quota of {quota_of(token, settings)} accepted submissions used up for today "
+                            "(UTC); failed validations do not count", retry_after=_seconds_to_midnight())
 
 
 def require_quota(token: db.Token, state: State) -> int:
@@ -80,10 +89,18 @@ def require_quota(token: db.Token, state: State) -> int:
     atomically, so concurrent submissions cannot overrun it."""
     left = db.quota_left(state.engine, token, state.settings.daily_quota)
     if left <= 0:
-        raise HTTPException(status_code=429, detail=f"daily quota of {quota_of(token, state.settings)} "
-                            "accepted submissions used up for today (UTC); failed validations do not count",
-                            headers={"Retry-After": str(_seconds_to_midnight())})
+        raise quota_used_up(token, state.settings)
     return left
+
+
+def record_counted(state: State, token: db.Token, row) -> None:
+    """Store ``row`` counted against ``token``'s quota (429 when used up meanwhile, 401 revoked)."""
+    try:
+        db.record_counted(state.engine, token.id, state.settings.daily_quota, row)
+    except db.QuotaExceeded:
+        raise quota_used_up(token, state.settings) from None
+    except db.TokenRevoked:
+        raise AuthenticationError("token revoked") from None
 
 
 def _seconds_to_midnight() -> int:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from psc6k_web.errors import ErrorBody
+from psc6k_web.text import SafeText
+
 Supervision = Literal["transfer", "retrain", "keypoint"]
+#: A leaderboard entry id in a path (ids are 32 hex digits; anything longer is simply not found).
+EntryId = Annotated[SafeText, Path(max_length=200, description="leaderboard entry id")]
 
 
-class Problem(BaseModel):
-    """Every 4xx/5xx reply: ``detail`` says what is wrong and what was expected."""
-
-    detail: str
+#: Every 4xx/5xx reply (the web layer's one error body: ``detail``, ``code``, the error's fields).
+Problem = ErrorBody
 
 
 class ScoreReply(BaseModel):
@@ -90,7 +94,7 @@ class Leaderboard(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, description="who the token is for (team, person)")
+    name: SafeText = Field(min_length=1, max_length=200, description="who the token is for (team, person)")
     daily_quota: Optional[int] = Field(default=None, ge=0, le=100_000,
                                        description="accepted submissions per UTC day; default: the server's")
 
@@ -100,8 +104,6 @@ class TokenCreate(BaseModel):
         v = v.strip()
         if not v:
             raise ValueError("name must not be blank")
-        if any(ord(c) < 32 for c in v) or any(0xD800 <= ord(c) <= 0xDFFF for c in v):
-            raise ValueError("name must be printable text (no control characters or lone surrogates)")
         return v
 
 

@@ -1,32 +1,33 @@
-"""Scoring for the server: exactly ``psc6k eval``'s code path, wrapped for HTTP.
+"""The scoring service of the server: exactly ``psc6k eval``'s code path, and no HTTP.
 
 :func:`psc6k.submission.load_submission` validates, :func:`psc6k.pck.evaluate` scores and
 ``EvalResult.to_dict()`` is the reply, with the defaults of ``psc6k eval`` (alphas 0.05 and
 0.10, no partial submissions, 1000 bootstrap resamples, seed 0). Nothing here recomputes or
-re-validates a number; it only maps errors to HTTP statuses and, in private mode, drops the
-non-aggregate parts of the reply.
+re-validates a number. Errors are :mod:`psc6k.errors` classes (the web layer's table maps them);
+receiving the body and admitting it to a scoring slot are the web layer's
+(:mod:`psc6k_web.uploads`, wired in ``routers/score.py``).
+
+What a private (hidden) split's reply may reveal is decided in one place:
+:meth:`ScoringService.private_reply` (and :meth:`ScoringService.private_alignment_error` for
+the refusals).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 from dataclasses import dataclass
 
-from fastapi import HTTPException
-from starlette.concurrency import run_in_threadpool
-
-from psc6k.errors import Psc6kError, SubmissionError
+from psc6k.errors import SubmissionError, TooLargeError
 from psc6k.formats import read_annotations
-from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
-from psc6k.submission import ReadLimits, SubmissionTooLarge, load_submission
-
-from .body import RawUpload, check_headers, receive_submission
-from .settings import ServerSettings
 from psc6k.jsonsafe import json_safe
+from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
+from psc6k.submission import ReadLimits, align_submission, load_submission
+from psc6k.text import check_text
+
+from .body import RawUpload
+from .settings import ServerSettings
 
 log = logging.getLogger("psc6k.server")
 
@@ -48,8 +49,8 @@ class Scored:
     kind: str
 
 
-class Scorer:
-    """Holds the annotations and the concurrency limits of one server process."""
+class ScoringService:
+    """The annotations of one server process and the scoring of submissions against them."""
 
     def __init__(self, settings: ServerSettings):
         self.settings = settings
@@ -59,127 +60,67 @@ class Scorer:
         with open(settings.annotations, "rb") as fh:
             self.annotations_sha256 = hashlib.sha256(fh.read()).hexdigest()
         self.scorer_version = SCORER_VERSION
-        self._loop = None
-        self._semaphore: asyncio.Semaphore | None = None
-        self._admitted = 0  # running + waiting
-        self._uploads: dict[str, int] = {}  # uploads in progress per client address
 
-    # -- admission -----------------------------------------------------------------------------
-    # Two stages, so that no upload can starve scoring: (1) receiving a body costs a socket and at
-    # most SPOOL_BYTES of memory (the rest is spooled to disk); it is bounded per client address
-    # and in total, and times out on its own clock (total and idle). (2) Only a request whose
-    # whole body has arrived joins the scoring queue (max_pending) and takes one of the
-    # max_concurrent scoring slots.
-    def _sem(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._semaphore is None or self._loop is not loop:  # one per event loop (tests start several)
-            self._semaphore = asyncio.Semaphore(max(1, self.settings.max_concurrent_scoring))
-            self._loop = loop
-            self._uploads = {}
-        return self._semaphore
-
-    @contextlib.contextmanager
-    def uploading(self, client: str):
-        """Count one upload in progress from ``client``; 429 / 503 beyond the bounds."""
-        self._sem()
-        settings = self.settings
-        total = sum(self._uploads.values())
-        if total >= settings.max_uploads:
-            raise HTTPException(status_code=503, detail=f"the server is receiving {total} uploads; retry shortly",
-                                headers={"Retry-After": "5"})
-        if self._uploads.get(client, 0) >= settings.max_uploads_per_client:
-            raise HTTPException(status_code=429, detail=f"{settings.max_uploads_per_client} uploads from your "
-                                "address are already in progress; finish those first", headers={"Retry-After": "5"})
-        self._uploads[client] = self._uploads.get(client, 0) + 1
-        try:
-            yield
-        finally:
-            self._uploads[client] -= 1
-            if not self._uploads[client]:
-                del self._uploads[client]
-
-    def admit(self) -> None:
-        """Refuse (503) when too many scorings are running or waiting in this process."""
-        capacity = max(1, self.settings.max_concurrent_scoring) + max(0, self.settings.max_pending_scoring)
-        if self._admitted >= capacity:
-            raise HTTPException(status_code=503, detail=f"the scorer is busy ({self._admitted} submissions "
-                                "in progress); retry shortly", headers={"Retry-After": "5"})
-        self._admitted += 1
-
-    def release(self) -> None:
-        self._admitted -= 1
-
-    async def score_request(self, request) -> Scored:
-        """Receive, validate and score the submission in ``request``.
-
-        Headers are checked first (415 / 413 without reading). The body is received under the
-        per-client upload bounds and its own timeouts; only then does the request queue for a
-        scoring slot. Reading and scoring (CPU work) run in a worker thread.
-        """
-        settings = self.settings
-        check_headers(request, settings.max_body_bytes)
-        client = request.client.host if request.client else "unknown"
-        with self.uploading(client):
-            raw = await receive_submission(request, settings.max_body_bytes, timeout_s=settings.upload_timeout_s,
-                                           idle_s=settings.upload_idle_timeout_s)
-        try:
-            self.admit()
-            try:
-                async with self._sem():
-                    return await run_in_threadpool(self.score_sync, raw)
-            finally:
-                self.release()
-        finally:
-            raw.close()
-
-    # -- the work ------------------------------------------------------------------------------
     def read(self, raw: RawUpload):
-        """The one reader, with this server's limits; its errors as HTTP statuses (413 / 422)."""
+        """The one reader, with this server's limits (SubmissionError 422, TooLargeError 413)."""
         settings = self.settings
         try:
             # at most one entry per annotated pair (+1, so that an extra pair is named by the alignment):
             # more is refused while parsing, which bounds the CPU a request can cost
             limits = ReadLimits(max_bytes=settings.max_decompressed_bytes, max_side=settings.max_flow_side,
                                 max_pairs=len(self.annotations) + 1)
-            return load_submission(raw.file, source=raw.filename, limits=limits)
-        except SubmissionTooLarge as exc:
-            raise HTTPException(status_code=413, detail=str(exc)) from None
-        except Psc6kError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
+            sub = load_submission(raw.file, source=raw.filename, limits=limits)
         except MemoryError:
-            raise HTTPException(status_code=413, detail="submission too large to load in memory") from None
+            raise TooLargeError("submission too large to load in memory") from None
         except (ValueError, OverflowError, TypeError, RecursionError, KeyError, IndexError) as exc:
+            if isinstance(exc, SubmissionError):
+                raise
             # load_submission should turn every bad input into SubmissionError; never let a gap
             # there become a 500 (the traceback is logged for the maintainers).
             log.warning("load_submission raised %s instead of SubmissionError", type(exc).__name__, exc_info=True)
-            raise HTTPException(status_code=422, detail=f"{raw.filename}: cannot read the submission "
-                                f"({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise SubmissionError(f"cannot read the submission ({type(exc).__name__}: {str(exc)[:200]})",
+                                  source=raw.filename) from None
+        check_text(sub.method, "method")  # shown on the board: the one text rule
+        return sub
 
-    def score_sync(self, raw: RawUpload) -> Scored:
+    def score(self, raw: RawUpload) -> Scored:
+        """Read and score ``raw`` (CPU work: call it in a worker thread)."""
         settings = self.settings
         sub = self.read(raw)
         try:
+            align_submission(sub, self.annotations)
+        except SubmissionError:  # the server's own message: no pair of a hidden split, no CLI hint
+            raise SubmissionError(self.alignment_error(sub), field="pairs") from None
+        try:
             res = evaluate(self.annotations, sub, DEFAULT_ALPHAS, allow_partial=False,
                            n_bootstrap=settings.n_bootstrap, seed=settings.seed)
-        except SubmissionError as exc:
-            detail = self._private_alignment_error(sub) if settings.private else str(exc)
-            raise HTTPException(status_code=422, detail=detail) from None
-        except Psc6kError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
         except MemoryError:
-            raise HTTPException(status_code=413, detail="submission too large to score in memory") from None
+            raise TooLargeError("submission too large to score in memory") from None
         full = json_safe(res.to_dict())
-        reply = aggregate_only(full) if settings.private else dict(full)
+        reply = self.private_reply(full) if settings.private else dict(full)
         return Scored(result=reply, method=sub.method, kind=sub.kind)
 
-    def _private_alignment_error(self, sub) -> str:
-        """Alignment errors without naming pairs of the hidden split (only the submitter's own)."""
-        index = self.annotations.index()
+    # -- what a private split's reply may reveal (the one place) ----------------------------------
+    def private_reply(self, full: dict) -> dict:
+        """The reply of a private split from the full result."""
+        return aggregate_only(full)
+
+    def alignment_error(self, sub) -> str:
+        """Why ``sub``'s pairs are not the split's. A private split's message names only the
+        submitter's own pairs, never one of the hidden split."""
+        ann = self.annotations
+        index = ann.index()
         submitted = list(zip(sub.photo, sub.sketch))
+        split = "the hidden split" if self.settings.private else f"the annotations {ann.source}"
         unknown = [p for p in submitted if p not in index]
         if unknown:
             first = ", ".join(f"(photo={p!r}, sketch={s!r})" for p, s in unknown[:3])
-            return (f"{len(unknown)} submitted pair(s) are not in the hidden split: {first}"
+            return (f"{len(unknown)} submitted pair(s) are not in {split}: {first}"
                     f"{' ...' if len(unknown) > 3 else ''}; paths must match the published pair list exactly")
-        missing = len(self.annotations) - len(set(submitted) & set(index))
-        return f"{missing} of {len(self.annotations)} pairs of the hidden split are missing from the submission"
+        have = set(submitted)
+        missing = [p for p in zip(ann.photo, ann.sketch) if p not in have]
+        text = f"{len(missing)} of {len(ann)} pairs of {split} are missing from the submission"
+        if not self.settings.private:
+            text += ": " + ", ".join(f"(photo={p!r}, sketch={s!r})" for p, s in missing[:3])
+            text += " ..." if len(missing) > 3 else ""
+        return text + "; this server scores complete submissions only"

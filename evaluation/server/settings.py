@@ -1,26 +1,26 @@
-"""Configuration of one server process.
+"""Configuration of one server process (``psc6k serve``).
 
-Settings travel to uvicorn worker processes as JSON in the environment variable
-``PSC6K_SERVER_SETTINGS`` (several workers cannot share Python objects), hence the plain
-dataclass with JSON-friendly fields.
+A pydantic settings object (:class:`psc6k_web.settings.WebSettings`): ``psc6k serve`` builds it
+from its flags; worker processes (``--workers N``) rebuild it from the environment, where the
+command put each field as ``PSC6K_SERVE_<FIELD>`` (:meth:`~psc6k_web.settings.WebSettings.to_env`);
+``PSC6K_ADMIN_TOKEN`` is the admin token.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from dataclasses import dataclass, field
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-ENV_SETTINGS = "PSC6K_SERVER_SETTINGS"
+from psc6k_web.settings import WebSettings
+
+ENV_PREFIX = "PSC6K_SERVE_"
 ENV_ADMIN_TOKEN = "PSC6K_ADMIN_TOKEN"
 
 MB = 1024 * 1024
 
 
-@dataclass
-class ServerSettings:
-    """Everything a server process needs to know.
+class ServerSettings(WebSettings):
+    """Everything a server process needs to know (and :class:`WebSettings`' fields).
 
     Parameters
     ----------
@@ -49,15 +49,12 @@ class ServerSettings:
     upload_idle_timeout_s : float
         Longest pause without a byte while a body arrives -> 408 beyond.
     max_uploads_per_client : int
-        Bodies being received at once from one client address -> 429 beyond (behind a reverse
-        proxy every client has the proxy's address: see docs/server.md).
+        Bodies being received at once from one client address -> 429 beyond (the address is the
+        TCP peer unless ``trusted_proxies`` names it: see docs/server.md).
     max_uploads : int
         Bodies being received at once in this process -> 503 beyond.
     daily_quota : int
         Default number of accepted leaderboard submissions per token per UTC day.
-    admin_token : str or None
-        Token of the administrator (create / revoke tokens). Read from ``PSC6K_ADMIN_TOKEN``
-        when not given; without it the admin API answers 403.
     model_scores : str or None
         JSON file with scores of the model-zoo checkpoints (``GET /models``): either one
         ``psc6k eval --json`` result (for the first model) or ``{model_name: result}``.
@@ -69,47 +66,28 @@ class ServerSettings:
         Put the paper's published numbers on the board (public mode only).
     """
 
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+
     annotations: str
     db_url: str = "sqlite:///psc6k_leaderboard.sqlite"
     private: bool = False
-    max_body_bytes: int = 200 * MB
-    max_decompressed_bytes: int = 1024 * MB
-    max_flow_side: int = 256
-    max_concurrent_scoring: int = 2
-    max_pending_scoring: int = 32
-    upload_timeout_s: float = 300.0
-    upload_idle_timeout_s: float = 30.0
-    max_uploads_per_client: int = 4
-    max_uploads: int = 256
-    daily_quota: int = 5
-    admin_token: str | None = None
+    max_body_bytes: int = Field(200 * MB, gt=0)
+    max_decompressed_bytes: int = Field(1024 * MB, gt=0)
+    max_flow_side: int = Field(256, ge=2)
+    max_concurrent_scoring: int = Field(2, ge=1)
+    max_pending_scoring: int = Field(32, ge=0)
+    upload_timeout_s: float = Field(300.0, gt=0)
+    upload_idle_timeout_s: float = Field(30.0, gt=0)
+    max_uploads_per_client: int = Field(4, ge=1)
+    max_uploads: int = Field(256, ge=1)
+    daily_quota: int = Field(5, ge=0)
     model_scores: str | None = None
-    n_bootstrap: int = 1000
+    n_bootstrap: int = Field(1000, ge=0)
     seed: int = 0
     split_name: str = "test"
     seed_published: bool = True
-    extra: dict = field(default_factory=dict)
 
     def wants_seed(self) -> bool:
         """Seed the paper's numbers? They were measured on the public test split, so never on a
         private (hidden) one."""
         return self.seed_published and not self.private
-
-    def resolved_admin_token(self) -> str | None:
-        return self.admin_token or os.environ.get(ENV_ADMIN_TOKEN) or None
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "ServerSettings":
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def from_env(cls) -> "ServerSettings":
-        text = os.environ.get(ENV_SETTINGS)
-        if not text:
-            raise RuntimeError(f"{ENV_SETTINGS} is not set; start the server with 'psc6k serve'")
-        return cls.from_json(text)

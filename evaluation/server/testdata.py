@@ -59,7 +59,8 @@ def serve_in_thread(app):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                               proxy_headers=False))  # as the serve commands run it
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.time() + 30

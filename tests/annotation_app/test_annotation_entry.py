@@ -22,7 +22,7 @@ def files(tmp_path_factory):
     return make_study_files(tmp_path_factory.mktemp("entry"), n_categories=5, photos_per_category=2)
 
 
-def open_study(db_url, files, **settings):
+def open_study(db_url, files, client=("testclient", 50000), **settings):
     # 10 pairs x 8 keypoints x 1 annotator = 80 slots = 16 sessions of 5 trials
     config = StudyConfig(trials_per_participant=5, annotators_per_keypoint=1, lease_minutes=60,
                          first_click_minutes=10, link_key=KEY)
@@ -30,7 +30,7 @@ def open_study(db_url, files, **settings):
     clock = FakeClock()
     service = StudyService(db_url, clock=clock)
     app = create_app(AnnotationSettings(db_url=db_url, admin_token="entry-admin-token", **settings), service=service)
-    return service, TestClient(app, raise_server_exceptions=False), clock
+    return service, TestClient(app, raise_server_exceptions=False, client=client), clock
 
 
 def enter(client, pid, key=KEY, **headers):
@@ -96,9 +96,9 @@ def test_rate_limit_per_client(db_url, files):
 
 
 def test_rate_limit_behind_a_trusted_proxy(db_url, files):
-    service, client, _ = open_study(db_url, files, entry_rate_limit="5/minute",
-                                    trusted_proxy_header="X-Forwarded-For")
-    # the proxy appends the real address last; what the client wrote before it does not count
+    service, client, _ = open_study(db_url, files, client=("127.0.0.1", 50000), entry_rate_limit="5/minute",
+                                    trusted_proxies="127.0.0.1")
+    # the proxy (127.0.0.1) appends the real address last; what the client wrote before it does not count
     flood = [enter(client, f"FLOOD{i:03d}", **{"X-Forwarded-For": f"10.0.0.{i}, 198.51.100.7"}) for i in range(20)]
     assert sum(r.status_code == 201 for r in flood) == 5
     real = enter(client, "REAL0001", **{"X-Forwarded-For": "192.0.2.44"})

@@ -24,6 +24,7 @@ from annotation_app.service import StudyService
 from annotation_app.settings import AnnotationSettings
 from annotation_app.study import init_study
 from annotation_app.testing import FakeClock, check_invariants, make_study_files
+from psc6k_web.auth import AdminGuard
 from psc6k.aggregate import aggregate_clicks
 from psc6k.errors import ConflictError, Psc6kError
 from psc6k.formats import read_annotations, read_clicks
@@ -313,6 +314,7 @@ def test_every_admin_route_needs_the_token(study):
     assert len(admin_paths) >= 6
     for path in admin_paths:
         path = path.replace("{task_id}", "1").replace("{which}", "photo")
+        app.state.admin_guard = AdminGuard(app.state.settings)  # a fresh failure count per path (throttle: tests/psc6k_web)
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN},
                         {"Authorization": f"Basic {ADMIN}"}):
             r = client.get(path, headers=headers)

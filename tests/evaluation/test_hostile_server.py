@@ -155,7 +155,7 @@ def _run(coro):
 
 
 class _TrickleRequest:
-    """Just enough of a Starlette request for :func:`_spool_body`: a body arriving a byte at a time."""
+    """Just enough of a Starlette request for :func:`psc6k_web.uploads.spool_body`: a body arriving a byte at a time."""
 
     def __init__(self, interval_s: float, stop_after: int | None = None):
         self.interval_s, self.stop_after = interval_s, stop_after
@@ -174,16 +174,15 @@ def test_total_deadline_holds_when_a_byte_arrives_as_it_fires():
     ``asyncio.wait_for`` nested inside ``asyncio.timeout`` (Python 3.11) lost the deadline in about
     1 of 8 such tries; 100 tries make that a certain failure.
     """
-    from fastapi import HTTPException
-
-    from evaluation.server.body import _spool_body
+    from psc6k.errors import RequestError, http_error
+    from psc6k_web.uploads import spool_body
 
     async def one() -> tuple[int, str, float]:
         t0 = time.perf_counter()
         try:
-            await _spool_body(_TrickleRequest(0.001, stop_after=300), 1 << 20, timeout_s=0.02, idle_s=0.5)
-        except HTTPException as exc:
-            return exc.status_code, exc.detail, time.perf_counter() - t0
+            await spool_body(_TrickleRequest(0.001, stop_after=300), 1 << 20, timeout_s=0.02, idle_s=0.5)
+        except RequestError as exc:
+            return http_error(exc)[0], str(exc), time.perf_counter() - t0
         return 200, "", time.perf_counter() - t0
 
     async def many():
@@ -194,15 +193,14 @@ def test_total_deadline_holds_when_a_byte_arrives_as_it_fires():
 
 
 def test_idle_and_end_of_body_on_their_own_clocks():
-    from fastapi import HTTPException
+    from psc6k.errors import RequestError, http_error
+    from psc6k_web.uploads import spool_body
 
-    from evaluation.server.body import _spool_body
-
-    with pytest.raises(HTTPException) as idle:
-        _run(_spool_body(_TrickleRequest(0.3), 1 << 20, timeout_s=5, idle_s=0.05))
-    assert idle.value.status_code == 408 and "sent nothing for 0.05 s" in idle.value.detail
-    spool = _run(_spool_body(_TrickleRequest(0.001, stop_after=5), 1 << 20, timeout_s=5, idle_s=1))
+    with pytest.raises(RequestError) as idle:
+        _run(spool_body(_TrickleRequest(0.3), 1 << 20, timeout_s=5, idle_s=0.05))
+    assert http_error(idle.value)[0] == 408 and "sent nothing for 0.05 s" in str(idle.value)
+    spool = _run(spool_body(_TrickleRequest(0.001, stop_after=5), 1 << 20, timeout_s=5, idle_s=1))
     assert spool.read() == b"     "
-    with pytest.raises(HTTPException) as big:
-        _run(_spool_body(_TrickleRequest(0.001, stop_after=50), 10, timeout_s=5, idle_s=1))
-    assert big.value.status_code == 413
+    with pytest.raises(RequestError) as big:
+        _run(spool_body(_TrickleRequest(0.001, stop_after=50), 10, timeout_s=5, idle_s=1))
+    assert http_error(big.value)[0] == 413

@@ -337,13 +337,13 @@ def test_gzip_multi_member_padding_and_trailing_garbage(files):
 
 def test_busy_scorer_answers_503(files, tmp_path):
     with _client(files, tmp_path, max_concurrent_scoring=1, max_pending_scoring=0) as client:
-        scorer = client.app.state.psc6k.scorer
-        scorer.admit()  # one scoring "in progress"
+        slots = client.app.state.psc6k.slots
+        slots.admit()  # one scoring "in progress"
         try:
             r = client.post("/score", content=files["flow.npz"].read_bytes(), headers=NPZ)
             assert r.status_code == 503 and r.headers["retry-after"]
         finally:
-            scorer.release()
+            slots.release()
         assert client.post("/score", content=files["flow.npz"].read_bytes(), headers=NPZ).status_code == 200
 
 

@@ -35,8 +35,8 @@ def live_server(tmp_path):
     write_test_pairs_ps(ann, tmp_path / "test_pairs_ps.csv")
     app = create_app(ServerSettings(annotations=str(tmp_path / "test_pairs_ps.csv"),
                                     db_url=f"sqlite:///{tmp_path / 'lb.sqlite'}", n_bootstrap=20))
-    _, token = db.create_token(app.state.psc6k.engine, "browser-team")
-    with serve_in_thread(app) as base:
+    with serve_in_thread(app) as base:  # the lifespan opens the database
+        _, token = db.create_token(app.state.psc6k.engine, "browser-team")
         data = save_submission(make_keypoint_submission(ann, noise_px=9), tmp_path / "s.npz").read_bytes()
         r = httpx.post(base + "/submissions", params={"method": "Browser<Net>", "supervision": "keypoint"},
                        content=data, headers={"content-type": "application/octet-stream",
@@ -58,7 +58,10 @@ def test_leaderboard_page_sorts_and_draws_the_chart(live_server, browser):
         page.on("request", lambda req: requests.append(req.url))
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(live_server + "/leaderboard.html")
+        # the page's Content-Security-Policy must not block its own script, style or data
+        page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+        response = page.goto(live_server + "/leaderboard.html")
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
         rows = page.locator("#board tbody tr")
         assert rows.count() == 16  # the paper's 15 main-table numbers + ours (best)
         assert rows.first.locator("td").nth(1).inner_text().startswith("Browser<Net>")

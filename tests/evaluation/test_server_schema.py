@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from evaluation.server import db
@@ -26,8 +27,9 @@ def server(tmp_path_factory):
     app = create_app(ServerSettings(annotations=str(root / "test_pairs_ps.csv"),
                                     db_url=f"sqlite:///{root / 'lb.sqlite'}", admin_token=ADMIN_TOKEN,
                                     n_bootstrap=10, max_body_bytes=2 * 2**20, max_decompressed_bytes=8 * 2**20))
-    _, submitter = db.create_token(app.state.psc6k.engine, "fuzzer", daily_quota=100_000)
-    return app, submitter
+    with TestClient(app):  # runs the lifespan: the database stays open for the module's calls
+        _, submitter = db.create_token(app.state.psc6k.engine, "fuzzer", daily_quota=100_000)
+        yield app, submitter
 
 
 @pytest.fixture(scope="module")

@@ -84,8 +84,11 @@ CASES = [
     (E.TooLargeError("over 1 MB"), 413, "too_large", {}),
     (E.RateLimitedError("slow down", retry_after=7), 429, "rate_limited", {}),
     (E.UnavailableError("the database is down"), 503, "unavailable", {}),
-    (E.SubmissionError("2 pairs missing", field="pairs"), 422, "invalid_submission", {}),
-    (E.FormatError("bad header", file="x.csv", row=1), 422, "invalid_format", {}),
+    (E.SubmissionError("2 pairs missing", field="pairs"), 422, "invalid_submission", {"field": "pairs"}),
+    (E.FormatError("bad header", file="x.csv", row=1), 422, "invalid_format", {"row": 1}),  # never the path
+    (E.BadRequestError("bad Content-Length"), 400, "bad_request", {}),
+    (E.RequestTimeoutError("the upload took too long"), 408, "timeout", {}),
+    (E.UnsupportedMediaTypeError("send JSON"), 415, "unsupported_media_type", {}),
     (E.Psc6kError("n_sigma must be positive"), 422, "invalid_input", {}),
     (KeyError("a bug"), 500, "internal_error", {}),
 ]

@@ -2,37 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse
+from pydantic import AfterValidator, StringConstraints
+
+from psc6k.errors import NotFoundError
+from psc6k_web.deps import ClientAddress
+from psc6k_web.responses import SafeJSONResponse
+from psc6k_web.text import SafeLongText, SafeText
 
 from .. import db
-from ..responses import SafeJSONResponse, clean_text
-from ..deps import State, get_state, require_quota, submitter
+from ..deps import AppState, State, Submitter, record_counted, require_quota
 from ..html import render_leaderboard
 from ..leaderboard import entry_json, rank, server_protocol
-from ..models import Leaderboard, LeaderboardEntry, Problem, SubmissionReply
+from ..models import EntryId, Leaderboard, LeaderboardEntry, Problem, SubmissionReply
 from ..openapi_bodies import PROBLEM_RESPONSES, SUBMISSION_REQUEST_BODY
-from .score import score_request
+from .score import score_upload
 
 router = APIRouter(tags=["leaderboard"])
 
 SortKey = Literal["pck@0.05", "pck@0.10"]
 
 
-def _clean(text: Optional[str], field: str, limit: int) -> Optional[str]:
-    if text is None:
-        return None
-    text = text.strip()
-    if not text:
-        return None
-    if len(text) > limit:
-        raise HTTPException(status_code=422, detail=f"query parameter {field!r}: at most {limit} characters")
-    if any(ord(c) < 32 for c in text):
-        raise HTTPException(status_code=422, detail=f"query parameter {field!r}: control characters not allowed")
+def _blank_is_none(text: Optional[str]) -> Optional[str]:
+    text = text.strip() if text is not None else None
+    return text or None
+
+
+def _http_url(text: Optional[str]) -> Optional[str]:
+    if text is not None and not text.lower().startswith(("http://", "https://")):
+        raise ValueError("expected an http(s) URL")
     return text
+
+
+def _text(limit: int, text=SafeText):
+    """An optional free-text query parameter: the one text rule, at most ``limit`` characters,
+    blank read as absent."""
+    return Annotated[Optional[Annotated[text, StringConstraints(max_length=limit)]], AfterValidator(_blank_is_none)]
 
 
 @router.post(
@@ -42,44 +51,35 @@ def _clean(text: Optional[str], field: str, limit: int) -> Optional[str]:
 )
 async def submit(
     request: Request,
-    method: Optional[str] = Query(None, max_length=200,
-                                  description="method name shown on the board (default: the submission's)"),
-    paper_url: Optional[str] = Query(None, max_length=500, description="http(s) link to the paper or code"),
-    encoder: Optional[str] = Query(None, max_length=200, description="backbone, e.g. ResNet-18"),
+    state: AppState,
+    client: ClientAddress,
+    token: Submitter,
+    method: Annotated[_text(200), Query(description="method name shown on the board (default: the "
+                                                    "submission's)")] = None,
+    paper_url: Annotated[_text(500), AfterValidator(_http_url),
+                         Query(description="http(s) link to the paper or code")] = None,
+    encoder: Annotated[_text(200), Query(description="backbone, e.g. ResNet-18")] = None,
     supervision: Optional[Literal["transfer", "retrain", "keypoint"]] = Query(
         None, description="transfer: pre-trained, not retrained on PSC6K; retrain: trained on PSC6K train "
                           "pairs without keypoints; keypoint: trained with keypoint supervision"),
-    description: Optional[str] = Query(None, max_length=2000, description="free text"),
-    state: State = Depends(get_state),
-    token: db.Token = Depends(submitter),
+    description: Annotated[_text(2000, SafeLongText), Query(description="free text")] = None,
 ):
     """Score like ``POST /score`` and store the entry with its metadata and the scorer version.
     Only accepted (scored) submissions count against the token's daily quota."""
-    method = _clean(method, "method", 200)
-    paper_url = _clean(paper_url, "paper_url", 500)
-    if paper_url is not None and not paper_url.lower().startswith(("http://", "https://")):
-        raise HTTPException(status_code=422, detail="query parameter 'paper_url': expected an http(s) URL")
-    encoder = _clean(encoder, "encoder", 200)
-    description = _clean(description, "description", 2000)
     require_quota(token, state)
-    reply = await score_request(request, state)
-    scored = request.state.scored
+    scored = await score_upload(request, state, client)
+    reply = scored.result
     pck05 = db.finite_or_none(reply["overall"].get("pck@0.05"))
     pck10 = db.finite_or_none(reply["overall"].get("pck@0.10"))
     entry = db.Entry(
-        id=db.new_id(), submitter=token.name, method=method or clean_text(scored.method, 200) or "unnamed",
+        id=db.new_id(), submitter=token.name, method=method or scored.method.strip()[:200] or "unnamed",
         paper_url=paper_url, encoder=encoder, supervision=supervision, description=description,
         source="submitted", split=state.settings.split_name,
         annotations_sha256=state.scorer.annotations_sha256, scorer_version=reply["scorer_version"],
         n_pairs=reply["n_pairs"], pck05=pck05, pck10=pck10, ranked=pck05 is not None and pck10 is not None,
-        scores={**reply, "method": clean_text(str(reply.get("method", "")), 200)},  # aggregates only if private
+        scores={**reply, "method": str(reply.get("method", ""))[:200]},  # aggregates only if private
     )
-    try:
-        db.record_counted(state.engine, token.id, state.settings.daily_quota, entry)
-    except db.QuotaExceeded:
-        raise HTTPException(status_code=429, detail="daily quota used up for today (UTC)") from None
-    except db.TokenRevoked:
-        raise HTTPException(status_code=401, detail="token revoked") from None
+    record_counted(state, token, entry)
     ranked, unranked = _rank(state)
     my_rank = next((r for r, e in ranked if e.id == entry.id), None)
     reason = next((why for why, e in unranked if e.id == entry.id), None)
@@ -122,8 +122,7 @@ def _board(state: State, sort_by: str) -> dict:
 
 
 @router.get("/leaderboard", response_model=Leaderboard, summary="The leaderboard as JSON")
-def leaderboard(sort_by: SortKey = Query("pck@0.05", description="ranking metric"),
-                state: State = Depends(get_state)):
+def leaderboard(state: AppState, sort_by: SortKey = Query("pck@0.05", description="ranking metric")):
     """Ranked entries (best first, all on this server's protocol), unranked submissions with the
     reason (missing or non-finite scores, other annotations), and the published numbers not ranked
     here (other protocol, ablations) with theirs. Published numbers carry ``badge: "reported"``,
@@ -132,16 +131,16 @@ def leaderboard(sort_by: SortKey = Query("pck@0.05", description="ranking metric
 
 
 @router.get("/leaderboard.html", response_class=HTMLResponse, summary="The leaderboard as a web page")
-def leaderboard_html(sort_by: SortKey = Query("pck@0.05"), state: State = Depends(get_state)):
+def leaderboard_html(state: AppState, sort_by: SortKey = Query("pck@0.05")):
     return HTMLResponse(render_leaderboard(jsonable_encoder(_board(state, sort_by))))
 
 
 @router.get("/submissions/{entry_id}", response_model=LeaderboardEntry, responses={404: {"model": Problem}},
             summary="One leaderboard entry")
-def get_submission(entry_id: str, state: State = Depends(get_state)):
+def get_submission(entry_id: EntryId, state: AppState):
     entry = db.get_entry(state.engine, entry_id) if len(entry_id) <= 32 else None
     if entry is None or entry.hidden:
-        raise HTTPException(status_code=404, detail=f"no leaderboard entry {entry_id!r}")
+        raise NotFoundError(f"no leaderboard entry {entry_id!r}", field="entry_id")
     ranked, unranked = _rank(state)
     my_rank = next((r for r, e in ranked if e.id == entry.id), None)
     reason = next((why for why, e in unranked if e.id == entry.id), None)

@@ -7,15 +7,16 @@ import json
 import logging
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import RedirectResponse
 
+from psc6k.errors import FormatError
+from psc6k.inputs import read_text
 from psc6k.plugins import registered_models
 
-from ..deps import State, get_state
+from ..deps import AppState, Settings
 from ..models import Health, ModelList
-from ..scoring import aggregate_only
 
 router = APIRouter(tags=["service"])
 log = logging.getLogger("psc6k.server")
@@ -27,9 +28,9 @@ def root():
 
 
 @router.get("/health", response_model=Health, summary="Liveness and what this server scores against")
-def health(state: State = Depends(get_state)):
-    return {"status": "ok", "scorer_version": state.scorer.scorer_version, "private": state.settings.private,
-            "split": state.settings.split_name, "n_pairs": len(state.scorer.annotations),
+def health(state: AppState, settings: Settings):
+    return {"status": "ok", "scorer_version": state.scorer.scorer_version, "private": settings.private,
+            "split": settings.split_name, "n_pairs": len(state.scorer.annotations),
             "annotations_sha256": state.scorer.annotations_sha256}
 
 
@@ -57,9 +58,6 @@ def load_model_scores(path: str | None, names: list[str]) -> dict:
     --json`` result, which is attributed to the first model."""
     if not path:
         return {}
-    from psc6k.errors import FormatError
-    from psc6k.inputs import read_text
-
     text = read_text(path, what="a JSON file of psc6k eval results", max_bytes=64 * 1024 * 1024)
     try:
         data = json.loads(text)
@@ -71,12 +69,12 @@ def load_model_scores(path: str | None, names: list[str]) -> dict:
 
 
 @router.get("/models", response_model=ModelList, summary="Reference models of the model zoo and their scores")
-def models(state: State = Depends(get_state)):
+def models(state: AppState):
     registry = load_registry()
     names = list(registry) if registry else []
     scores = state.model_scores
     if state.settings.private:  # scores on a hidden split: aggregates only, as everywhere else
-        scores = {k: aggregate_only(v) if isinstance(v, dict) else v for k, v in scores.items()}
+        scores = {k: state.scorer.private_reply(v) if isinstance(v, dict) else v for k, v in scores.items()}
     out = []
     for name in names:
         try:

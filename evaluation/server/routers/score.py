@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from psc6k_web.deps import ClientAddress
+from psc6k_web.responses import SafeJSONResponse
 
 from .. import db
-from ..responses import SafeJSONResponse
-from ..deps import State, get_state, optional_submitter, require_quota
+from ..body import check_headers, receive_submission
+from ..deps import AppState, OptionalSubmitter, State, record_counted, require_quota
 from ..models import Problem, ScoreReply
 from ..openapi_bodies import PROBLEM_RESPONSES, SUBMISSION_REQUEST_BODY
+from ..scoring import Scored
 
 router = APIRouter(tags=["scoring"])
 
@@ -18,32 +23,39 @@ router = APIRouter(tags=["scoring"])
     responses={**PROBLEM_RESPONSES, 401: {"model": Problem}, 429: {"model": Problem}},
     summary="Score a submission (same JSON as `psc6k eval --json`)",
 )
-async def score(request: Request, state: State = Depends(get_state),
-                token: db.Token | None = Depends(optional_submitter)):
+async def score(request: Request, state: AppState, client: ClientAddress, token: OptionalSubmitter):
     """Validate and score a submission with the code of ``psc6k eval``; the reply is its JSON
     plus ``submission_id``. In private mode a token is required, each accepted scoring counts
     against its daily quota, and only aggregates are returned."""
     if token is not None:
         require_quota(token, state)
-    reply = await score_request(request, state)
+    scored = await score_upload(request, state, client)
+    reply = scored.result
     row = db.Scoring(id=db.new_id(), kind=reply["kind"], n_pairs=reply["n_pairs"],
                      pck05=db.finite_or_none(reply["overall"].get("pck@0.05")),
                      pck10=db.finite_or_none(reply["overall"].get("pck@0.10")),
                      scorer_version=reply["scorer_version"])
-    try:
-        if token is not None:
-            db.record_counted(state.engine, token.id, state.settings.daily_quota, row)
-        else:
-            db.record(state.engine, row)
-    except db.QuotaExceeded:
-        raise HTTPException(status_code=429, detail="daily quota used up for today (UTC)") from None
-    except db.TokenRevoked:
-        raise HTTPException(status_code=401, detail="token revoked") from None
+    if token is not None:
+        record_counted(state, token, row)
+    else:
+        db.record(state.engine, row)
     return SafeJSONResponse({"submission_id": row.id, **reply})
 
 
-async def score_request(request: Request, state: State) -> dict:
-    """Read the body under the size caps and score it; returns the (private-filtered) result."""
-    scored = await state.scorer.score_request(request)
-    request.state.scored = scored
-    return scored.result
+async def score_upload(request: Request, state: State, client: str) -> Scored:
+    """Admit, receive and score the submission in ``request``.
+
+    Headers are checked first (415 / 413 without reading). The body is received under the
+    per-client and per-process upload bounds and on its own clocks; only then does the request
+    queue for a scoring slot. Reading and scoring (CPU work) run in a worker thread.
+    """
+    settings = state.settings
+    check_headers(request, settings.max_body_bytes)
+    with state.uploads.uploading(client):
+        raw = await receive_submission(request, settings.max_body_bytes, timeout_s=settings.upload_timeout_s,
+                                       idle_s=settings.upload_idle_timeout_s)
+    try:
+        async with state.slots.slot():
+            return await run_in_threadpool(state.scorer.score, raw)
+    finally:
+        raw.close()

@@ -198,7 +198,7 @@ def admin(server):
 @pytest.fixture
 def new_page(browser, server):
     """Factory: a fresh browser context (own localStorage) and page; closed after the test.
-    Page errors (uncaught exceptions) fail the test."""
+    Page errors (uncaught exceptions) and Content-Security-Policy violations fail the test."""
     contexts = []
 
     def make(**context_args):
@@ -213,6 +213,8 @@ def new_page(browser, server):
         page = ctx.new_page()
         page.errors = []
         page.on("pageerror", lambda e: page.errors.append(str(e)))
+        # the Content-Security-Policy must not block anything the pages themselves load or run
+        page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
         contexts.append((ctx, page))
         return page
 

@@ -24,6 +24,13 @@ def study_url(server, pid: str) -> str:
     return f"{server.url}/?PROLIFIC_PID={pid}&STUDY_ID=study-1&SESSION_ID=sess-{pid}&key={server.link_key}"
 
 
+def add_css(page, css: str):
+    """Apply ``css`` as a constructed stylesheet (the pages' Content-Security-Policy refuses an
+    inline <style>, which Playwright's add_style_tag would add); returns its handle."""
+    return page.evaluate_handle("css => { const s = new CSSStyleSheet(); s.replaceSync(css); "
+                                "document.adoptedStyleSheets = [...document.adoptedStyleSheets, s]; return s; }", css)
+
+
 def wait_screen(page, name: str):
     page.wait_for_selector(f"#screen-{name}:not([hidden])", state="visible")
 
@@ -146,7 +153,7 @@ def test_participant_completes_study_with_pixel_exact_clicks(new_page, server, a
     page.click("#ready-next")
 
     # A different CSS size for the photo only, a non-integer one, and a scrolled page.
-    resize = page.add_style_tag(content="#photo-box { --img: 389.5px; } body { padding-top: 260px; }")
+    resize = add_css(page, "#photo-box { --img: 389.5px; } body { padding-top: 260px; }")
     page.evaluate("window.scrollTo(0, 200)")
     targets = [(0.0, 0.0), (255.0, 255.0), (17.25, 203.5), (128.0, 64.0), (200.75, 31.0)]
     assert len(targets) == TRIALS
@@ -155,7 +162,7 @@ def test_participant_completes_study_with_pixel_exact_clicks(new_page, server, a
         wait_item(page, i)
         assert page.inner_text("#progress-text") == f"{i + 1} / {TRIALS}"
         if i == TRIALS - 1:  # the last one also under CSS zoom
-            page.add_style_tag(content="#screen-trial .stage { zoom: 0.8; }")
+            add_css(page, "#screen-trial .stage { zoom: 0.8; }")
         left, top, width, height = photo_rect(page)
         want = 389.5 * (0.8 if i == TRIALS - 1 else 1.0)
         assert abs(width - want) < 0.01 and top < 400, (width, top)  # the new size, page scrolled
@@ -187,7 +194,7 @@ def test_participant_completes_study_with_pixel_exact_clicks(new_page, server, a
 
     wait_screen(page, "complete")
     assert page.inner_text("#completion-code") == COMPLETION_CODE
-    resize.evaluate("e => e.remove()")
+    resize.evaluate("s => { document.adoptedStyleSheets = document.adoptedStyleSheets.filter(x => x !== s); }")
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, screenshot_dir, "07-complete")
 

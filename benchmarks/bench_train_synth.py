@@ -242,7 +242,7 @@ def main() -> None:
     if not (data / "train_pairs_ps.csv").is_file():
         psc6k("synth", "--out", str(data), "--categories", "10", "--photos-per-category", "10",
               "--sketches-per-photo", "5", "--train-photos-per-category", "40",
-              "--seed", "0", "--no-clicks", "--quiet", "--workers", "2")
+              "--seed", "0", "--no-clicks", "--no-progress", "--workers", "2")
     n_train = sum(1 for _ in open(data / "train_pairs_ps.csv")) // 2
     n_test = sum(1 for _ in open(data / "test_pairs_ps.csv")) - 1
     print(f"synthetic benchmark: {n_train} train pairs, {n_test} test pairs ({data})")

@@ -27,6 +27,7 @@ import argparse
 import ast
 import difflib
 import importlib.util
+import os
 import sys
 from importlib.metadata import EntryPoint, entry_points
 
@@ -163,11 +164,38 @@ def _top_level_parser(commands: dict[str, EntryPoint], *, with_listing: bool = F
     return parser
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's ``--help``: each option's default shown once, and only a real one.
+
+    ``(default: X)`` is appended unless the option's help already speaks of its default, the
+    default is ``None`` (the help says what happens when the option is not given) or the option
+    is an on/off switch (``--json``, ``--no-progress``: off unless given).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default is None or default is argparse.SUPPRESS or action.nargs == 0:
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+        return text
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of a command and of its sub-commands (``annotate init``): whatever
+    stock formatter a command asks for, its help follows :class:`HelpFormatter`."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        if formatter_class in (argparse.HelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+            formatter_class = HelpFormatter
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def build_command_parser(name: str, target) -> argparse.ArgumentParser:
     """The configured argument parser of command ``name`` implemented by ``target``."""
     description = (getattr(target, "__doc__", None) or command_help(target)).strip().split("\n\n")[0]
-    parser = argparse.ArgumentParser(prog=f"psc6k {name}", description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = CommandParser(prog=f"psc6k {name}", description=description)
     target.add_arguments(parser)
     return parser
 
@@ -200,22 +228,20 @@ def main(argv: list[str] | None = None) -> int:
         print(_missing_dependency_message(name, exc), file=sys.stderr)
         return 2
     except Psc6kError as exc:
-        print(f"psc6k {name}: error: {shorten(str(exc))}", file=sys.stderr)
+        print(f"psc6k {name}: error: {shorten(describe(exc, parser))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"psc6k {name}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Output piped into `head` & co.: stop quietly, like other Unix tools.
-        import os
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except Exception as exc:  # never a traceback: a user mistake is one line and status 2
-        import os
         if os.environ.get("PSC6K_DEBUG"):
             raise
-        message = describe(exc)
+        message = describe(exc, parser)
         if message is None:
             print(f"psc6k {name}: internal error: {type(exc).__name__}: {shorten(str(exc), 200)} (a bug; "
                   "rerun with PSC6K_DEBUG=1 for the traceback and report it)", file=sys.stderr)

@@ -22,7 +22,7 @@ import numpy as np
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
 from psc6k.aggregate import aggregate_clicks, human_agreement
 from psc6k.csvsafe import safe_frame
-from psc6k.errors import Psc6kError
+from psc6k.errors import ParameterError, Psc6kError
 from psc6k.pck import transfer_keypoints
 from psc6k.submission import align_submission
 
@@ -167,7 +167,7 @@ def compute_consistency(clicks, submissions=(), annotations=None, n_slots: int |
     """
     submissions = list(submissions)
     if submissions and annotations is None:
-        raise Psc6kError("methods need --annotations (the sketch keypoints they transfer)")
+        raise ParameterError("methods need `annotations` (the sketch keypoints they transfer)", param="annotations")
     pairs, slots = click_slots(clicks, n_slots)
     if not pairs:
         raise Psc6kError("the clicks file holds no clicks")

@@ -25,8 +25,8 @@ import numpy as np
 
 from psc6k import cli
 from psc6k.baselines import BASELINES, run_baselines
-from psc6k.data import sample_default
-from psc6k.errors import Psc6kError
+from psc6k.data import sample_path
+from psc6k.errors import ParameterError, Psc6kError
 from psc6k.formats import Annotations, read_annotations, read_clicks, write_clicks, write_keypoints_csv
 from psc6k.groundtruth import PS_CSV, ground_truth_from_clicks
 from psc6k.images import read_image
@@ -34,6 +34,7 @@ from psc6k.inputs import check_input_file
 from psc6k.keypoints import sample_keypoints
 from psc6k.pck import transfer_keypoints
 from psc6k.report import write_report
+from psc6k.sketchy import write_sketchy_root
 from psc6k.submission import Submission, align_submission, load_submission, save_submission
 from psc6k.synth import simulate_clicks
 
@@ -68,11 +69,11 @@ def prepare_out(out) -> Path:
     """Create ``out`` or reuse a folder an earlier demo wrote; refuse any other non-empty folder."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise Psc6kError(f"--out {out}: exists and is not a folder")
+        raise ParameterError(f"`out` {out}: exists and is not a folder", param="out")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise Psc6kError(f"--out {out}: folder exists, is not empty and was not written by 'psc6k demo' "
-                             f"(no {MARKER} file); choose another --out or empty it")
+            raise ParameterError(f"`out` {out}: folder exists, is not empty and was not written by 'psc6k demo' "
+                                 f"(no {MARKER} file); choose another `out` or empty it", param="out")
         for name in OWNED:
             p = out / name
             if p.is_dir():
@@ -83,14 +84,18 @@ def prepare_out(out) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text("written by psc6k demo; safe to delete the folder\n", encoding="utf-8")
     except OSError as exc:
-        raise Psc6kError(f"--out {out}: cannot write there ({exc.strerror})") from None
+        raise ParameterError(f"`out` {out}: cannot write there ({exc.strerror})", param="out") from None
     return out
 
 
 def _sample_root(sample) -> Path:
-    root = sample_default(sample, None, option="--sample", announce=False)
-    if sample is not None and not (root / "test_pairs_ps.csv").is_file():
-        raise Psc6kError(f"{root}: no test_pairs_ps.csv; expected a benchmark folder written by 'psc6k synth'")
+    """The benchmark folder the demo runs on: ``sample``, else the bundled sample."""
+    if sample is None:
+        return sample_path()
+    root = Path(sample)
+    if not (root / "test_pairs_ps.csv").is_file():
+        raise ParameterError(f"`sample` {root}: no test_pairs_ps.csv; expected a benchmark folder written by "
+                             "'psc6k synth'", param="sample")
     return root
 
 
@@ -146,10 +151,11 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
         try:
             check_input_file(checkpoint, what="a PSCNet checkpoint (.pth.tar)", max_bytes=None, text=False)
         except Psc6kError as exc:
-            raise Psc6kError(f"--checkpoint {exc}") from None
+            raise ParameterError(f"`checkpoint` {exc}", param="checkpoint") from None
     out = prepare_out(out)
     ann_dir = out / "annotations"
     ann_dir.mkdir()
+    write_sketchy_root(ann_dir, root, written_by="psc6k demo")  # `psc6k report -a annotations/...` finds the images
     sample_ann = _first_pairs(read_annotations(root / "test_pairs_ps.csv"), max_pairs)
     photos, sketches = list(sample_ann.photo), list(sample_ann.sketch)
     say(f"sample: {root} ({len(photos)} pairs, {len(set(sample_ann.category))} categories)")
@@ -234,7 +240,7 @@ def _first_pairs(ann, max_pairs: int | None):
     if max_pairs is None:
         return ann
     if max_pairs < 1:
-        raise Psc6kError("--pairs must be >= 1")
+        raise ParameterError(f"`max_pairs` must be >= 1, got {max_pairs}", param="max_pairs")
     return ann.subset(np.arange(min(max_pairs, len(ann))))
 
 
@@ -342,7 +348,7 @@ def _pscnet_submission(checkpoint, ann_csv: Path, root, device, progress, notes,
         if "needs the Python package" in reason:
             notes.append(f"PSCNet skipped: {reason}")
             return None
-        raise Psc6kError(f"--checkpoint {checkpoint}: PSCNet prediction failed: {reason}")
+        raise ParameterError(f"`checkpoint` {checkpoint}: PSCNet prediction failed: {reason}", param="checkpoint")
     return load_submission(out)
 
 

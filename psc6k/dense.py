@@ -172,7 +172,7 @@ def _align(sub, gt):
     return np.asarray(sub_idx, dtype=np.int64), np.asarray(gt_idx, dtype=np.int64)
 
 
-def evaluate_dense(sub, gt, *, confidence: dict | None = None, alphas=DENSE_ALPHAS, size: int = IMAGE_SIZE,
+def evaluate_dense(sub, dense_gt, *, confidence: dict | None = None, alphas=DENSE_ALPHAS, size: int = IMAGE_SIZE,
                    steps: int = SPARSIFICATION_STEPS, pairs=None) -> DenseResult:
     """AEPE, dense PCK (and with ``confidence`` sparsification / AUSE) of a flow submission.
 
@@ -180,7 +180,7 @@ def evaluate_dense(sub, gt, *, confidence: dict | None = None, alphas=DENSE_ALPH
     ----------
     sub : psc6k.submission.Submission
         ``kind == "flow"``.
-    gt : psc6k.submission.Submission
+    dense_gt : psc6k.submission.Submission
         Exact ground-truth flows (e.g. ``gt_flows.npz`` of ``psc6k synth``).
     confidence : dict, optional
         ``{"sketch_to_photo": [N, H, W], "photo_to_sketch": [N, H, W]}`` aligned with ``sub``.
@@ -194,14 +194,15 @@ def evaluate_dense(sub, gt, *, confidence: dict | None = None, alphas=DENSE_ALPH
     """
     if sub.kind != "flow":
         raise SubmissionError("dense metrics need a flow submission (this one holds keypoints)")
+    gt = dense_gt
     if gt.kind != "flow":
-        raise SubmissionError("the dense ground truth must hold flows", source="--dense-gt")
+        raise SubmissionError("`dense_gt`: the dense ground truth must hold flows", param="dense_gt")
     sub_idx, gt_idx = _align(sub, gt)
     if pairs is not None and len(sub_idx):
         keep = [k for k, i in enumerate(sub_idx) if (sub.photo[i], sub.sketch[i]) in pairs]
         sub_idx, gt_idx = sub_idx[keep], gt_idx[keep]
     if len(sub_idx) == 0:
-        raise SubmissionError("no submitted pair has a ground-truth flow in --dense-gt")
+        raise SubmissionError("no submitted pair has a ground-truth flow in `dense_gt`", param="dense_gt")
     alphas = tuple(float(a) for a in alphas)
     per_flow = {d: {"aepe": [], "sum": 0.0, "count": 0, **{alpha_key(a): [] for a in alphas}} for d in DIRECTIONS}
     sparse = {d: {"curve": [], "oracle": [], "ause": []} for d in DIRECTIONS} if confidence else None
@@ -244,7 +245,7 @@ def evaluate_dense(sub, gt, *, confidence: dict | None = None, alphas=DENSE_ALPH
                 "curve": np.nanmean(np.concatenate(sparse[d]["curve"]), axis=0).tolist(),
                 "oracle": np.nanmean(np.concatenate(sparse[d]["oracle"]), axis=0).tolist()}
     protocol = {
-        "ground_truth": "dense flows (--dense-gt), SPEC §5 convention", "resolution": f"{size} x {size}",
+        "ground_truth": "exact dense flows (dense_gt), SPEC §5 convention", "resolution": f"{size} x {size}",
         "upsampling": "bilinear, align_corners=True (psc6k.pck.sample_flow at every pixel)",
         "valid_pixels": "ground-truth target inside the target image (-0.5 .. size - 0.5)",
         "averaging": "per flow (pair x direction), then mean over flows; aepe_pooled: mean over all valid pixels",

@@ -6,7 +6,38 @@ from __future__ import annotations
 
 
 class Psc6kError(Exception):
-    """Base class of every error caused by user input or environment, never by a bug."""
+    """Base class of every error caused by user input or environment, never by a bug.
+
+    Library code names the *parameters* at fault, never a command's options: the message writes
+    each one in backticks (`` `max_pairs` must be >= 1``) and ``param`` lists them, so that a
+    Python caller reads the keyword argument it passed, and a command shows its own option
+    instead (``--pairs must be >= 1``; :func:`psc6k.cli_errors.command_message`).
+
+    Parameters
+    ----------
+    *args
+        The message (and anything :class:`Exception` takes).
+    param : str or sequence of str, optional
+        The parameter(s) the message names in backticks; kept as the tuple ``params``.
+    """
+
+    params: tuple[str, ...] = ()
+
+    def __init__(self, *args, param: str | tuple[str, ...] | list[str] | None = None):
+        super().__init__(*args)
+        if param is not None:
+            self.params = (param,) if isinstance(param, str) else tuple(param)
+
+
+class ParameterError(Psc6kError, ValueError):
+    """A parameter of a library function (a command's option) is missing or has a bad value.
+
+    Examples
+    --------
+    >>> exc = ParameterError("`max_pairs` must be >= 1, got 0", param="max_pairs")
+    >>> exc.params
+    ('max_pairs',)
+    """
 
 
 class FormatError(Psc6kError, ValueError):
@@ -20,7 +51,8 @@ class FormatError(Psc6kError, ValueError):
         Where. ``row`` is the 1-based line number in the file (the header is line 1).
     """
 
-    def __init__(self, message: str, *, file=None, row: int | None = None, column: str | None = None):
+    def __init__(self, message: str, *, file=None, row: int | None = None, column: str | None = None,
+                 param: str | tuple[str, ...] | None = None):
         self.file, self.row, self.column, self.reason = file, row, column, message
         where = []
         if file is not None:
@@ -29,17 +61,18 @@ class FormatError(Psc6kError, ValueError):
             where.append(f"line {row}")
         if column is not None:
             where.append(f"column {column!r}")
-        super().__init__((", ".join(where) + ": " if where else "") + message)
+        super().__init__((", ".join(where) + ": " if where else "") + message, param=param)
 
 
 class SubmissionError(Psc6kError, ValueError):
     """A submission is malformed or does not match the annotations it is scored against.
 
-    ``pair`` is ``(photo, sketch)`` when one pair is at fault, ``field`` the field name.
+    ``pair`` is ``(photo, sketch)`` when one pair is at fault, ``field`` the field name, ``param``
+    the parameter(s) the message names in backticks (:class:`Psc6kError`).
     """
 
     def __init__(self, message: str, *, pair: tuple[str, str] | None = None, field: str | None = None,
-                 source=None):
+                 source=None, param: str | tuple[str, ...] | None = None):
         self.pair, self.field, self.source, self.reason = pair, field, source, message
         where = []
         if source is not None:
@@ -48,7 +81,7 @@ class SubmissionError(Psc6kError, ValueError):
             where.append(f"pair (photo={pair[0]!r}, sketch={pair[1]!r})")
         if field is not None:
             where.append(f"field {field!r}")
-        super().__init__((", ".join(where) + ": " if where else "") + message)
+        super().__init__((", ".join(where) + ": " if where else "") + message, param=param)
 
 
 # ------------------------------------------------------------------------------ request errors

@@ -6,6 +6,7 @@ the PSC6K CSVs, e.g. ``rendered_256x256/256x256/photo/tx_000100000000/airplane/n
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,6 +32,49 @@ SKETCH_DIR = "rendered_256x256/256x256/sketch/tx_000100000000"
 INVALID_LISTS = ("error", "pose", "ambiguous", "context")
 PHOTO_EXT = ".jpg"
 SKETCH_EXT = ".png"
+#: File beside pair / annotation CSVs recording the Sketchy root their paths are relative to
+#: (``{"sketchy_root": ...}``; written by ``psc6k build-pairs`` and ``psc6k demo``).
+SUMMARY_FILE = "summary.json"
+
+
+def sketchy_root_of_photo(path) -> Path | None:
+    """The Sketchy root above ``path`` when it is a Sketchy photo
+    (``ROOT/rendered_256x256/256x256/photo/...``), else None.
+
+    Examples
+    --------
+    >>> sketchy_root_of_photo("/d/Sketchy/rendered_256x256/256x256/photo/tx_000000000000/ant/a.jpg").as_posix()
+    '/d/Sketchy'
+    >>> sketchy_root_of_photo("/d/Sketchy/rendered_256x256/256x256/sketch/tx_000000000000/ant/a-1.png") is None
+    True
+    """
+    parts = Path(path).parts
+    for i in range(len(parts) - 3):
+        if parts[i] == "rendered_256x256" and parts[i + 2] == "photo":
+            return Path(*parts[:i]) if i else Path(".")
+    return None
+
+
+def write_sketchy_root(folder, root, **extra) -> Path:
+    """Record in ``folder``'s :data:`SUMMARY_FILE` that its CSVs' paths are relative to ``root``
+    (only for a folder that has no summary yet; ``psc6k build-pairs`` writes a fuller one)."""
+    path = Path(folder) / SUMMARY_FILE
+    path.write_text(json.dumps({"sketchy_root": str(Path(root).resolve()), **extra}, indent=2) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def recorded_sketchy_root(folder) -> Path | None:
+    """The Sketchy root noted in ``folder``'s :data:`SUMMARY_FILE`, if any (None for a missing,
+    unreadable or malformed file: the caller then asks for the root)."""
+    summary = Path(folder) / SUMMARY_FILE
+    if not summary.is_file():
+        return None
+    try:
+        root = json.loads(summary.read_text(encoding="utf-8")).get("sketchy_root")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(root) if isinstance(root, str) and root else None
 
 
 def photo_relpath(category: str, photo_id: str) -> str:

@@ -979,7 +979,7 @@ def align_submission(sub: Submission, ann, *, allow_partial: bool = False):
         missing = np.flatnonzero(~covered)
         first = ", ".join(f"(photo={ann.photo[i]!r}, sketch={ann.sketch[i]!r})" for i in missing[:3])
         raise SubmissionError(f"{len(missing)} of {len(ann)} annotated pairs are missing: {first}"
-                              f"{' ...' if len(missing) > 3 else ''} (use --allow-partial to score the rest)")
+                              f"{' ...' if len(missing) > 3 else ''} (`allow_partial` scores the rest)", param="allow_partial")
     return ann_idx, sub_idx
 
 

@@ -94,8 +94,8 @@ def test_eval_runs_without_loading_the_upper_parts(tmp_path):
     ann = read_annotations(sample_path() / "test_pairs_ps.csv")
     flows = identity_flow(len(ann), 4)
     sub = save_submission(Submission("id", "flow", ann.photo, ann.sketch, flows, flows), tmp_path / "s.npz")
-    code = ("import sys, json; from psc6k.cli import main; status = main(['eval', sys.argv[1], '--json', "
-            "'--bootstrap', '0']); "
+    code = ("import sys, json; from psc6k.cli import main; status = main(['eval', sys.argv[1], '-a', 'sample', "
+            "'--json', '--bootstrap', '0']); "
             f"print(json.dumps([status, sorted(m for m in sys.modules if m.split('.')[0] in {UPPER + HEAVY!r})]))")
     r = subprocess.run([sys.executable, "-c", code, str(sub)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -22,9 +22,9 @@ DEFAULT_DB = "sqlite:///psc6k_leaderboard.sqlite"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--annotations", "-a", default=None,
-                        help="test_pairs_ps.csv or test_pairs_st.csv to score against "
-                             "(default: the bundled sample's)")
+    parser.add_argument("--annotations", "-a", default=None, metavar="CSV",
+                        help="test_pairs_ps.csv or test_pairs_st.csv to score against (required to serve); "
+                             "'sample': the bundled sample's")
     parser.add_argument("--db", default=DEFAULT_DB,
                         help="SQLAlchemy URL of the leaderboard; PostgreSQL "
                              "(postgresql+psycopg://user:pw@host/db) for --workers > 1")
@@ -86,9 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(args) -> ServerSettings:
     from psc6k.errors import Psc6kError
 
-    from psc6k.data import sample_default
+    from psc6k.data import path_or_sample
 
-    annotations = str(sample_default(args.annotations, command="serve"))
+    if args.annotations is None:
+        raise Psc6kError("--annotations is required: the test_pairs_ps.csv to score against "
+                         "('--annotations sample' for the bundled sample's)")
+    annotations = str(path_or_sample(args.annotations))
     if not os.path.isfile(annotations):
         raise Psc6kError(f"{annotations}: annotations file not found")
     for name in ("max_body_mb", "max_decompressed_mb"):

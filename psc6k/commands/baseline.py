@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.name.lower().endswith((".npz", ".json", ".json.gz")):
         raise Psc6kError(f"--out {out}: use a .npz, .json or .json.gz file name")
-    ann_path, images = resolve_dataset(args.annotations, args.images, command="baseline")
+    ann_path, images = resolve_dataset(args.annotations, args.images)
     ann = read_annotations(ann_path)
     start = time.perf_counter()
     sub = run_baseline(args.name, ann, images, progress=not args.no_progress)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from psc6k.cli_errors import name_options, option_names
 from psc6k.errors import Psc6kError
 from psc6k.keypoints.batch import build_keypoints, write_outputs
 from psc6k.keypoints.collect import collect
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory of sketch images (recursive) or a pair CSV with a sketch column")
     parser.add_argument("--out", "-o", required=True, metavar="CSV", help="keypoints CSV to write (sketch,X,Y)")
     parser.add_argument("--images", metavar="ROOT", default=None,
-                        help="root the CSV's paths are relative to (the Sketchy root); None means the "
+                        help="root the CSV's paths are relative to (the Sketchy root); not given: the "
                              "CSV's folder, or the Sketchy root recorded in summary.json by build-pairs. "
                              "For a directory INPUT, output keys are made relative to ROOT")
     parser.add_argument("--workers", "-j", type=int, default=1, metavar="N",
@@ -55,11 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viz", metavar="DIR", default=None,
                         help="also write one PNG per sketch: sketch | mask | pseudo-parts | keypoints")
     parser.add_argument("--max-dilations", type=int, default=None, metavar="N",
-                        help="bound on 3x3 dilations used to connect the drawing's pieces; None means "
+                        help="bound on 3x3 dilations used to connect the drawing's pieces; not given: "
                              "1/6 of the drawing's bounding-box side (34 for a 200 px drawing)")
     parser.add_argument("--stray-gap", type=int, default=None, metavar="PX",
                         help="ink groups this far (px) from the rest, holding under 5%% of the ink and "
-                             "outside the object, are stray marks and set aside; None means 1/12 of the "
+                             "outside the object, are stray marks and set aside; not given: 1/12 of the "
                              "image side (21 for 256x256); 0 keeps every mark (the paper read literally)")
     parser.add_argument("--report", metavar="CSV", default=None,
                         help="also write one diagnostics row per sketch: mask pixels, dilations, marks "
@@ -102,11 +103,12 @@ def run(args: argparse.Namespace) -> int:
         _print_err(f"psc6k build-keypoints: resuming: {len(items) - len(todo)} of {len(items)} sketches "
                    f"already done ({journal.path})")
     start = time.perf_counter()
+    options = _option_names()  # a sketch's error names the builder's parameters; say our options
 
     def on_result(r):
         journal.append(r)
         if r["status"] != "ok":  # one line per failed sketch, as it happens
-            _print_err(f"psc6k build-keypoints: {r['sketch']}: {r['error']}")
+            _print_err(f"psc6k build-keypoints: {r['sketch']}: {name_options(r['error'], options)}")
         if "viz_error" in r:
             _print_err(f"psc6k build-keypoints: {r['sketch']}: could not write the --viz image: {r['viz_error']}")
 
@@ -147,6 +149,13 @@ def run(args: argparse.Namespace) -> int:
     if failures and not args.keep_going:
         return 1
     return 0
+
+
+def _option_names() -> dict[str, str]:
+    """This command's options by parameter name (:func:`psc6k.cli_errors.option_names`)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return option_names(parser)
 
 
 def _print_err(text: str) -> None:

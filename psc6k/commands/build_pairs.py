@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"subset of {','.join(INVALID_LISTS)}, or 'none' (default: the paper's "
                              f"{','.join(PAPER_INVALID_LISTS)})")
     parser.add_argument("--testset", metavar="FILE", default=None,
-                        help="test photo list; None means SKETCHY_ROOT/info/testset.txt")
+                        help="test photo list; not given: SKETCHY_ROOT/info/testset.txt")
     parser.add_argument("--no-train", action="store_true", help="write only test_pairs.csv and summary.json")
     parser.add_argument("--json", action="store_true", help="print summary.json on stdout too")
 

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ann, limits = scoring_inputs(args, command="compare")
+    ann, limits = scoring_inputs(args)
     sub_a, sub_b = load_submission(args.a, limits=limits), load_submission(args.b, limits=limits)
     for sub, path in ((sub_a, args.a), (sub_b, args.b)):
         if not sub.method or sub.method == "unnamed":

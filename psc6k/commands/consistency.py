@@ -12,6 +12,7 @@ import json
 import sys
 
 from psc6k.consistency import compute_consistency, write_consistency
+from psc6k.data import path_or_sample
 from psc6k.errors import Psc6kError
 from psc6k.formats import read_annotations, read_clicks
 from psc6k.submission import load_submission
@@ -24,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submissions", nargs="*", metavar="SUBMISSION",
                         help="method submissions (.npz / .json / .json.gz); none: annotators only")
     parser.add_argument("--clicks", "-c", required=True, help="raw clicks CSV (participant,photo,sketch,keypoint,x,y,...)")
-    parser.add_argument("--annotations", "-a", default=None,
+    parser.add_argument("--annotations", "-a", default=None, metavar="CSV",
                         help="test_pairs_ps.csv (or _st) giving the sketch keypoints the methods transfer; "
-                             "required with submissions")
+                             "required with submissions; 'sample': the bundled sample's")
     parser.add_argument("--slots", type=int, default=None,
                         help="annotator slots (default: the most clicks any keypoint has, 3 in PSC6K)")
     parser.add_argument("--out", "-o", default="consistency", help="output folder")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.submissions and args.annotations is None:
         raise Psc6kError("--annotations is required with submissions (the sketch keypoints they transfer)")
     clicks = read_clicks(args.clicks)
-    ann = read_annotations(args.annotations) if args.annotations else None
+    ann = read_annotations(path_or_sample(args.annotations)) if args.annotations else None
     subs = []
     for path in args.submissions:
         sub = load_submission(path)

@@ -32,22 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="aggregate the sample's clicks.csv instead of building keypoints and simulating clicks")
     parser.add_argument("--seed", type=int, default=0, help="seed of the keypoint builder and the simulated crowd")
     parser.add_argument("--examples", type=int, default=4, help="example pairs drawn in the report")
-    parser.add_argument("--pairs", type=int, default=None, help="use only the first N pairs of the sample (quicker)")
+    parser.add_argument("--pairs", type=int, default=None, dest="max_pairs", metavar="N",
+                        help="use only the first N pairs of the sample (quicker)")
     parser.add_argument("--json", action="store_true", help="print the result (leaderboard, paths, timings) as JSON")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or step lines")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or step lines")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.examples < 0:
         raise Psc6kError("--examples must be >= 0")
-    quiet = args.quiet or args.json
+    quiet = args.no_progress or args.json
 
     def log(msg):
         print(msg, file=sys.stderr)
 
     result = run_demo(args.out, checkpoint=args.checkpoint, device=args.device, sample=args.sample,
                       use_sample_clicks=args.use_sample_clicks, seed=args.seed, n_examples=args.examples,
-                      max_pairs=args.pairs,
+                      max_pairs=args.max_pairs,
                       progress=not quiet, log=None if quiet else log)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=1)

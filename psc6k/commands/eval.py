@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ann, limits = scoring_inputs(args, command="eval")
+    ann, limits = scoring_inputs(args)
     sub = load_submission(args.submission, limits=limits)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
                    seed=args.seed)

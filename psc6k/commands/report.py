@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise Psc6kError("give at least one submission file to report on")
     if args.examples < 0 or args.bootstrap < 0 or args.failures < 0:
         raise Psc6kError("--examples, --failures and --bootstrap must be >= 0")
-    ann_path, images = resolve_dataset(args.annotations, args.images, command="report")
+    ann_path, images = resolve_dataset(args.annotations, args.images)
     ann = read_annotations(ann_path)
     subs = []
     for path in args.submissions:

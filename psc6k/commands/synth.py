@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview", metavar="PNG", help="also write a contact sheet of test pairs with keypoints")
     parser.add_argument("--preview-pairs", type=int, default=12, metavar="N", help="pairs on the contact sheet")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                        sketches_per_photo=args.sketches_per_photo,
                        train_photos_per_category=args.train_photos_per_category, seed=args.seed,
                        workers=args.workers, flow_size=args.flow_size, jpeg_quality=args.jpeg_quality,
-                       force=args.force, progress=not args.quiet and not args.json, clicks=not args.no_clicks)
+                       force=args.force, progress=not args.no_progress and not args.json, clicks=not args.no_clicks)
     preview = None
     if args.preview:
         preview = str(contact_sheet(args.out, args.preview, n_pairs=args.preview_pairs, seed=args.seed))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from psc6k.errors import Psc6kError
@@ -32,38 +31,37 @@ def sample_path() -> Path:
     return root
 
 
-def sample_default(path=None, filename: str | None = "test_pairs_ps.csv", *, option: str = "--annotations",
-                   command: str | None = None, announce: bool = True) -> Path:
-    """``path`` when given, else the bundled sample's ``filename`` (its root with ``filename=None``).
+#: The word a command's ``--annotations`` / ``--images`` take for the bundled sample
+#: (``psc6k eval sub.npz --annotations sample``); a file of that name is given as ``./sample``.
+SAMPLE_WORD = "sample"
 
-    The one place where a command falls back to the bundled sample. The fallback is announced
-    on stderr (``psc6k COMMAND: no OPTION given, using the bundled sample: PATH``) so that a
-    forgotten option never silently scores against the wrong data.
+
+def path_or_sample(value, filename: str | None = "test_pairs_ps.csv") -> Path:
+    """``value`` as a path, or the bundled sample's ``filename`` when ``value`` is :data:`SAMPLE_WORD`.
+
+    The one place where a user's input may name the bundled sample; nothing falls back to it
+    silently (a forgotten ``--annotations`` must not score against the wrong data).
 
     Parameters
     ----------
-    path : path or None
-        What the user gave (returned as a ``Path`` untouched).
+    value : path
+        What the user gave.
     filename : str or None
-        File of the sample to use; ``None`` for the sample's root folder.
-    option, command : str
-        Named in the announcement and in the error (``--annotations``, ``eval``).
-    announce : bool
-        Print the announcement.
+        File of the sample that the word stands for; ``None`` for the sample's root folder.
 
     Raises
     ------
-    psc6k.errors.Psc6kError
-        ``OPTION is required`` when the package was installed without its sample.
+    SampleMissingError
+        The word was given but the package was installed without its sample.
+
+    Examples
+    --------
+    >>> path_or_sample("my/test_pairs_ps.csv").as_posix()
+    'my/test_pairs_ps.csv'
+    >>> path_or_sample("sample").name
+    'test_pairs_ps.csv'
     """
-    if path is not None:
-        return Path(path)
-    try:
-        root = sample_path()
-    except SampleMissingError as exc:
-        raise Psc6kError(f"{option} is required (no bundled sample in this install: {exc})") from None
-    target = root / filename if filename else root
-    if announce:
-        prefix = f"psc6k {command}: " if command else "psc6k: "
-        print(f"{prefix}no {option} given, using the bundled sample: {target}", file=sys.stderr)
-    return target
+    if str(value) != SAMPLE_WORD:
+        return Path(value)
+    root = sample_path()
+    return root / filename if filename else root

@@ -7,12 +7,13 @@ Sketchy root where one is known), ``path`` where the image is read from.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from psc6k import formats
 from psc6k.errors import Psc6kError
 from psc6k.inputs import check_input_file
+from psc6k.keypoints.io import refuse_photo_folder
+from psc6k.sketchy import recorded_sketchy_root
 
 __all__ = ["IMAGE_EXTENSIONS", "SKETCHY_MARKER", "collect", "collect_from_csv", "collect_from_directory"]
 
@@ -71,7 +72,7 @@ def collect_from_csv(path: Path, images_root: Path | None = None) -> list[tuple[
         return [(key, images_root / key) for key in keys]
     # No --images: the CSV's folder, or the Sketchy root recorded by build-pairs beside it
     candidates = [path.parent]
-    recorded = _recorded_sketchy_root(path.parent)
+    recorded = recorded_sketchy_root(path.parent)
     if recorded is not None:
         candidates.append(recorded)
     probe = keys[:20]
@@ -81,18 +82,6 @@ def collect_from_csv(path: Path, images_root: Path | None = None) -> list[tuple[
     tried = " or ".join(str(c) for c in candidates)
     raise Psc6kError(f"{path}: its sketch paths (e.g. {keys[0]!r}) do not exist relative to {tried}; "
                      "pass --images ROOT, the folder they are relative to (the Sketchy root)")
-
-
-def _recorded_sketchy_root(folder: Path) -> Path | None:
-    """The Sketchy root noted in ``summary.json`` by ``psc6k build-pairs``, if any."""
-    summary = folder / "summary.json"
-    if not summary.is_file():
-        return None
-    try:
-        root = json.loads(summary.read_text(encoding="utf-8")).get("sketchy_root")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return Path(root) if isinstance(root, str) and root else None
 
 
 def collect(input_path: str, images: str | None) -> list[tuple[str, Path]]:
@@ -106,6 +95,7 @@ def collect(input_path: str, images: str | None) -> list[tuple[str, Path]]:
         items = collect_from_directory(src, images_root)
         if not items:
             raise Psc6kError(f"{src}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found under it")
+        refuse_photo_folder(src, [path for _, path in items])
         return items
     if src.is_file():
         items = collect_from_csv(src, images_root)

@@ -14,13 +14,25 @@ Examples
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from psc6k.errors import FormatError
+from psc6k.errors import FormatError, Psc6kError
 from psc6k.images import read_image
 from psc6k.keypoints.errors import SketchError
+from psc6k.sketchy import SKETCH_DIR, sketchy_root_of_photo
 
-__all__ = ["load_sketch", "to_gray", "binarize"]
+__all__ = ["load_sketch", "to_gray", "binarize", "looks_like_photo", "refuse_photo_folder"]
+
+#: A picture is a photograph, not a sketch, when more than this share of its pixels is mid-grey
+#: (luma 0.2-0.8) ...
+PHOTO_MIDTONE_FRACTION = 0.35
+#: ... or coloured (channels more than 0.12 apart). Measured on the bundled sample: sketches
+#: reach at most 0.05 mid-grey and 0 coloured; its photos at least 0.57 mid-grey and 0.36 coloured.
+PHOTO_COLOUR_FRACTION = 0.25
+#: Images of a folder checked by :func:`refuse_photo_folder` (spread over the folder).
+PHOTO_CHECK_IMAGES = 8
 
 
 def load_sketch(path) -> np.ndarray:
@@ -139,3 +151,56 @@ def _levels(gray: np.ndarray) -> tuple[float, float]:
         return float(part[lo]) + (q - lo) * (float(part[hi]) - float(part[lo]))
 
     return at(qs[0]), at(qs[1])
+
+
+def looks_like_photo(rgb: np.ndarray) -> bool:
+    """Whether an RGB uint8 image ``[H, W, 3]`` is a photograph rather than a sketch.
+
+    A sketch is dark strokes on light paper: few mid-grey pixels and next to no colour. A photo
+    is mostly mid-tones, usually coloured (thresholds :data:`PHOTO_MIDTONE_FRACTION`,
+    :data:`PHOTO_COLOUR_FRACTION`).
+
+    Examples
+    --------
+    >>> paper = np.full((32, 32, 3), 255, np.uint8); paper[10, 4:28] = 0
+    >>> looks_like_photo(paper), looks_like_photo(np.full((32, 32, 3), (90, 140, 60), np.uint8))
+    (False, True)
+    """
+    rgb = np.asarray(rgb, dtype=np.float32) / 255.0
+    luma = rgb @ np.float32([0.299, 0.587, 0.114])
+    midtones = float(((luma > 0.2) & (luma < 0.8)).mean())
+    colour = float(((rgb.max(axis=2) - rgb.min(axis=2)) > 0.12).mean())
+    return midtones > PHOTO_MIDTONE_FRACTION or colour > PHOTO_COLOUR_FRACTION
+
+
+def refuse_photo_folder(folder, paths) -> None:
+    """Refuse a folder of photographs given where sketches are expected, in one line.
+
+    Sketchy photos are known by their path (a ``photo`` folder under ``rendered_256x256``, as
+    in a Sketchy root); any other folder by :func:`looks_like_photo` on up to
+    :data:`PHOTO_CHECK_IMAGES` of its images, spread over it: more than half photo-like refuses.
+    Unreadable images are left to the per-sketch checks.
+
+    Raises
+    ------
+    psc6k.errors.Psc6kError
+        Naming the folder, an example photo and where the sketches are.
+    """
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        root = sketchy_root_of_photo(path)
+        if root is not None:
+            raise Psc6kError(f"{folder}: holds Sketchy photos (e.g. {path}); keypoints are made for sketches: give "
+                             f"the sketch folder {root / SKETCH_DIR} or a pair CSV")
+    checked = paths[::max(1, len(paths) // PHOTO_CHECK_IMAGES)][:PHOTO_CHECK_IMAGES]
+    photos = []
+    for path in checked:
+        try:
+            if looks_like_photo(read_image(None, path, "rgb", size=None)):
+                photos.append(path)
+        except FormatError:
+            continue
+    if 2 * len(photos) > len(checked):
+        raise Psc6kError(f"{folder}: holds photos, not sketches ({len(photos)} of {len(checked)} images checked "
+                         f"are mostly mid-tones or colour, e.g. {photos[0]}); keypoints are made for sketches "
+                         "(dark strokes on light paper): give a folder of sketches or a pair CSV")

@@ -248,7 +248,7 @@ def _fill_and_dilate(ink: np.ndarray, cheb: np.ndarray, bound: int) -> tuple[np.
             raise SketchError(
                 f"the drawing's large pieces form {n} separate parts even after {bound} dilations "
                 "(the bound: 1/6 of the drawing's size); cannot build one object mask "
-                "(--max-dilations N raises the bound)", reason="not_connected")
+                "(a larger `max_dilations` raises the bound)", reason="not_connected", param="max_dilations")
     while hi - lo > 1:
         mid = (lo + hi) // 2
         ok, f = connected(mid)

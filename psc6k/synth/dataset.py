@@ -19,7 +19,7 @@ import numpy as np
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS, __version__, formats
 from psc6k import keypoints as keypoint_builder
 from psc6k.csvsafe import safe_row
-from psc6k.errors import Psc6kError
+from psc6k.errors import ParameterError, Psc6kError
 from psc6k.parallel import map_ordered
 from psc6k.sketchy import INVALID_LISTS, class_index, photo_relpath, sketch_relpath
 from psc6k.submission import Submission, save_submission
@@ -56,7 +56,7 @@ CATEGORY_ORDER = ("robot", "fish", "astronaut", "butterfly", "cup", "house", "bi
 def category_names(n: int) -> list[str]:
     """The first ``n`` synthetic categories (in :data:`CATEGORY_ORDER`, then ``fish_v2``, ...)."""
     if n < 1:
-        raise Psc6kError(f"--categories must be at least 1, got {n}")
+        raise ParameterError(f"`categories` must be at least 1, got {n}", param="categories")
     real = set(realphotos.available())
     out = [c for c in CATEGORY_ORDER if c in TEMPLATES or c in real]
     v = 2
@@ -322,8 +322,9 @@ def _prepare_out(out: Path, force: bool) -> None:
         raise Psc6kError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise Psc6kError(f"{out}: folder exists and is not empty; choose another --out or pass --force "
-                             f"(which replaces only the files synth writes: {', '.join(OUTPUTS)})")
+            raise ParameterError(f"{out}: folder exists and is not empty; choose another `out`, or `force` to "
+                                 f"replace only the files synth writes ({', '.join(OUTPUTS)})",
+                                 param=("out", "force"))
         for name in OUTPUTS:
             p = out / name
             try:
@@ -332,7 +333,7 @@ def _prepare_out(out: Path, force: bool) -> None:
                 elif p.exists() or p.is_symlink():
                     p.unlink()
             except OSError as exc:
-                raise Psc6kError(f"{p}: cannot remove it for --force: {exc.strerror or exc}") from None
+                raise ParameterError(f"{p}: cannot remove it for `force`: {exc.strerror or exc}", param="force") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".psc6k_write_test"
@@ -414,13 +415,13 @@ def generate(out, *, categories: int = 10, photos_per_category: int = 10, sketch
 
 def _check_arguments(*, photos_per_category, sketches_per_photo, train_photos_per_category, workers, flow_size,
                      jpeg_quality) -> None:
-    for name, v, lo in (("--photos-per-category", photos_per_category, 1), ("--sketches-per-photo", sketches_per_photo, 1),
-                        ("--train-photos-per-category", train_photos_per_category, 0), ("--workers", workers, 1),
-                        ("--flow-size", flow_size, 2)):
+    for name, v, lo in (("photos_per_category", photos_per_category, 1), ("sketches_per_photo", sketches_per_photo, 1),
+                        ("train_photos_per_category", train_photos_per_category, 0), ("workers", workers, 1),
+                        ("flow_size", flow_size, 2)):
         if int(v) < lo:
-            raise Psc6kError(f"{name} must be at least {lo}, got {v}")
+            raise ParameterError(f"`{name}` must be at least {lo}, got {v}", param=name)
     if not 1 <= jpeg_quality <= 100:
-        raise Psc6kError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
+        raise ParameterError(f"`jpeg_quality` must be in 1..100, got {jpeg_quality}", param="jpeg_quality")
 
 
 def _photo_tasks(names, photos_per_category: int, train_photos_per_category: int, kw: dict) -> list:

@@ -120,7 +120,7 @@ def test_partial_submission_and_unmatched_pairs(bench):
     res = compute_consistency(clicks, [("identity", ident)], ann)
     assert res.counts[0, 3] == 16                       # only the 2 covered pairs
     from psc6k.errors import Psc6kError
-    with pytest.raises(Psc6kError, match="need --annotations"):
+    with pytest.raises(Psc6kError, match="need `annotations`"):
         compute_consistency(clicks, [("identity", ident)], None)
     other = clicks.assign(photo=clicks["photo"] + "x")
     with pytest.raises(Psc6kError, match="none of the clicked pairs"):

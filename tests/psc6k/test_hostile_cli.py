@@ -113,8 +113,8 @@ def _cases():
         ("report -i", ["report", GT, "-a", CSV, "-i", "{X}", "-o", out, "--no-progress"], None, "", DIR_KINDS),
         ("report --clicks", ["report", GT, "-a", CSV, "--clicks", "{X}", "-o", out, "--no-progress"],
          S / "clicks.csv", ".csv", FILE_KINDS),
-        ("demo --sample", ["demo", "--out", out, "--sample", "{X}", "--quiet"], None, "", DIR_KINDS),
-        ("demo --checkpoint", ["demo", "--out", out, "--checkpoint", "{X}", "--quiet"], "CKPT", ".pth.tar",
+        ("demo --sample", ["demo", "--out", out, "--sample", "{X}", "--no-progress"], None, "", DIR_KINDS),
+        ("demo --checkpoint", ["demo", "--out", out, "--checkpoint", "{X}", "--no-progress"], "CKPT", ".pth.tar",
          FILE_KINDS),
         ("predict -c", ["predict", "-c", "{X}", "-a", CSV, "-i", S, "-o", "{R}/p.npz", "--no-progress"], "CKPT",
          ".pth.tar", FILE_KINDS),
@@ -303,7 +303,7 @@ def test_demo_checkpoint_keeps_a_file_safe_submission_and_prints_a_working_comma
     shutil.copy(work["ckpt"], ckpt)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--checkpoint", str(ckpt), "--pairs", "2", "--examples", "0",
-                 "--use-sample-clicks", "--device", "cpu", "--quiet"]) == 0
+                 "--use-sample-clicks", "--device", "cpu", "--no-progress"]) == 0
     stdout = capsys.readouterr().out
     kept = out / "submissions" / "PSCNet-checkpoint_last.npz"
     assert kept.is_file()

@@ -243,7 +243,7 @@ def test_another_seed_gives_other_images(tmp_path):
 
 # ------------------------------------------------------------------------------ user errors
 def test_bad_arguments_give_clear_errors(tmp_path, capsys):
-    with pytest.raises(Psc6kError, match="--categories must be at least 1"):
+    with pytest.raises(Psc6kError, match="`categories` must be at least 1"):  # the library names parameters
         generate(tmp_path / "x", categories=0, progress=False)
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
@@ -254,17 +254,17 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     full = tmp_path / "full"
     full.mkdir()
     (full / "mine.txt").write_text("keep me")
-    with pytest.raises(Psc6kError, match="not empty.*--force"):
+    with pytest.raises(Psc6kError, match="not empty.*`force`"):
         generate(full, categories=1, progress=False)
     # the CLI prints the message, no traceback, exit status 2
     assert cli_main(["synth", "--out", str(full), "--categories", "1"]) == 2
     err = capsys.readouterr().err
-    assert "not empty" in err and "Traceback" not in err
+    assert "not empty" in err and "another --out, or --force" in err and "Traceback" not in err
     assert cli_main(["synth", "--out", str(tmp_path / "y"), "--categories", "0"]) == 2
-    assert "--categories must be at least 1" in capsys.readouterr().err
+    assert "--categories must be at least 1" in capsys.readouterr().err  # ... the command its options
     # --force replaces only synth's own files
     assert cli_main(["synth", "--out", str(full), "--categories", "1", "--photos-per-category", "1",
-                     "--sketches-per-photo", "1", "--train-photos-per-category", "0", "--force", "--quiet"]) == 0
+                     "--sketches-per-photo", "1", "--train-photos-per-category", "0", "--force", "--no-progress"]) == 0
     assert (full / "mine.txt").read_text() == "keep me" and (full / "test_pairs_ps.csv").is_file()
 
 

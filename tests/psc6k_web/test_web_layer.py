@@ -612,7 +612,7 @@ def test_the_scoring_server_opens_its_database_in_the_lifespan(tmp_path, ground_
 def test_both_serve_commands_refuse_a_trusted_proxy_that_is_no_address(tmp_path, capsys):
     from psc6k.cli import main
 
-    assert main(["serve", "--trusted-proxies", "proxy.example.org", "--db", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert main(["serve", "-a", "sample", "--trusted-proxies", "proxy.example.org", "--db", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
     assert "--trusted-proxies" in capsys.readouterr().err
     assert main(["annotate", "serve", "--db", f"sqlite:///{tmp_path / 'y.db'}",
                  "--trusted-proxies", "10.0.0.0/33"]) == 2

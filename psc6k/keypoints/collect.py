@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 
 from psc6k import formats
-from psc6k.errors import Psc6kError
+from psc6k.errors import ParameterError, Psc6kError
 from psc6k.inputs import check_input_file
 from psc6k.keypoints.io import refuse_photo_folder
 from psc6k.sketchy import recorded_sketchy_root
@@ -80,8 +80,8 @@ def collect_from_csv(path: Path, images_root: Path | None = None) -> list[tuple[
         if any((base / key).is_file() for key in probe):
             return [(key, base / key) for key in keys]
     tried = " or ".join(str(c) for c in candidates)
-    raise Psc6kError(f"{path}: its sketch paths (e.g. {keys[0]!r}) do not exist relative to {tried}; "
-                     "pass --images ROOT, the folder they are relative to (the Sketchy root)")
+    raise ParameterError(f"{path}: its sketch paths (e.g. {keys[0]!r}) do not exist relative to {tried}; "
+                         "pass `images`, the folder they are relative to (the Sketchy root)", param="images")
 
 
 def collect(input_path: str, images: str | None) -> list[tuple[str, Path]]:
@@ -90,7 +90,7 @@ def collect(input_path: str, images: str | None) -> list[tuple[str, Path]]:
     src = Path(input_path)
     images_root = Path(images) if images else None
     if images_root is not None and not images_root.is_dir():
-        raise Psc6kError(f"--images {images_root}: not a directory")
+        raise ParameterError(f"`images` {images_root}: not a directory", param="images")
     if src.is_dir():
         items = collect_from_directory(src, images_root)
         if not items:

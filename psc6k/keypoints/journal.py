@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from psc6k.csvsafe import safe_row
-from psc6k.errors import Psc6kError
+from psc6k.errors import ParameterError, Psc6kError
 
 __all__ = ["JOURNAL_FORMAT", "JOURNAL_SYNC_EVERY", "Journal", "journal_path", "write_csv_atomically"]
 
@@ -32,8 +32,8 @@ class Journal:
         self.path = path
         self.done: set[str] = set()
         if path.exists() and not resume:
-            raise Psc6kError(f"{path}: an interrupted run's journal is there; pass --resume to continue "
-                             "it, or delete it to start over")
+            raise ParameterError(f"{path}: an interrupted run's journal is there; pass `resume` to continue "
+                                 "it, or delete it to start over", param="resume")
         if resume and path.exists():
             good = self._check_header(settings)  # a journal with no record yet keeps its header
             for offset, rec in self._records():

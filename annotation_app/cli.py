@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        formatter_class=fmt, description="Create a study in a database.")
     p.add_argument("--pairs", required=True, help="CSV with photo,sketch[,class] columns (e.g. test pairs "
                    "from build-pairs, or a test_pairs_ps.csv whose XA/YA become known practice answers)")
-    p.add_argument("--keypoints", default=None, help="sketch,X,Y CSV from build-keypoints "
+    p.add_argument("--keypoints", dest="keypoints_csv", default=None, help="sketch,X,Y CSV from build-keypoints "
                    "(optional when --pairs has XB/YB)")
-    p.add_argument("--images", required=True, help="Sketchy root the CSV paths are relative to")
+    p.add_argument("--images", dest="images_root", required=True, help="Sketchy root the CSV paths are relative to")
     p.add_argument("--db", required=True, help="sqlite:///study.db, a file path, or postgresql+psycopg://...")
     p.add_argument("--config", default=None, help="study.toml (texts, Prolific code, lease, practice, catch)")
     p.add_argument("--annotators-per-keypoint", type=int, default=None, help="default 3 (or the config's)")
@@ -76,7 +76,7 @@ def run_init(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, annotators_per_keypoint=args.annotators_per_keypoint,
                       trials_per_participant=args.trials_per_participant, lease_minutes=args.lease_minutes,
                       first_click_minutes=args.first_click_minutes)
-    summary = init_study(args.db, args.pairs, args.images, cfg, args.keypoints, force=args.force)
+    summary = init_study(args.db, args.pairs, args.images_root, cfg, args.keypoints_csv, force=args.force)
     summary["study_url"] = cfg.study_url(args.public_url)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -87,6 +87,9 @@ def run_init(args: argparse.Namespace) -> int:
           f"{summary['minimum_complete_sessions']} complete sessions.")
     print(f"Prolific study URL (paste it into Prolific; the key= part admits participants):\n  {summary['study_url']}")
     print(f"Prolific completion code: {summary['completion_code']}  (redirect {summary['redirect_url']})")
+    if summary["practice_pairs_excluded"]:
+        print(f"{summary['practice_pairs_excluded']} pairs were drawn for practice and are not annotated (a practice "
+              f"trial shows its answer); give [[practice.items]] from outside the study to annotate every pair.")
     return 0
 
 

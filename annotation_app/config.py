@@ -62,6 +62,9 @@ class StudyConfig:
     annotators_per_keypoint: int = 3
     lease_minutes: float = 60.0
     first_click_minutes: float = 15.0  # a session without a click by then gives its slots back
+    # a session whose median server-side response time is under this is flagged as too fast
+    # for a person (service/speed.py says why 800 ms); 0 turns the check off
+    min_median_response_ms: float = 800.0
     link_key: str = ""                 # the study link's key=...; generated at init when empty
     completion_code: str = ""          # generated at init when empty
     redirect_url: str = ""             # default: Prolific's completion URL with the code
@@ -74,6 +77,11 @@ class StudyConfig:
     catch_tolerance_px: float = 25.6
     catch_items: list = field(default_factory=list)      # list[ItemSpec]
     categories: list = field(default_factory=list)       # filled at init: class index basis
+    # practice is fixed at init (drawn items are written into practice_items); the pairs drawn
+    # for practice are taken out of the study: [[photo, sketch], ...]. A study made before has
+    # practice_fixed = False and draws its practice when served, without answers.
+    practice_fixed: bool = False
+    practice_pairs_excluded: list = field(default_factory=list)
 
     def finalise(self) -> "StudyConfig":
         """Fill generated defaults and check ranges; raises Psc6kError naming the key."""
@@ -88,6 +96,7 @@ class StudyConfig:
             ("annotators_per_keypoint", self.annotators_per_keypoint >= 1),
             ("lease_minutes", math.isfinite(self.lease_minutes) and self.lease_minutes > 0),
             ("first_click_minutes", math.isfinite(self.first_click_minutes) and self.first_click_minutes > 0),
+            ("min_median_response_ms", math.isfinite(self.min_median_response_ms) and self.min_median_response_ms >= 0),
             ("link_key (8-64 characters A-Z a-z 0-9 _ -)", re.match(LINK_KEY_RE, self.link_key) is not None),
             ("practice.count", self.practice_count >= 0),
             ("practice.tolerance_px", self.practice_tolerance_px > 0),
@@ -134,7 +143,8 @@ class StudyConfig:
 
 
 _TOP_KEYS = {"title", "consent_text", "instructions_text", "trials_per_participant",
-             "annotators_per_keypoint", "lease_minutes", "first_click_minutes", "link_key", "completion_code",
+             "annotators_per_keypoint", "lease_minutes", "first_click_minutes", "min_median_response_ms",
+             "link_key", "completion_code",
              "redirect_url", "seed", "practice", "catch"}
 _PRACTICE_KEYS = {"count", "tolerance_px", "items"}
 _CATCH_KEYS = {"per_session", "max_failures", "tolerance_px", "items"}
@@ -177,6 +187,7 @@ def load_config(path=None, **overrides) -> StudyConfig:
             raise Psc6kError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_TOP_KEYS)}")
         types = {"title": str, "consent_text": str, "instructions_text": str, "completion_code": str,
                  "redirect_url": str, "link_key": str, "first_click_minutes": (int, float),
+                 "min_median_response_ms": (int, float),
                  "trials_per_participant": int, "annotators_per_keypoint": int,
                  "seed": int, "lease_minutes": (int, float)}
         for key, typ in types.items():

@@ -107,6 +107,8 @@ sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("completed_at", Float, nullable=True),
+    # when the first trial (not practice) was served: the first-click window starts there
+    Column("first_served_at", Float, nullable=True),
     CheckConstraint("status IN ('active', 'completed', 'expired')", name="ck_sessions_status"),
 )
 Index("ix_sessions_lease", sessions.c.status, sessions.c.expires_at)
@@ -133,6 +135,9 @@ trials = Table(
     Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
     Column("slot_index", Integer, nullable=True),      # NULL for catch trials
     Column("is_catch", Boolean, nullable=False, default=False),
+    # when the server first handed out this trial's images: a click's server-side response time
+    # is its created_at minus this (never the client's rt_ms)
+    Column("served_at", Float, nullable=True),
     UniqueConstraint("session_id", "idx", name="uq_trials_session_idx"),
     UniqueConstraint("session_id", "task_id", name="uq_trials_session_task"),
 )
@@ -159,6 +164,18 @@ clicks = Table(
                          name="fk_clicks_slot"),
 )
 Index("ix_clicks_session", clicks.c.session_id)
+
+resume_refusals = Table(
+    "resume_refusals", metadata,
+    # the same PROLIFIC_PID came back with another STUDY_ID / SESSION_ID: refused, recorded here
+    # for the researcher (dashboard, /api/admin/progress and /api/admin/participants)
+    Column("id", Integer, primary_key=True),
+    Column("session_id", Integer, ForeignKey("sessions.id"), nullable=False),
+    Column("prolific_study_id", String(128), nullable=False),
+    Column("prolific_session_id", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_resume_refusals_session", resume_refusals.c.session_id)
 Index("ix_clicks_created", clicks.c.created_at)
 
 
@@ -236,6 +253,39 @@ def add_category_counts(conn) -> bool:
     categories.create(conn)
     conn.execute(insert(categories).from_select(["category", "n_free", "n_open"], category_counts_query()))
     return True
+
+
+#: Columns added after the first studies were made: a study made before gets them (NULL) when
+#: the server opens it (:func:`upgrade`).
+ADDED_COLUMNS = ((sessions, "first_served_at"), (trials, "served_at"))
+#: Tables added since: created when the server opens an older study.
+ADDED_TABLES = (resume_refusals,)
+
+
+def needs_upgrade(conn) -> bool:
+    """Whether the study in ``conn`` lacks a table or column of this version."""
+    insp = inspect(conn)
+    if not insp.has_table("categories") or any(not insp.has_table(t.name) for t in ADDED_TABLES):
+        return True
+    return any(name not in {c["name"] for c in insp.get_columns(table.name)} for table, name in ADDED_COLUMNS)
+
+
+def upgrade(conn) -> list[str]:
+    """Bring a study made by an earlier version to this schema (the caller holds the plan lock):
+    the ``categories`` counts, then the added tables and nullable columns. Idempotent; returns
+    what it added."""
+    done = ["categories"] if add_category_counts(conn) else []
+    insp = inspect(conn)
+    for table in ADDED_TABLES:
+        if not insp.has_table(table.name):
+            table.create(conn)
+            done.append(table.name)
+    for table, name in ADDED_COLUMNS:
+        if name not in {c["name"] for c in insp.get_columns(table.name)}:
+            ddl = table.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {ddl}")
+            done.append(f"{table.name}.{name}")
+    return done
 
 
 def category_counts_query():

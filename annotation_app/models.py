@@ -125,6 +125,9 @@ class SessionCounts(BaseModel):
     expired: int
     active: int
     flagged: int
+    too_fast: int = Field(description="sessions whose median server-side response time is under the study's "
+                                      "min_median_response_ms")
+    resume_refused: int = Field(description="refused attempts to resume a Prolific ID from another SESSION_ID")
 
 
 class SlotCounts(BaseModel):
@@ -182,7 +185,12 @@ class ParticipantStats(BaseModel):
     total: int
     mean_error_px: float | None
     n_compared: int
-    median_rt_ms: float | None
+    median_rt_ms: float | None = Field(description="the client's rt_ms (as sent)")
+    median_server_rt_ms: float | None = Field(description="median time from serving a trial to its click, "
+                                                           "measured by the server (ms)")
+    too_fast: bool = Field(description="median_server_rt_ms under the study's min_median_response_ms")
+    resume_refused: int = Field(description="attempts to resume this Prolific ID from another SESSION_ID")
+    last_resume_refused_at: str | None
     created_at: str | None
     expires_at: str | None
     completed_at: str | None

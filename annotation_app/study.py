@@ -7,6 +7,7 @@ extra tasks with a known answer and no slots.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from psc6k.formats import COORD_MAX, COORD_MIN, read_annotations, read_keypoints
 from psc6k.sketchy import category_of
 
 from . import db
-from .config import StudyConfig
+from .config import ItemSpec, StudyConfig
 
 
 def safe_relpath(rel: str, *, what: str) -> str:
@@ -74,15 +75,16 @@ def init_study(db_url: str, pairs_csv, images_root, config: StudyConfig, keypoin
     config.finalise()
     root = Path(images_root)
     if not root.is_dir():
-        raise Psc6kError(f"--images {root}: not a directory")
+        raise Psc6kError(f"`images_root` {root}: not a directory", param="images_root")
     root = root.resolve()
     pair_list, known, sketch_kps = _read_inputs(pairs_csv, keypoints_csv)
     config.categories = list(pair_list.categories)
     rows = _pair_rows(pair_list, known, sketch_kps, pairs_csv, keypoints_csv)
+    rows = _fix_practice(config, rows)
     missing = [p for r in rows for p in (r["photo"], r["sketch"]) if not (root / p).is_file()]
     if missing:
-        raise Psc6kError(f"{len(missing)} image(s) of {pairs_csv} are missing under --images {root}, "
-                         f"e.g. {missing[:3]}")
+        raise Psc6kError(f"{len(missing)} image(s) of {pairs_csv} are missing under `images_root` {root}, "
+                         f"e.g. {missing[:3]}", param="images_root")
     extra_rows = _item_rows(config, rows, sketch_kps, root)
     _write_study(db_url, config, root, rows, extra_rows, force=force)
     return _summary(config, rows)
@@ -100,8 +102,8 @@ def _read_inputs(pairs_csv, keypoints_csv):
     elif known is not None:
         sketch_kps = {s: known.sketch_kps[i] for (p, s), i in known.index().items()}
     else:
-        raise Psc6kError(f"{pairs_csv} has no XB/YB columns: give --keypoints keypoints.csv "
-                         f"(the output of psc6k build-keypoints)")
+        raise Psc6kError(f"{pairs_csv} has no XB/YB columns: give `keypoints_csv` keypoints.csv "
+                         f"(the output of psc6k build-keypoints)", param="keypoints_csv")
     return pair_list, known, sketch_kps
 
 
@@ -127,14 +129,69 @@ def _pair_rows(pair_list, known, sketch_kps, pairs_csv, keypoints_csv) -> list[d
     return rows
 
 
+def draw_practice(rows, count: int, seed: int, *, with_answers: bool = True, avoid=frozenset()) -> list[dict]:
+    """``count`` practice trials from ``rows`` (``pairs`` rows as dicts), one per category,
+    preferring pairs with known answers, in an order fixed by ``seed``; keypoints 0, 1, 2, ...
+    Each: ``photo, sketch, keypoint, sketch_keypoint, answer`` (None without a known answer or
+    without ``with_answers``). Pairs ``(photo, sketch)`` in ``avoid`` are not drawn, nor the
+    only pair of a category (drawn pairs leave the study; a category must not)."""
+    if count <= 0:
+        return []
+    per_category: dict[str, int] = {}
+    for r in rows:
+        per_category[r["category"]] = per_category.get(r["category"], 0) + 1
+    rows = [r for r in rows if (r["photo"], r["sketch"]) not in avoid and per_category[r["category"]] > 1]
+    pool = [r for r in rows if r["photo_kps_json"]] or list(rows)
+    pool = sorted(pool, key=lambda r: (r["photo"], r["sketch"]))
+    random.Random(seed).shuffle(pool)
+    items, seen = [], set()
+    for r in pool:
+        if r["category"] in seen:
+            continue
+        seen.add(r["category"])
+        k = len(items) % NUM_KEYPOINTS
+        answer = json.loads(r["photo_kps_json"])[k] if (r["photo_kps_json"] and with_answers) else None
+        items.append({"photo": r["photo"], "sketch": r["sketch"], "keypoint": k,
+                      "sketch_keypoint": json.loads(r["sketch_kps_json"])[k], "answer": answer})
+        if len(items) == count:
+            break
+    return items
+
+
+def _fix_practice(config: StudyConfig, rows: list[dict]) -> list[dict]:
+    """Fix the practice trials at init. Without ``[[practice.items]]``, ``practice.count`` study
+    pairs are drawn and **taken out of the study** (a practice trial shows its answer to anyone
+    who opens the page, and trains the participant on it: it must never be a (pair, keypoint)
+    whose clicks count); returns the study's remaining pairs."""
+    config.practice_fixed = True
+    if config.practice_items:
+        return rows
+    drawn = draw_practice(rows, config.practice_count, config.seed,
+                          avoid={(c.photo, c.sketch) for c in config.catch_items})
+    config.practice_items = [ItemSpec(**d) for d in drawn]
+    taken = {(d["photo"], d["sketch"]) for d in drawn}
+    config.practice_pairs_excluded = sorted([p, s] for p, s in taken)
+    return [r for r in rows if (r["photo"], r["sketch"]) not in taken]
+
+
 def _item_rows(config: StudyConfig, rows: list[dict], sketch_kps: dict, root: Path) -> list[dict]:
     """Check the practice and catch items (filling their sketch keypoints) and return ``pairs``
-    rows for catch pairs that are not study pairs."""
+    rows for catch pairs that are not study pairs. A practice item may be neither a study pair
+    (each of its keypoints is a task whose clicks count) nor a catch item (practice shows its
+    answer)."""
     pair_key = {(r["photo"], r["sketch"]) for r in rows}
+    catch_key = {(c.photo, c.sketch, c.keypoint) for c in config.catch_items}
     extra_rows = []
     for kind, items in (("practice", config.practice_items), ("catch", config.catch_items)):
         for n, item in enumerate(items):
             where = f"study config [[{kind}.items]] #{n + 1}"
+            if kind == "practice" and (item.photo, item.sketch) in pair_key:
+                raise Psc6kError(f"{where}: ({item.photo}, {item.sketch}) is a pair of the study, so its keypoint "
+                                 f"{item.keypoint} is a task whose clicks count; practice shows its answer to "
+                                 f"everyone: take a pair from outside the study (e.g. a training pair), or leave "
+                                 f"[[practice.items]] out to have practice pairs drawn and taken out of the study")
+            if kind == "practice" and (item.photo, item.sketch, item.keypoint) in catch_key:
+                raise Psc6kError(f"{where}: the same trial is a [[catch.items]]; practice would show its answer")
             _check_item(item, where, sketch_kps, root)
             if kind == "catch" and (item.photo, item.sketch) not in pair_key:
                 pair_key.add((item.photo, item.sketch))
@@ -147,7 +204,7 @@ def _check_item(item, where: str, sketch_kps: dict, root: Path) -> None:
     safe_relpath(item.sketch, what=f"{where}: sketch")
     for p in (item.photo, item.sketch):
         if not (root / p).is_file():
-            raise Psc6kError(f"{where}: image {p!r} not found under --images {root}")
+            raise Psc6kError(f"{where}: image {p!r} not found under `images_root` {root}", param="images_root")
     if item.sketch_keypoint is None:
         kps = sketch_kps.get(item.sketch)
         if kps is None:
@@ -183,8 +240,8 @@ def _write_study(db_url: str, config: StudyConfig, root: Path, rows: list[dict],
             db.metadata.create_all(conn)
             if conn.execute(select(func.count()).select_from(db.study)).scalar_one():
                 shown = write.url.render_as_string(hide_password=True)
-                raise Psc6kError(f"{shown} already holds a study; use --force to replace it "
-                                 f"(this deletes its sessions and clicks)")
+                raise Psc6kError(f"{shown} already holds a study; use `force` to replace it "
+                                 f"(this deletes its sessions and clicks)", param="force")
             conn.execute(insert(db.study), [{"id": 1, "config_json": json.dumps(config.to_dict()),
                                               "salt": secrets.token_hex(16), "image_root": str(root),
                                               "created_at": db.now()}])
@@ -231,4 +288,5 @@ def _summary(config: StudyConfig, rows: list[dict]) -> dict:
             "categories": n_cat, "catch_tasks": len(config.catch_items),
             "trials_per_participant": per_session, "minimum_complete_sessions": min_sessions,
             "completion_code": config.completion_code, "redirect_url": config.redirect_url,
-            "link_key": config.link_key, "first_click_minutes": config.first_click_minutes}
+            "link_key": config.link_key, "first_click_minutes": config.first_click_minutes,
+            "practice_pairs_excluded": len(config.practice_pairs_excluded)}

@@ -195,9 +195,8 @@ async def request(client, method, url, stats, json=None):
 async def participant(i, client, stats, rng, args, kill_event):
     pid = f"BENCH{i:05d}"
     t_start = time.perf_counter()
-    r, _, _ = await request(client, "POST", "/api/sessions", stats,
-                            json={"prolific_pid": pid, "study_id": "bench", "session_id": f"s{i}",
-                                  "link_key": LINK_KEY})
+    entry = {"prolific_pid": pid, "study_id": "bench", "session_id": f"s{i}", "link_key": LINK_KEY}
+    r, _, _ = await request(client, "POST", "/api/sessions", stats, json=entry)
     if r.status_code not in (200, 201):
         stats.errors.append(f"{pid}: start {r.status_code} {r.text[:200]}")
         return
@@ -216,7 +215,8 @@ async def participant(i, client, stats, rng, args, kill_event):
             rr, _, _ = await request(client, "GET", f"/api/sessions/{token}", stats)
             if rr.status_code != 200 or rr.json()["session_token"] != token:
                 stats.errors.append(f"{pid}: reload {rr.status_code}")
-            again, _, _ = await request(client, "POST", "/api/sessions", stats, json={"prolific_pid": pid, "link_key": LINK_KEY})
+            # the page resumes with Prolific's whole triple (another SESSION_ID is refused)
+            again, _, _ = await request(client, "POST", "/api/sessions", stats, json=entry)
             if again.json().get("session_token") != token:
                 stats.errors.append(f"{pid}: resume gave another session")
         x, y = float(rng.uniform(0, 255)), float(rng.uniform(0, 255))

@@ -60,8 +60,10 @@ def read_checkpoint(path, map_location="cpu", *, trusted: bool = False) -> dict:
         obj = torch.load(path, map_location=map_location, weights_only=not trusted)
     except Exception as exc:  # noqa: BLE001 - any failure here is "not a readable checkpoint"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "" if trusted else " (if it is a checkpoint you trust that stores Python objects, pass --trust-checkpoint)"
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {first}{hint}") from None
+        if trusted:
+            raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {first}") from None
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {first} (if it is a checkpoint you trust that "
+                              "stores Python objects, set `trust_checkpoint`)", param="trust_checkpoint") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         state = obj["state_dict"]
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="released: what the authors' code does (default); paper: the paper's text (docs/model_zoo.md)")
     a("--images", "-i", default=None, help="Sketchy root (the CSV paths are relative to it)")
     a("--train-pairs", default=None, help="train_pairs_ps.csv (or train_pairs_st.csv)")
-    a("--out", "-o", default=None, help="run directory (checkpoints, metrics, plots)")
+    a("--out", "-o", dest="out_dir", default=None, help="run directory (checkpoints, metrics, plots)")
     a("--val-annotations", default=None, help="held-out test_pairs_ps.csv: PCK every --pck-freq, k-NN every --knn-freq epochs")
     a("--val-pairs", type=int, default=200, help="score only the first N held-out pairs (0: all)")
     a("--init", default=None, help="start from these PSCNet weights (e.g. the encoder run's checkpoint)")
@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--moco-t", type=float, default=None)
     a("--model-json", default=None, help='other PSCNetConfig fields as JSON, e.g. \'{"width": 16}\'')
     # optimisation (the authors' names and defaults)
-    a("--epochs", type=int, default=1500, help="an epoch visits every training photo once, with one sampled sketch")
+    a("--epochs", type=int, default=1500, help="an epoch visits every training photo once, with one sampled sketch; "
+      "--recipe released trains epochs + 1, as theirs")
     a("--warmup-epochs", type=int, default=100)
     a("--no-cos", action="store_false", dest="cos", help="no cosine decay after the warm-up")
     a("--batch-size", "-b", type=int, default=256, help="effective batch over all processes and micro-batches")
@@ -115,7 +116,7 @@ def build_config(args: argparse.Namespace):
         if value is not None:
             model[field] = value
     return TrainConfig(
-        task=args.task, recipe=args.recipe, images=args.images, train_pairs=args.train_pairs, out_dir=args.out,
+        task=args.task, recipe=args.recipe, images=args.images, train_pairs=args.train_pairs, out_dir=args.out_dir,
         val_annotations=args.val_annotations, val_pairs=args.val_pairs, model=model, init=args.init,
         init_encoder=args.init_encoder, resume=args.resume, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
         cos=args.cos, batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, momentum=args.momentum,

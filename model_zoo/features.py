@@ -220,13 +220,13 @@ class TimmFeatures(torch.nn.Module):
         try:
             import timm
         except ImportError:
-            raise Psc6kError("--features timm:... needs the timm package: pip install 'psc6k[timm]'") from None
+            raise Psc6kError("`features` timm:... needs the timm package: pip install 'psc6k[timm]'", param="features") from None
         if weights is None:
-            raise Psc6kError(f"--features timm:{name} needs --weights FILE (a local state dict; psc6k never "
-                             "downloads weights)")
+            raise Psc6kError(f"`features` timm:{name} needs `weights` FILE (a local state dict; psc6k never "
+                             "downloads weights)", param=("features", "weights"))
         path = Path(weights)
         if not path.is_file():
-            raise Psc6kError(f"--weights {weights}: file not found")
+            raise Psc6kError(f"`weights` {weights}: file not found", param="weights")
         try:
             model = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
         except TypeError:  # CNNs take no dynamic_img_size
@@ -245,8 +245,8 @@ class TimmFeatures(torch.nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith(("head.", "fc.", "classifier."))]
         if missing:
-            raise Psc6kError(f"--weights {weights}: not weights of {name} ({len(missing)} missing keys, e.g. "
-                             f"{missing[:3]})")
+            raise Psc6kError(f"`weights` {weights}: not weights of {name} ({len(missing)} missing keys, e.g. "
+                             f"{missing[:3]})", param="weights")
         self.model = model.eval()
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
@@ -275,24 +275,24 @@ def _read_state_dict(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise Psc6kError(f"--weights {path}: not a readable torch state dict ({exc})") from None
+        raise Psc6kError(f"`weights` {path}: not a readable torch state dict ({exc})", param="weights") from None
     for key in ("state_dict", "model", "teacher"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise Psc6kError(f"--weights {path}: expected a state dict, got {type(obj).__name__}")
+        raise Psc6kError(f"`weights` {path}: expected a state dict, got {type(obj).__name__}", param="weights")
     return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in obj.items()}
 
 
 def _import_callable(spec: str) -> Extractor:
     module_name, _, attr = spec.rpartition(":")
     if not module_name or not attr:
-        raise Psc6kError(f"--features {spec!r}: expected MODULE:CALLABLE, pscnet or timm:MODEL_NAME")
+        raise Psc6kError(f"`features` {spec!r}: expected MODULE:CALLABLE, pscnet or timm:MODEL_NAME", param="features")
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
             if not path.is_file():
-                raise Psc6kError(f"--features {spec!r}: file {module_name} not found")
+                raise Psc6kError(f"`features` {spec!r}: file {module_name} not found", param="features")
             mod_spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(mod_spec)
             sys.modules.setdefault(path.stem, module)
@@ -300,14 +300,14 @@ def _import_callable(spec: str) -> Extractor:
         else:
             module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise Psc6kError(f"--features {spec!r}: cannot import {module_name!r} ({exc})") from None
+        raise Psc6kError(f"`features` {spec!r}: cannot import {module_name!r} ({exc})", param="features") from None
     fn = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)
         if fn is None:
-            raise Psc6kError(f"--features {spec!r}: {module_name!r} has no attribute {attr!r}")
+            raise Psc6kError(f"`features` {spec!r}: {module_name!r} has no attribute {attr!r}", param="features")
     if not callable(fn):
-        raise Psc6kError(f"--features {spec!r}: {attr!r} is not callable")
+        raise Psc6kError(f"`features` {spec!r}: {attr!r} is not callable", param="features")
     return fn
 
 
@@ -316,7 +316,7 @@ def load_extractor(spec: str, *, checkpoint=None, weights=None, trusted: bool = 
     """An extractor from ``MODULE:CALLABLE``, ``pscnet`` (needs ``checkpoint``) or ``timm:NAME`` (needs ``weights``)."""
     if spec == "pscnet":
         if checkpoint is None:
-            raise Psc6kError("--features pscnet needs --checkpoint (a PSCNet checkpoint)")
+            raise Psc6kError("`features` pscnet needs `checkpoint` (a PSCNet checkpoint)", param=("features", "checkpoint"))
         from model_zoo.checkpoint import load_checkpoint
 
         return PSCNetFeatures(load_checkpoint(checkpoint, map_location="cpu", trusted=trusted))
@@ -332,14 +332,14 @@ def call_extractor(extractor: Extractor, images: Tensor, domain: str, spec: str 
     if isinstance(out, np.ndarray):
         out = torch.from_numpy(out)
     if not isinstance(out, Tensor):
-        raise Psc6kError(f"--features {spec}: returned {type(out).__name__}, expected a tensor [N, C, h, w]")
+        raise Psc6kError(f"`features` {spec}: returned {type(out).__name__}, expected a tensor [N, C, h, w]", param="features")
     if out.ndim != 4 or out.shape[0] != images.shape[0] or min(out.shape[-2:]) < 2:
-        raise Psc6kError(f"--features {spec}: returned shape {list(out.shape)} for {images.shape[0]} {domain} "
-                         "images; expected [N, C, h, w] with h, w >= 2")
+        raise Psc6kError(f"`features` {spec}: returned shape {list(out.shape)} for {images.shape[0]} {domain} "
+                         "images; expected [N, C, h, w] with h, w >= 2", param="features")
     if not out.is_floating_point():
         out = out.float()
     if not bool(torch.isfinite(out).all()):
-        raise Psc6kError(f"--features {spec}: returned NaN or infinite values for {domain} images")
+        raise Psc6kError(f"`features` {spec}: returned NaN or infinite values for {domain} images", param="features")
     return out
 
 
@@ -370,7 +370,7 @@ def predict_features_submission(extractor: Extractor, photos, sketches, images_r
         fp = call_extractor(extractor, photo.to(device), "photo", spec)
         fs = call_extractor(extractor, sketch.to(device), "sketch", spec)
         if fp.shape[1] != fs.shape[1]:
-            raise Psc6kError(f"--features {spec}: {fp.shape[1]} photo channels but {fs.shape[1]} sketch channels")
+            raise Psc6kError(f"`features` {spec}: {fp.shape[1]} photo channels but {fs.shape[1]} sketch channels", param="features")
         # geometry of the 256 px images the flows are scored on, whatever size the extractor saw
         a = match_flow(fs, fp, image_size=IMAGE_SIZE, options=options).cpu().numpy()
         b = match_flow(fp, fs, image_size=IMAGE_SIZE, options=options).cpu().numpy()
@@ -378,10 +378,10 @@ def predict_features_submission(extractor: Extractor, photos, sketches, images_r
             s2p = np.empty((n, *a.shape[1:]), np.float32)
             p2s = np.empty((n, *b.shape[1:]), np.float32)
         if a.shape[1:] != s2p.shape[1:] or b.shape[1:] != p2s.shape[1:]:
-            raise Psc6kError(f"--features {spec}: feature size changed between batches; use --match-size")
+            raise Psc6kError(f"`features` {spec}: feature size changed between batches; use `match_size`", param=("features", "match_size"))
         s2p[np.asarray(idx)], p2s[np.asarray(idx)] = a, b
     if p2s is not None and p2s.shape != s2p.shape:
-        raise Psc6kError(f"--features {spec}: photo and sketch features differ in size "
-                         f"({list(p2s.shape[1:3])} vs {list(s2p.shape[1:3])}); use --match-size to match on one grid")
+        raise Psc6kError(f"`features` {spec}: photo and sketch features differ in size "
+                         f"({list(p2s.shape[1:3])} vs {list(s2p.shape[1:3])}); use `match_size` to match on one grid", param=("features", "match_size"))
     return Submission(method=method, kind="flow", photo=list(photos), sketch=list(sketches),
                       sketch_to_photo=s2p, photo_to_sketch=p2s)

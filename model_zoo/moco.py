@@ -161,7 +161,8 @@ class MoCo(nn.Module):
         self._enqueue(keys.float())
 
     def forward(self, im_q: Tensor, im_k: Tensor, cond_q: int, cond_k: int, *, update_key: bool = True,
-                enqueue: bool = True) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+                enqueue: bool = True, keys_through_query: bool = False
+                ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
         """Contrastive logits [N, 1 + K] (positive first) and labels (zeros) for a query/key batch.
 
         With gradient accumulation the trainer calls this once per micro-batch with
@@ -169,8 +170,17 @@ class MoCo(nn.Module):
         one large batch) and ``enqueue=False``; it then gets the keys as a third output and
         pushes them all with :meth:`enqueue` after the last micro-batch, so that every query of
         the step sees the same negatives, as in one large batch.
+
+        ``keys_through_query`` also passes the key images through the *query* encoder (no
+        gradient, in the queries' BN groups), as the authors' ``forward`` does for its ``k_res``
+        maps: the output is unused, but in train mode the pass moves the query encoder's
+        BatchNorm running statistics (``--recipe released``).
         """
         q = self._queries(im_q, cond_q)
+        if keys_through_query:
+            with torch.no_grad():
+                for chunk in torch.tensor_split(im_k, self._groups(im_k.shape[0])):
+                    self.encoder_q(chunk, cond_k)
         with torch.no_grad():
             if update_key:
                 self._momentum_update()

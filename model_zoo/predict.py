@@ -28,7 +28,7 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise Psc6kError(f"device {name!r} was asked for but CUDA is not available here "
-                             f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use --device cpu")
+                             f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use `device` cpu", param="device")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise Psc6kError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
     elif device.type != "cpu":

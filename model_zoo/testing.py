@@ -12,7 +12,7 @@ from PIL import Image
 
 from model_zoo.pscnet import PSCNet
 
-__all__ = ["tiny_model", "read_state_dict_tsv", "random_released_state_dict", "make_tiny_tree", "zero_residuals",
+__all__ = ["tiny_model", "NoScaler", "read_state_dict_tsv", "random_released_state_dict", "make_tiny_tree", "zero_residuals",
            "REFERENCE_DIR"]
 
 #: the released key lists of SPEC §6 (``reference/*.tsv``), shipped with the package
@@ -24,6 +24,20 @@ TINY = dict(width=8, moco_queue=64, moco_dim=16, feat_size=8, block_sizes=(2, 4,
 def tiny_model(**overrides) -> PSCNet:
     """A PSCNet small enough for CPU unit tests (ResNet-18 layout, 8 stem channels, 8x8 STN)."""
     return PSCNet(**{**TINY, **overrides})
+
+
+class NoScaler:
+    """A disabled ``GradScaler`` for :func:`model_zoo.train.accumulated_step` outside CUDA AMP:
+    the loss unscaled, ``step`` the optimizer's."""
+
+    def scale(self, loss):
+        return loss
+
+    def step(self, optimizer):
+        optimizer.step()
+
+    def update(self):
+        pass
 
 
 def read_state_dict_tsv(path) -> list[tuple[str, tuple[int, ...], str]]:

@@ -40,12 +40,13 @@ from model_zoo.losses import (consistency_loss, masked_mse, released_consistency
                               warp_features)
 from model_zoo.resnet_cbn import share_batchnorm
 from model_zoo.pscnet import PHOTO, SKETCH, PSCNet, PSCNetConfig
+from model_zoo.stn import identity_grid
 from model_zoo.predict import predict_submission, resolve_device
 from psc6k.csvsafe import safe_row
 from psc6k.errors import Psc6kError
 
 __all__ = ["TrainConfig", "EncoderObjective", "EstimatorObjective", "train", "lr_at_epoch",
-           "resolved_config", "RECIPES", "knn_accuracy", "holdout_split", "build_training_model"]
+           "resolved_config", "RECIPES", "role_index", "knn_accuracy", "holdout_split", "build_training_model"]
 
 TASKS = ("encoder", "estimator")
 RECIPES = ("released", "paper")
@@ -121,34 +122,40 @@ class TrainConfig:
         if self.task not in TASKS:
             raise Psc6kError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.recipe not in RECIPES:
-            raise Psc6kError(f"--recipe must be one of {RECIPES}, got {self.recipe!r}")
+            raise Psc6kError(f"`recipe` must be one of {RECIPES}, got {self.recipe!r}")
         if self.supervision not in SUPERVISIONS:
-            raise Psc6kError(f"--supervision must be one of {SUPERVISIONS}, got {self.supervision!r}")
+            raise Psc6kError(f"`supervision` must be one of {SUPERVISIONS}, got {self.supervision!r}")
         bad = [t for t in self.trans_type if t not in WARP_KINDS]
         if bad or not self.trans_type:
-            raise Psc6kError(f"--trans-type takes one or more of {WARP_KINDS}, got {list(self.trans_type)}")
+            raise Psc6kError(f"`trans_type` takes one or more of {WARP_KINDS}, got {list(self.trans_type)}")
         self.trans_type = tuple(self.trans_type)
         if self.accumulate < 1:
-            raise Psc6kError("--accumulate must be >= 1")
+            raise Psc6kError("`accumulate` must be >= 1")
         if self.batch_size % self.accumulate:
-            raise Psc6kError(f"--batch-size {self.batch_size} is not divisible by --accumulate {self.accumulate}")
+            raise Psc6kError(f"`batch_size` {self.batch_size} is not divisible by `accumulate` {self.accumulate}")
         if self.batch_size // self.accumulate < 2:
-            raise Psc6kError("--batch-size / --accumulate must be >= 2 (BatchNorm needs a batch)")
+            raise Psc6kError("`batch_size` / `accumulate` must be >= 2 (BatchNorm needs a batch)")
         if self.epochs < 1:
-            raise Psc6kError("--epochs must be >= 1")
+            raise Psc6kError("`epochs` must be >= 1")
         if self.warmup_epochs < 0:
-            raise Psc6kError("--warmup-epochs must be >= 0")
+            raise Psc6kError("`warmup_epochs` must be >= 0")
         for name in ("knn_freq", "pck_freq", "save_freq", "log_every"):
             if getattr(self, name) < 1:
-                raise Psc6kError(f"--{name.replace('_', '-')} must be >= 1")
+                raise Psc6kError(f"`{name}` must be >= 1")
         if self.max_steps is not None and self.max_steps < 0:
-            raise Psc6kError("--max-steps must be >= 0")
+            raise Psc6kError("`max_steps` must be >= 0")
         if self.holdout_categories < 0:
-            raise Psc6kError("--holdout-categories must be >= 0")
+            raise Psc6kError("`holdout_categories` must be >= 0")
 
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.task]
+
+    @property
+    def epochs_run(self) -> int:
+        """Epochs the loop trains (and the cosine horizon): ``epochs + 1`` under the released
+        recipe (their ``args.epochs = args.epochs + 1`` in ``train_psc.py``), ``epochs`` under paper."""
+        return self.epochs + 1 if self.recipe == "released" else self.epochs
 
     @property
     def shared_bn(self) -> bool:
@@ -187,47 +194,81 @@ def resolved_config(cfg: TrainConfig, arch: PSCNetConfig | None = None) -> dict:
     d["bn_per_condition"] = not cfg.shared_bn
     d["sim_softmax_over"] = "source" if cfg.recipe == "released" else "target"
     d["con_loss"] = "nearest, one direction (trainer.py)" if cfg.recipe == "released" else "bilinear, both directions (Eq. 7)"
+    d["epochs_run"] = cfg.epochs_run
+    d["roles_flip_with"] = "batch index within the epoch" if cfg.recipe == "released" else "global step"
+    d["bn_only_passes"] = ("warped source (estimator), keys through the query encoder (encoder)"
+                           if cfg.recipe == "released" else "none")
     return dict(sorted(d.items()))
 
 
 def lr_at_epoch(epoch: int, epochs: int, base_lr: float, warmup_epochs: int = 0, cos: bool = True) -> float:
-    """The authors' schedule (``adjust_learning_rate`` in ``train_psc.py``), set once per epoch:
-    ``base * (epoch + 1) / warmup`` while ``epoch + 1 < warmup``, then half-cycle cosine over
-    ``(epoch - warmup) / (epochs + 1 - warmup)`` (their loop runs ``epochs + 1`` epochs; the
-    first cosine epoch, ``warmup - 1``, sits a hair above the base rate as in theirs), constant
-    with ``cos=False``."""
+    """The authors' schedule (``adjust_learning_rate`` in ``train_psc.py``), set once per epoch.
+
+    ``epochs`` is the number of epochs the run trains (:attr:`TrainConfig.epochs_run`: their
+    ``--epochs N`` trains N + 1, the cosine horizon included). ``base * (epoch + 1) / warmup``
+    while ``epoch + 1 < warmup``, then half-cycle cosine over ``(epoch - warmup) / (epochs -
+    warmup)`` (the first cosine epoch, ``warmup - 1``, sits a hair above the base rate as in
+    theirs), constant with ``cos=False``.
+    """
     if epoch + 1 < warmup_epochs:
         return base_lr * (epoch + 1) / warmup_epochs
     if not cos:
         return base_lr
-    progress = (epoch - warmup_epochs) / max(1, epochs + 1 - warmup_epochs)
+    progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _conditions(step: int) -> tuple[int, int]:
-    """Alternate which modality is the source/query: even steps photo -> sketch, odd the reverse."""
-    return (PHOTO, SKETCH) if step % 2 == 0 else (SKETCH, PHOTO)
+def _conditions(index: int) -> tuple[int, int]:
+    """Which modality is the source/query: photo -> sketch at even ``index``, the reverse at odd.
+
+    ``index`` is :func:`role_index`'s: the batch index within the epoch (released) or the global
+    optimizer step (paper)."""
+    return (PHOTO, SKETCH) if index % 2 == 0 else (SKETCH, PHOTO)
+
+
+def role_index(recipe: str, batch_in_epoch: int, step: int) -> int:
+    """The counter whose parity picks the roles (:func:`_conditions`).
+
+    ``released``: their ``i % 2`` over ``enumerate(train_loader)`` (``trainer.py``), restarting
+    photo-first every epoch; ``paper``: the global step, so the roles alternate strictly across
+    epoch boundaries (each modality is the source of half the steps of any run)."""
+    return batch_in_epoch if recipe == "released" else step
 
 
 class _Augment(nn.Module):
-    """Colour pipeline + random warps of one kind per sample (their ``--trans-type``)."""
+    """Colour pipeline + random warps of one kind per sample (their ``--trans-type``).
+
+    ``grids``, when set, is a callable ``(n, size, device) -> [n, size, size, 2]`` that replaces
+    the random warp generator (``benchmarks/bench_train_step.py`` feeds both trainers the same
+    grids); ``enabled = False`` switches colour and warps off (tests compare updates exactly).
+    """
 
     def __init__(self, trans_type=WARP_KINDS, warp_strength: float = 1.0, jitter_p: float = 1.0):
         super().__init__()
         self.color = color_augmentation(jitter_p=jitter_p)
         self.trans_type = tuple(trans_type)
         self.ranges = WarpRanges().scaled(warp_strength)
-        self.enabled = True   # tests switch augmentation off to compare updates exactly
+        self.enabled = True
+        self.grids = None
 
     def colour(self, images: Tensor) -> Tensor:
         return self.color(images) if self.enabled else images
 
-    def warp(self, images: Tensor) -> Tensor:
+    def grid(self, n: int, size: int, device) -> Tensor:
+        """A random warp grid [n, size, size, 2] (normalised coordinates, ``align_corners=True``)."""
+        if self.grids is not None:
+            return self.grids(n, size, device)
+        return random_warp_batch(n, size, self.trans_type, ranges=self.ranges, device=device)
+
+    def warp_with_grid(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``images`` warped by a random grid, and the grid (the identity when switched off)."""
         if not self.enabled:
-            return images
-        grid = random_warp_batch(len(images), images.shape[-1], self.trans_type, ranges=self.ranges,
-                                 device=images.device)
-        return apply_warp(images, grid)
+            return images, identity_grid(images.shape[-1]).to(images.device).expand(len(images), -1, -1, -1)
+        grid = self.grid(len(images), images.shape[-1], images.device)
+        return apply_warp(images, grid), grid
+
+    def warp(self, images: Tensor) -> Tensor:
+        return self.warp_with_grid(images)[0]
 
 
 class EncoderObjective(nn.Module):
@@ -235,17 +276,22 @@ class EncoderObjective(nn.Module):
 
     Query and key are colour-augmented and randomly warped independently. ``supervision``:
     ``pair`` (and ``class``, whose pairing is made by the data): query from one modality, key
-    from the other, alternating per step; ``instance``: query and key are two augmentations of
-    the same image (photos on even steps, sketches on odd ones).
+    from the other, alternating with ``step`` (the counter of :func:`role_index`); ``instance``:
+    query and key are two augmentations of the same image (photos at even ``step``, sketches at odd).
+    ``recipe="released"`` also passes the key images through the query encoder (their ``k_res``,
+    kept for visualisation; its only effect is on the query encoder's BatchNorm running
+    statistics).
     """
 
     def __init__(self, model: PSCNet, warp_strength: float = 1.0, *, supervision: str = "pair",
-                 trans_type=WARP_KINDS, jitter_p: float = 1.0, clr_loss_weight: float = 1.0):
+                 trans_type=WARP_KINDS, jitter_p: float = 1.0, clr_loss_weight: float = 1.0,
+                 recipe: str = "released"):
         super().__init__()
         self.model = model
         self.augment = _Augment(trans_type, warp_strength, jitter_p)
         self.supervision = supervision
         self.clr_loss_weight = clr_loss_weight
+        self.recipe = recipe
 
     def _view(self, images: Tensor) -> Tensor:
         return self.model.normalize(self.augment.warp(self.augment.colour(images)))
@@ -258,7 +304,11 @@ class EncoderObjective(nn.Module):
             c_k = c_q
         else:
             im_q, im_k = (photo, sketch) if c_q == PHOTO else (sketch, photo)
-        out = self.model.framework(self._view(im_q), self._view(im_k), c_q, c_k, update_key=first, enqueue=enqueue)
+        # their order: colour query, colour key, then the warps (query grid first); the grids do
+        # not depend on the images, so drawing them in this order gives the same pairs of views
+        view_q, view_k = self._view(im_q), self._view(im_k)
+        out = self.model.framework(view_q, view_k, c_q, c_k, update_key=first, enqueue=enqueue,
+                                   keys_through_query=self.recipe == "released")
         logits, labels = out[0], out[1]
         moco = F.cross_entropy(logits.float(), labels)
         acc = (logits.argmax(1) == labels).float().mean()
@@ -269,15 +319,22 @@ class EncoderObjective(nn.Module):
 
 
 class EstimatorObjective(nn.Module):
-    """Warp-estimator losses of one batch (their ``trainer.py`` estimator step; SPEC §6).
+    """Warp-estimator losses of one batch (their ``trainer.py`` estimator step; SPEC §6, §6.1).
 
     The source is colour-augmented, the target colour-augmented and randomly warped; both are
     encoded (no gradient into the estimator's inputs); the STN predicts the flows both ways;
     each image is warped onto the other's grid with the predicted flow, encoded again
     (``perceptual``; else its features are warped instead) and compared with the other's
     features (weighted similarity, temperature ``corr_t``); the two flows must invert each other
-    (consistency). ``recipe`` picks the similarity softmax axis and the consistency term
-    (docs/model_zoo.md). Optionally (``syn_loss_weight`` > 0) the STN regresses a known warp.
+    (consistency). ``recipe`` picks the similarity softmax axis, the consistency term and the
+    encoder passes (docs/model_zoo.md). Optionally (``syn_loss_weight`` > 0) the STN regresses a
+    known warp of the source.
+
+    Encoder passes (all in train mode, each updating the query encoder's BatchNorm running
+    statistics): ``released`` -- as their ``trainer.py``: warped target, warped source (their
+    ``feat_src_aug``; used only by the synthetic loss), unwarped source, then the two re-encoded
+    warped images; ``paper`` -- only what the losses use: source, warped target, the two
+    re-encoded warped images (and a warped source when ``syn_loss_weight`` > 0).
     """
 
     def __init__(self, model: PSCNet, corr_t: float = 0.001, sim_loss_weight: float = 0.1,
@@ -296,16 +353,33 @@ class EstimatorObjective(nn.Module):
         return similarity_loss(warped, target, m.config.corr_layers, m.config.flow_size, self.tau,
                                weighted=self.weighted, softmax_over=axis)
 
+    def _encode_inputs(self, src: Tensor, dst: Tensor, c_src: int, c_dst: int):
+        """Source and warped-target features, and (released) the warped source's with its grid."""
+        m, aug = self.model, self.augment
+        if self.recipe == "released":
+            # trainer.py: grids src then dst; colour src_aug, dst_aug, src_raw (three draws);
+            # encode dst_aug, src_aug, src_raw (the last under no_grad)
+            src_aug, grid_src = aug.warp_with_grid(aug.colour(src))
+            dst = aug.warp(aug.colour(dst))
+            src = aug.colour(src)
+            with torch.no_grad():
+                feat_dst = m.encode(dst, c_dst)
+                feat_aug = m.encode(src_aug, c_src)
+                feat_src = m.encode(src, c_src)
+            return src, dst, feat_src, feat_dst, feat_aug, grid_src
+        src = aug.colour(src)
+        dst = aug.warp(aug.colour(dst))
+        with torch.no_grad():
+            feat_src = m.encode(src, c_src)
+            feat_dst = m.encode(dst, c_dst)
+        return src, dst, feat_src, feat_dst, None, None
+
     def forward(self, photo: Tensor, sketch: Tensor, step: int, **_) -> dict[str, Tensor]:
         m = self.model
         c_src, c_dst = _conditions(step)
         src, dst = (photo, sketch) if c_src == PHOTO else (sketch, photo)
-        src = self.augment.colour(src)
-        dst = self.augment.warp(self.augment.colour(dst))
+        src, dst, feat_src, feat_dst, feat_aug, grid_src = self._encode_inputs(src, dst, c_src, c_dst)
         layers = m.config.corr_layers
-        with torch.no_grad():
-            feat_src = m.encode(src, c_src)
-            feat_dst = m.encode(dst, c_dst)
         flow_fwd = m.estimate(feat_src, feat_dst)   # on the target grid, into the source
         flow_bwd = m.estimate(feat_dst, feat_src)   # on the source grid, into the target
         out: dict[str, Tensor] = {}
@@ -328,10 +402,12 @@ class EstimatorObjective(nn.Module):
             loss = loss + self.lambda_con * con
             out["con"] = con.detach()
         if self.lambda_syn:
-            grid = random_warp_batch(len(src), src.shape[-1], self.augment.trans_type, ranges=self.augment.ranges,
-                                     device=src.device)
-            with torch.no_grad():
-                feat_aug = m.encode(apply_warp(src, grid), c_src)
+            if feat_aug is None:
+                grid = self.augment.grid(len(src), src.shape[-1], src.device)
+                with torch.no_grad():
+                    feat_aug = m.encode(apply_warp(src, grid), c_src)
+            else:
+                grid = grid_src
             pred = m.estimate(feat_src, feat_aug)     # on the warped grid, into the source: the grid itself
             target = F.interpolate(grid.permute(0, 3, 1, 2), pred.shape[1:3], mode="bilinear",
                                    align_corners=True).permute(0, 2, 3, 1)
@@ -526,7 +602,7 @@ def holdout_split(pairs, n: int, seed: int) -> dict:
     drawn with ``numpy.random.default_rng(seed)``; returns ``{"held_out": [...], "train": [...]}``."""
     present = sorted({pairs.categories[int(c) - 1] for c in np.asarray(pairs.cls)})
     if n >= len(present):
-        raise Psc6kError(f"--holdout-categories {n} leaves no training category (the pairs have {len(present)})")
+        raise Psc6kError(f"`holdout_categories` {n} leaves no training category (the pairs have {len(present)})")
     held = sorted(np.random.default_rng(seed).choice(present, size=n, replace=False).tolist())
     return {"held_out": held, "train": [c for c in present if c not in held], "seed": seed, "n": n}
 
@@ -569,7 +645,7 @@ def train(cfg: TrainConfig) -> dict:
     device = env.device
     _seed_everything(cfg.seed + env.rank)
     if not cfg.out_dir:
-        raise Psc6kError("--out is required")
+        raise Psc6kError("`out_dir` is required")
     out_dir = Path(cfg.out_dir)
     if env.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -582,7 +658,7 @@ def train(cfg: TrainConfig) -> dict:
             save_checkpoint(last_ckpt, model, train_config=config_record, epoch=0, step=0)
         return {"step": 0, "epoch": 0, "checkpoint": str(last_ckpt), "seconds": 0.0}
     if not cfg.images or not cfg.train_pairs:
-        raise Psc6kError("--images and --train-pairs are required to train")
+        raise Psc6kError("`images` and `train_pairs` are required to train")
 
     pairs = read_train_pairs(cfg.train_pairs)
     val_ann = None
@@ -607,7 +683,7 @@ def train(cfg: TrainConfig) -> dict:
     common = dict(trans_type=cfg.trans_type, jitter_p=cfg.jitter_p)
     if cfg.task == "encoder":
         objective: nn.Module = EncoderObjective(model, cfg.warp_strength, supervision=cfg.supervision,
-                                                clr_loss_weight=cfg.clr_loss_weight, **common)
+                                                clr_loss_weight=cfg.clr_loss_weight, recipe=cfg.recipe, **common)
         params = model.encoder_parameters()
     else:
         objective = EstimatorObjective(model, cfg.corr_t, cfg.sim_loss_weight, cfg.con_loss_weight,
@@ -631,8 +707,8 @@ def train(cfg: TrainConfig) -> dict:
             objective, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
 
     if cfg.batch_size % (env.world * cfg.accumulate):
-        raise Psc6kError(f"--batch-size {cfg.batch_size} is not divisible by {env.world} processes x "
-                         f"--accumulate {cfg.accumulate}")
+        raise Psc6kError(f"`batch_size` {cfg.batch_size} is not divisible by {env.world} processes x "
+                         f"`accumulate` {cfg.accumulate}")
     per_process = cfg.batch_size // env.world
     sampler = (DistributedSampler(dataset, env.world, env.rank, shuffle=True, seed=cfg.seed, drop_last=True)
                if env.world > 1 else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed)))
@@ -640,9 +716,9 @@ def train(cfg: TrainConfig) -> dict:
                         drop_last=True, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
     if len(loader) == 0:
         raise Psc6kError(f"{len(dataset)} training photos is fewer than one batch of {per_process} per process"
-                         f" (an epoch visits every photo once); lower --batch-size")
+                         f" (an epoch visits every photo once); lower `batch_size`")
     steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = steps_per_epoch * cfg.epochs_run
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
 
@@ -654,7 +730,7 @@ def train(cfg: TrainConfig) -> dict:
                 scaler.load_state_dict(resume_ckpt["scaler"])
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{cfg.resume}: cannot resume the optimizer state ({exc}); "
-                                  f"use --init to start a new run from its weights") from None
+                                  f"use `init` to start a new run from its weights") from None
         start_epoch, step = int(resume_ckpt.get("epoch", 0)), int(resume_ckpt.get("step", 0))
 
     metrics = MetricsWriter(out_dir)
@@ -691,13 +767,14 @@ def train(cfg: TrainConfig) -> dict:
     done = step >= total_steps
     epoch = start_epoch
     is_encoder = cfg.task == "encoder"
-    while not done and epoch < cfg.epochs:
+    while not done and epoch < cfg.epochs_run:
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
-        lr = lr_at_epoch(epoch, cfg.epochs, cfg.learning_rate, cfg.warmup_epochs, cfg.cos)
+        lr = lr_at_epoch(epoch, cfg.epochs_run, cfg.learning_rate, cfg.warmup_epochs, cfg.cos)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batches = iter(loader)
+        batch_in_epoch = 0
         while True:
             try:
                 photo, sketch = next(batches)
@@ -706,9 +783,11 @@ def train(cfg: TrainConfig) -> dict:
             except ImageError as exc:
                 raise unwrap_worker_error(exc) from None
             photo, sketch = photo.to(device, non_blocking=True), sketch.to(device, non_blocking=True)
-            losses = accumulated_step(runner, optimizer, scaler, photo, sketch, step, cfg.accumulate,
+            losses = accumulated_step(runner, optimizer, scaler, photo, sketch,
+                                      role_index(cfg.recipe, batch_in_epoch, step), cfg.accumulate,
                                       use_amp=use_amp, moco=model.framework if is_encoder else None)
             step += 1
+            batch_in_epoch += 1
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -726,7 +805,7 @@ def train(cfg: TrainConfig) -> dict:
                 break
         epoch += 1
         do_eval(epoch, pck=done or epoch % cfg.pck_freq == 0, knn=done or epoch % cfg.knn_freq == 0)
-        if env.main and (done or epoch % cfg.save_freq == 0 or epoch == cfg.epochs):
+        if env.main and (done or epoch % cfg.save_freq == 0 or epoch == cfg.epochs_run):
             save_checkpoint(last_ckpt, model, train_config=config_record, epoch=epoch, step=step,
                             optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
     bar.close()
@@ -741,14 +820,15 @@ def train(cfg: TrainConfig) -> dict:
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def accumulated_step(runner: nn.Module, optimizer, scaler, photo: Tensor, sketch: Tensor, step: int,
+def accumulated_step(runner: nn.Module, optimizer, scaler, photo: Tensor, sketch: Tensor, role: int,
                      accumulate: int = 1, *, use_amp: bool = False, moco=None) -> dict[str, float]:
     """One optimizer step over a batch split into ``accumulate`` equal micro-batches.
 
     Each micro-batch loss is divided by ``accumulate`` before ``backward``, so the summed
     gradient is that of the batch mean. For MoCo (``moco`` given) the key encoder moves once (on
     the first micro-batch) and every micro-batch's keys enter the queue after the last one, so
-    each query sees the negatives of one large batch. Returns the mean losses (floats).
+    each query sees the negatives of one large batch. ``role`` picks the modalities'
+    roles (:func:`role_index`). Returns the mean losses (floats).
     """
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
@@ -756,7 +836,7 @@ def accumulated_step(runner: nn.Module, optimizer, scaler, photo: Tensor, sketch
     for j, (p, s) in enumerate(zip(photo.chunk(accumulate), sketch.chunk(accumulate))):
         ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
         with ctx:
-            losses = runner(p, s, step, first=j == 0, enqueue=moco is None)
+            losses = runner(p, s, role, first=j == 0, enqueue=moco is None)
         scaler.scale(losses["loss"] / accumulate).backward()
         if "keys" in losses:
             keys.append(losses.pop("keys"))

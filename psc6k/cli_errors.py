@@ -28,7 +28,7 @@ INSTALL_HINTS = {**{name: MODEL_EXTRA_HINT for name in MODEL_EXTRA_PACKAGES},
                  "psycopg": "pip install 'psc6k[postgres]'", "psycopg2": "pip install 'psc6k[postgres]'"}
 #: Exceptions raised by these libraries on bad input are reported by their first line.
 _LIBRARIES = ("sqlalchemy", "pandas", "PIL", "cv2", "pydantic", "tomllib", "tomli", "json", "csv", "zipfile",
-              "gzip", "zlib", "ijson", "numpy", "urllib", "sqlite3", "psycopg")
+              "gzip", "zlib", "msgspec", "numpy", "urllib", "sqlite3", "psycopg")
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

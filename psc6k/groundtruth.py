@@ -18,7 +18,6 @@ True
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import pandas as pd
 
 from psc6k.aggregate import ClickAggregate, CompletePairs, aggregate_clicks, human_agreement
 from psc6k.formats import Annotations, write_test_pairs_ps, write_test_pairs_st
-from psc6k.jsonsafe import json_safe
+from psc6k.jsonsafe import json_safe, strict_dumps
 
 #: File names written by :meth:`GroundTruth.write`, in this order.
 PS_CSV, ST_CSV, REPORT_JSON = "test_pairs_ps.csv", "test_pairs_st.csv", "aggregate_report.json"
@@ -78,7 +77,7 @@ class GroundTruth:
     pairs : psc6k.aggregate.CompletePairs
         Every listed pair, complete or not.
     report : dict
-        JSON-ready, keys :data:`REPORT_KEYS` (NaN written as ``null``).
+        JSON-ready, keys :data:`REPORT_KEYS` (then the caller's ``extra``); NaN written as ``null``.
     """
 
     annotations: Annotations
@@ -99,11 +98,11 @@ class GroundTruth:
 
     def report_json(self) -> str:
         """The report as the text of ``aggregate_report.json``."""
-        return json.dumps(self.report, indent=2, default=int)
+        return strict_dumps(self.report, indent=2)
 
 
 def ground_truth_from_clicks(clicks: pd.DataFrame, photo, sketch, sketch_kps, *, categories=None,
-                             n_sigma: float = 3.0, source: str | None = None) -> GroundTruth:
+                             n_sigma: float = 3.0, source: str | None = None, extra: dict | None = None) -> GroundTruth:
     """Aggregate crowd clicks into the ground truth of the listed pairs, with its report.
 
     Catch-trial and flagged clicks are left out (:func:`counted_clicks`); the others are
@@ -127,6 +126,9 @@ def ground_truth_from_clicks(clicks: pd.DataFrame, photo, sketch, sketch_kps, *,
         Outlier threshold ``mu + n_sigma * sigma`` (3 in the paper).
     source : str, optional
         Names the annotations in later error messages.
+    extra : dict, optional
+        What the caller adds to the report, after :data:`REPORT_KEYS` (the annotation app: the
+        sessions under its speed floor); it cannot replace one of them.
 
     Returns
     -------
@@ -150,4 +152,8 @@ def ground_truth_from_clicks(clicks: pd.DataFrame, photo, sketch, sketch_kps, *,
         "human_agreement": human_agreement(clicks, kept=agg.kept) if len(clicks) else None,
         "outputs": [PS_CSV, ST_CSV],
     })
+    clash = sorted(set(extra or {}) & set(REPORT_KEYS))
+    if clash:
+        raise ValueError(f"extra report keys {clash} would replace the pipeline's own")
+    report.update(extra or {})
     return GroundTruth(pairs.annotations, agg, pairs, json_safe(report))

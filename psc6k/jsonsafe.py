@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -24,3 +25,14 @@ def json_safe(value):
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def strict_dumps(value, **kwargs) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(value)`` that can never write ``NaN`` / ``Infinity``
+    (strict JSON readers such as ``jq`` and Node reject them): non-finite numbers become
+    ``null``; ``kwargs`` go to ``json.dumps``.
+
+    >>> strict_dumps({"rt_ms": float("nan"), "x": np.float64(1.5)})
+    '{"rt_ms": null, "x": 1.5}'
+    """
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)

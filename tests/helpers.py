@@ -7,8 +7,9 @@ Fixtures stay in ``conftest.py``; synthetic data comes from each layer's testing
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
-
 
 #: Debian's Chromium, never a downloaded build; ``PSC6K_CHROMIUM`` overrides it.
 CHROMIUM = os.environ.get("PSC6K_CHROMIUM", "/usr/bin/chromium")
@@ -19,3 +20,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 def in_ci() -> bool:
     """True when ``CI`` is set: tests that would skip for a missing tool must fail instead."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def run_async(coro):
+    """``asyncio.run`` in a thread of its own: the session's Playwright fixture keeps an event loop
+    running in the main thread once the browser tests have run, and ``asyncio.run`` refuses to
+    start inside a running loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -11,18 +11,20 @@ from psc6k.errors import NotFoundError
 
 from .. import db
 from .leases import Leases
+from .speed import session_speeds
 from .store import iso
 
-T, P, S, C, SL = db.tasks, db.pairs, db.sessions, db.clicks, db.slots
+T, P, S, C, SL, TR, RR = db.tasks, db.pairs, db.sessions, db.clicks, db.slots, db.trials, db.resume_refusals
 
 
 def click_rows(conn, *, include_all: bool = False, task_id: int | None = None):
     """Clicks with their participant and pair, in storage order; only the counted ones (no
     catch trial, no flagged session) unless ``include_all``."""
     q = (select(C.c.id, C.c.task_id, S.c.participant, P.c.photo, P.c.sketch, T.c.keypoint, C.c.x, C.c.y,
-                C.c.rt_ms, C.c.created_at, C.c.display_json, C.c.excluded, T.c.is_catch, C.c.session_id)
+                C.c.rt_ms, C.c.created_at, C.c.display_json, C.c.excluded, T.c.is_catch, C.c.session_id,
+                TR.c.served_at)
          .select_from(C.join(S, S.c.id == C.c.session_id).join(T, T.c.id == C.c.task_id)
-                      .join(P, P.c.id == T.c.pair_id)).order_by(C.c.id))
+                      .join(P, P.c.id == T.c.pair_id).join(TR, TR.c.id == C.c.trial_id)).order_by(C.c.id))
     if not include_all:
         q = q.where(C.c.excluded == False, T.c.is_catch == False)  # noqa: E712
     if task_id is not None:
@@ -50,10 +52,13 @@ class AdminStats:
             hist = dict(conn.execute(select(filled_per_task.c.k, func.count()).group_by(filled_per_task.c.k)).all())
             rts = conn.execute(select(C.c.rt_ms).where(C.c.excluded == False, C.c.rt_ms.is_not(None))).scalars().all()  # noqa: E712
             flagged = conn.execute(select(func.count()).select_from(S).where(S.c.flagged == True)).scalar_one()  # noqa: E712
+            speeds = session_speeds(conn, self.store.config.min_median_response_ms)
+            refused = conn.execute(select(func.count()).select_from(RR)).scalar_one()
         completed, expired = status.get("completed", 0), status.get("expired", 0)
         return {
             "sessions": {"started": sum(status.values()), "completed": completed, "expired": expired,
-                         "active": status.get("active", 0), "flagged": flagged},
+                         "active": status.get("active", 0), "flagged": flagged,
+                         "too_fast": sum(v["too_fast"] for v in speeds.values()), "resume_refused": refused},
             "slots": {"filled": sum(int(f or 0) for _, _, f in per_cat), "total": sum(int(t) for _, t, _ in per_cat)},
             "per_category": [{"category": c, "filled": int(f or 0), "total": int(t)} for c, t, f in per_cat],
             "clicks_per_keypoint": {str(k): int(hist.get(k, 0)) for k in range(n + 1)},
@@ -98,6 +103,9 @@ class AdminStats:
             sessions = conn.execute(select(S).order_by(S.c.id)).all()
             counts = dict(conn.execute(select(C.c.session_id, func.count()).group_by(C.c.session_id)).all())
             rows = click_rows(conn)
+            speeds = session_speeds(conn, self.store.config.min_median_response_ms)
+            refused = {sid: (n, last) for sid, n, last in conn.execute(
+                select(RR.c.session_id, func.count(), func.max(RR.c.created_at)).group_by(RR.c.session_id))}
         err: dict[int, list] = {}
         rts: dict[int, list] = {}
         if rows:
@@ -113,11 +121,16 @@ class AdminStats:
         for s in sessions:
             answered = counts.get(s.id, 0)
             e = err.get(s.id, [])
+            speed = speeds.get(s.id, {})
+            n_refused, last_refused = refused.get(s.id, (0, None))
             out.append({"participant": s.participant, "prolific_pid": s.prolific_pid,
                         "status": self.store.session_status(s, answered), "flagged": bool(s.flagged),
                         "catch_failed": s.catch_failed, "answered": answered, "total": s.n_trials,
                         "mean_error_px": float(np.mean(e)) if e else None, "n_compared": len(e),
                         "median_rt_ms": float(np.median(rts[s.id])) if rts.get(s.id) else None,
+                        "median_server_rt_ms": speed.get("median_server_rt_ms"),
+                        "too_fast": bool(speed.get("too_fast", False)),
+                        "resume_refused": n_refused, "last_resume_refused_at": iso(last_refused),
                         "created_at": iso(s.created_at), "expires_at": iso(s.expires_at),
                         "completed_at": iso(s.completed_at)})
         return out

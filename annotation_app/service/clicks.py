@@ -9,6 +9,7 @@ from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from psc6k.errors import ConflictError, GoneError, NotFoundError
+from psc6k.jsonsafe import strict_dumps
 
 from .. import db
 from .catch import record_catch_result
@@ -26,7 +27,7 @@ _Q_SESSION_TRIAL = Prepared(
            TR.c.task_id, TR.c.slot_index, TR.c.is_catch, T.c.answer_x, T.c.answer_y, T.c.tolerance_px)
     .select_from(S.outerjoin(_TRIAL, and_(TR.c.session_id == S.c.id, TR.c.id == bindparam("tid"))))
     .where(S.c.token == bindparam("token")))
-_Q_EARLIER = select(C.c.trial_id, C.c.client_id, C.c.reply_json).where(
+_Q_EARLIER = select(C.c.trial_id, C.c.client_id, C.c.reply_json, C.c.x, C.c.y, C.c.rt_ms, C.c.display_json).where(
     C.c.session_id == bindparam("sid"), or_(C.c.client_id == bindparam("cid"), C.c.trial_id == bindparam("tid")))
 _U_FILL = Prepared(update(SL).where(SL.c.task_id == bindparam("task"), SL.c.slot_index == bindparam("slot"),
                             SL.c.holder_session_id == bindparam("sid"), SL.c.filled == False)  # noqa: E712
@@ -37,6 +38,24 @@ _Q_ANSWERED = Prepared(select(func.count().label("n")).select_from(C).where(C.c.
 _CLICK_COLUMNS = ("trial_id", "session_id", "task_id", "slot_index", "client_id", "x", "y", "rt_ms", "display_json",
                   "created_at", "excluded", "reply_json")
 _I_CLICK = Prepared(insert(C), column_keys=_CLICK_COLUMNS)
+
+
+def display_json(display: dict | None) -> str | None:
+    """How a click's ``display`` is stored (also what a retry is compared with): strict JSON,
+    a ``NaN`` the browser sent becomes ``null``."""
+    return strict_dumps(display) if display else None
+
+
+def changed_field(stored, content: tuple) -> str | None:
+    """The first field of ``content`` = ``(x, y, rt_ms, display)`` that differs from the
+    ``stored`` click (its ``x``, ``y``, ``rt_ms``, ``display_json``), or None for a true retry."""
+    x, y, rt_ms, display = content
+    for name, old, new in (("x", stored.x, x), ("y", stored.y, y), ("rt_ms", stored.rt_ms, rt_ms)):
+        if (old is None) != (new is None) or (old is not None and float(old) != float(new)):
+            return name
+    if stored.display_json != display_json(display):
+        return "display"
+    return None
 
 
 class _NotStored(Exception):
@@ -53,16 +72,17 @@ class Clicks:
     def record(self, token: str, trial_id: int, x: float, y: float, rt_ms: float | None, client_id: str,
                display: dict | None) -> tuple[dict, bool]:
         """Store one click durably; returns (reply, created). ``created`` is False for a retry
-        of a stored click (same ``client_id``, same trial), which gets the stored reply.
+        of a stored click (same ``client_id`` and the same content), which gets the stored reply.
 
-        Raises ``ConflictError`` (trial already answered, ``client_id`` used for another
-        trial), ``GoneError`` (the lease lapsed), ``NotFoundError`` (token or trial unknown).
+        Raises ``ConflictError`` (trial already answered, ``client_id`` used for another trial
+        or with other content), ``GoneError`` (the lease lapsed), ``NotFoundError`` (token or
+        trial unknown).
         """
         try:
             return self.store.run_write(self._job(token, trial_id, x, y, rt_ms, client_id, display)), True
         except (IntegrityError, _NotStored) as exc:
             lapsed = self._not_stored(exc)
-        return self._resolve(token, trial_id, client_id, lapsed)
+        return self._resolve(token, trial_id, client_id, lapsed, (x, y, rt_ms, display))
 
     async def record_async(self, token: str, trial_id: int, x: float, y: float, rt_ms: float | None,
                            client_id: str, display: dict | None) -> tuple[dict, bool]:
@@ -77,7 +97,7 @@ class Clicks:
             return await asyncio.wrap_future(future), True
         except (IntegrityError, _NotStored) as exc:
             lapsed = self._not_stored(exc)
-        return await asyncio.to_thread(self._resolve, token, trial_id, client_id, lapsed)
+        return await asyncio.to_thread(self._resolve, token, trial_id, client_id, lapsed, (x, y, rt_ms, display))
 
     def warm_up(self) -> None:
         """Compile the click path's statements and open its connections before the first
@@ -91,7 +111,8 @@ class Clicks:
             conn.execute(_Q_EARLIER, {"sid": 0, "cid": "", "tid": 0}).all()
 
     def _job(self, token, trial_id, x, y, rt_ms, client_id, display):
-        return lambda conn: self._store(conn, token, trial_id, x, y, rt_ms, client_id, display)
+        stored_display = display_json(display)  # encoded here, outside the writer lock
+        return lambda conn: self._store(conn, token, trial_id, x, y, rt_ms, client_id, stored_display)
 
     @staticmethod
     def _not_stored(exc: Exception) -> Exception | None:
@@ -103,7 +124,7 @@ class Clicks:
             return exc.error
         return None
 
-    def _store(self, conn, token, trial_id, x, y, rt_ms, client_id, display) -> dict:
+    def _store(self, conn, token, trial_id, x, y, rt_ms, client_id, stored_display: str | None) -> dict:
         now = self.store.clock()
         row = _Q_SESSION_TRIAL.first(conn, {"token": token, "tid": trial_id})
         if row is None:
@@ -131,15 +152,17 @@ class Clicks:
         _I_CLICK.rowcount(conn, {
             "trial_id": trial_id, "session_id": row.id, "task_id": row.task_id, "slot_index": slot_index,
             "client_id": client_id, "x": x, "y": y, "rt_ms": rt_ms,
-            "display_json": json.dumps(display) if display else None, "created_at": now, "excluded": flagged,
+            "display_json": stored_display, "created_at": now, "excluded": flagged,
             "reply_json": json.dumps(reply)})
         if row.is_catch:
             record_catch_result(self.store, conn, row, x, y)
         return reply
 
-    def _resolve(self, token: str, trial_id: int, client_id: str, lapsed: Exception | None) -> tuple[dict, bool]:
+    def _resolve(self, token: str, trial_id: int, client_id: str, lapsed: Exception | None,
+                 content: tuple) -> tuple[dict, bool]:
         """Why a click was not stored: a retry of a stored click (its reply, 200), a second
-        click on an answered trial or a reused ``client_id`` (409), else ``lapsed`` (410)."""
+        click on an answered trial or a reused ``client_id`` (409), else ``lapsed`` (410).
+        ``content``: the click's ``(x, y, rt_ms, display)``; a retry must repeat it exactly."""
         with self.store.read.connect() as conn:
             sess = conn.execute(select(S.c.id).where(S.c.token == token)).first()
             if sess is None:
@@ -150,6 +173,11 @@ class Clicks:
                 if prev.trial_id != trial_id:
                     raise ConflictError(f"client_id {client_id!r} was already used for trial {prev.trial_id}; "
                                         f"use a new client_id for each click", field="client_id")
+                changed = changed_field(prev, content)
+                if changed is not None:
+                    raise ConflictError(f"client_id {client_id!r} was already used for a click on trial {trial_id} "
+                                        f"with another {changed}; a retry must resend the same click, a new "
+                                        f"click needs a new client_id", field=changed)
                 return json.loads(prev.reply_json), False
         if earlier:
             raise ConflictError(f"trial {trial_id} is already answered; a trial takes one click", field="trial_id")

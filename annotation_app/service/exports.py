@@ -15,9 +15,11 @@ from sqlalchemy import select
 
 from psc6k import NUM_KEYPOINTS
 from psc6k.groundtruth import GroundTruth, ground_truth_from_clicks
+from psc6k.jsonsafe import strict_dumps
 
 from .. import db
 from .admin_stats import click_rows
+from .speed import server_rt_ms, session_speeds
 from .store import iso
 
 T, P = db.tasks, db.pairs
@@ -43,11 +45,15 @@ class Exports:
 
         with self.store.read.connect() as conn:
             rows = click_rows(conn, include_all=include_all)
+            speeds = session_speeds(conn, self.store.config.min_median_response_ms)
         data = {"participant": [r.participant for r in rows], "photo": [r.photo for r in rows],
                 "sketch": [r.sketch for r in rows], "keypoint": [int(r.keypoint) for r in rows],
                 "x": [float(r.x) for r in rows], "y": [float(r.y) for r in rows],
                 "rt_ms": [r.rt_ms for r in rows], "created_at": [iso(r.created_at) for r in rows],
-                "display": [r.display_json or "" for r in rows]}
+                "display": [r.display_json or "" for r in rows],
+                # measured by the server (service/speed.py); too_fast: the session is under the floor
+                "server_rt_ms": [round(server_rt_ms(r.created_at, r.served_at), 1) for r in rows],
+                "too_fast": [int(speeds.get(r.session_id, {}).get("too_fast", False)) for r in rows]}
         if include_all:
             data["kind"] = ["catch" if r.is_catch else "regular" for r in rows]
             data["excluded"] = [int(bool(r.excluded)) for r in rows]
@@ -63,18 +69,29 @@ class Exports:
         lines = []
         for rec in frame.to_dict(orient="records"):
             rec["display"] = json.loads(rec["display"]) if rec["display"] else None
-            lines.append(json.dumps(rec) + "\n")
+            lines.append(strict_dumps(rec) + "\n")  # a click without rt_ms: null, never NaN
         return ExportFile("".join(lines).encode("utf-8"), "application/x-ndjson", "clicks.jsonl")
 
     def aggregate(self, n_sigma: float = 3.0) -> GroundTruth:
         """The counted clicks through :func:`psc6k.groundtruth.ground_truth_from_clicks` for the
-        study's (non-catch) pairs: annotations of the complete pairs and the report."""
+        study's (non-catch) pairs: annotations of the complete pairs and the report (with the
+        sessions under the speed floor, :meth:`speed_report`)."""
+        clicks = self.clicks_frame()
         with self.store.read.connect() as conn:
             prs = conn.execute(select(P).where(P.c.id.in_(select(T.c.pair_id).where(T.c.is_catch == False)))  # noqa: E712
                                .order_by(P.c.id)).all()
         sketch_kps = np.array([json.loads(p.sketch_kps_json) for p in prs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 2)
-        return ground_truth_from_clicks(self.clicks_frame(), [p.photo for p in prs], [p.sketch for p in prs],
-                                        sketch_kps, categories=self.store.config.categories or None, n_sigma=n_sigma)
+        return ground_truth_from_clicks(clicks, [p.photo for p in prs], [p.sketch for p in prs], sketch_kps,
+                                        categories=self.store.config.categories or None, n_sigma=n_sigma,
+                                        extra=self.speed_report(clicks))
+
+    def speed_report(self, clicks) -> dict:
+        """What the aggregate report says about sessions under the speed floor: they are kept in
+        the ground truth (nothing is dropped silently); the researcher sees which and how many."""
+        fast = sorted(set(clicks.loc[clicks["too_fast"] == 1, "participant"])) if len(clicks) else []
+        return {"min_median_response_ms": self.store.config.min_median_response_ms,
+                "too_fast_participants": fast,
+                "too_fast_clicks": int((clicks["too_fast"] == 1).sum()) if len(clicks) else 0}
 
     def ground_truth_file(self, fmt: str = "psc6k", n_sigma: float = 3.0) -> ExportFile:
         """``psc6k``: a zip of test_pairs_ps.csv, test_pairs_st.csv and aggregate_report.json;
@@ -83,7 +100,7 @@ class Exports:
 
         gt = self.aggregate(n_sigma)
         if fmt == "coco":
-            return ExportFile(json.dumps(to_coco(gt.annotations, gt.report)).encode("utf-8"), "application/json",
+            return ExportFile(strict_dumps(to_coco(gt.annotations, gt.report)).encode("utf-8"), "application/json",
                               "psc6k_coco.json")
         with tempfile.TemporaryDirectory() as tmp:
             files = gt.write(tmp)

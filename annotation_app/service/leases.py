@@ -1,10 +1,12 @@
 """Leases: a session holds its slots until its lease lapses, or, when it made no click at all,
-until ``first_click_minutes`` after its start (so made-up Prolific ids cannot sit on a study's
-slots); then its unanswered slots go back to the pool. Answered clicks always stay."""
+until ``first_click_minutes`` after its first trial was served (or after its start, while no
+trial was served: so made-up Prolific ids cannot sit on a study's slots, and a participant who
+reads the instructions slowly is not ejected); then its unanswered slots go back to the pool.
+Answered clicks always stay."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, update
 
 from .. import db
 
@@ -53,21 +55,35 @@ def release_unfilled_slots(store, conn, session_ids) -> list[int]:
     return task_ids
 
 
-def lapsed_sessions(conn, now: float, first_click_seconds: float) -> list[int]:
-    """Active sessions whose lease lapsed, or that made no click within the first-click window."""
+def first_click_deadline(created_at: float, first_served_at: float | None, first_click_seconds: float) -> float:
+    """When a session without any click gives its slots back (epoch s): ``first_click_seconds``
+    after its first trial was served, or after its start while none was."""
+    return (created_at if first_served_at is None else first_served_at) + first_click_seconds
+
+
+def lapsed_sessions(conn, now: float, first_click_seconds: float) -> list[tuple[int, float]]:
+    """Active sessions whose lease lapsed, or that made no click within the first-click window
+    (:func:`first_click_deadline`), each with the moment its reservation ended."""
     no_click = ~exists().where(C.c.session_id == S.c.id)
-    return conn.execute(select(S.c.id).where(S.c.status == "active", or_(
-        S.c.expires_at < now, (S.c.created_at < now - first_click_seconds) & no_click))).scalars().all()
+    start = func.coalesce(S.c.first_served_at, S.c.created_at)
+    rows = conn.execute(select(S.c.id, S.c.expires_at, S.c.created_at, S.c.first_served_at, no_click.label("no_click"))
+                        .where(S.c.status == "active",
+                               or_(S.c.expires_at < now, (start < now - first_click_seconds) & no_click))).all()
+    return [(r.id, min(r.expires_at, first_click_deadline(r.created_at, r.first_served_at, first_click_seconds))
+             if r.no_click else r.expires_at) for r in rows]
 
 
 def release_lapsed(store, conn, now: float) -> int:
     """Expire lapsed sessions and free their slots (the caller holds the plan lock); returns
-    how many sessions lapsed."""
-    ids = lapsed_sessions(conn, now, store.config.first_click_seconds)
-    if not ids:
+    how many sessions lapsed. A session ended by the first-click window gets that moment as its
+    ``expires_at``, so every message about it names when it really ended."""
+    lapsed = lapsed_sessions(conn, now, store.config.first_click_seconds)
+    if not lapsed:
         return 0
+    ids = [sid for sid, _ in lapsed]
     release_unfilled_slots(store, conn, ids)
-    conn.execute(update(S).where(S.c.id.in_(ids)).values(status="expired"))
+    for ended, sids in _group_by_value(dict(lapsed)).items():
+        conn.execute(update(S).where(S.c.id.in_(sids)).values(status="expired", expires_at=ended))
     return len(ids)
 
 

@@ -23,7 +23,9 @@ T, P, S, TR, C = db.tasks, db.pairs, db.sessions, db.trials, db.clicks
 # The statements of study entry, built once.
 _Q_VERSION = select(db.study.c.plan_version)
 _Q_PID = select(S.c.id).where(S.c.prolific_pid == bindparam("pid"))
-_Q_TOKEN_OF = select(S.c.token).where(S.c.prolific_pid == bindparam("pid"))
+_Q_SESSION_OF = (select(S.c.id, S.c.token, S.c.prolific_study_id, S.c.prolific_session_id)
+                 .where(S.c.prolific_pid == bindparam("pid")))
+_I_REFUSAL = insert(db.resume_refusals)
 _I_SESSION = insert(S).returning(S.c.id)
 _I_TRIALS = insert(TR)
 _Q_BODY = (select(TR.c.id, TR.c.idx, TR.c.task_id, C.c.id.label("click_id"))
@@ -37,6 +39,14 @@ _U_COMPLETED = update(S).where(S.c.id == bindparam("sid")).values(status="comple
 
 class _Exists(Exception):
     """The same Prolific id started a session meanwhile (a second tab)."""
+
+
+def other_prolific_session() -> ConflictError:
+    return ConflictError("this Prolific ID already has a session in this study, started from another Prolific "
+                         "session (another SESSION_ID). To continue, open the study in the browser where you "
+                         "started it, from the same Prolific link; otherwise please contact the researchers on "
+                         "Prolific. Your earlier answers are kept.", reason="other_prolific_session",
+                         field="session_id")
 
 
 def study_full() -> ConflictError:
@@ -75,9 +85,9 @@ class Sessions:
         """
         self.check_link_key(link_key)
         store = self.store
-        existing = self._token_of(prolific_pid)
+        existing = self._session_of(prolific_pid)
         if existing is not None:
-            return self.body(existing), False
+            return self._resume(existing, study_id, session_id), False
         rng = random.Random(secrets.randbits(64))
         version = candidates = None
         if not store.is_sqlite:
@@ -110,15 +120,26 @@ class Sessions:
             store.run_write(claim_plan, heavy=True)
         except (_Exists, IntegrityError):
             # the same PID raced in from a second tab: its session exists now; never a second plan
-            existing = self._token_of(prolific_pid)
+            existing = self._session_of(prolific_pid)
             if existing is None:
                 raise
-            return self.body(existing), False
+            return self._resume(existing, study_id, session_id), False
         return self.body(token), True
 
-    def _token_of(self, prolific_pid: str) -> str | None:
+    def _session_of(self, prolific_pid: str):
         with self.store.read.connect() as conn:
-            return conn.execute(_Q_TOKEN_OF, {"pid": prolific_pid}).scalar_one_or_none()
+            return conn.execute(_Q_SESSION_OF, {"pid": prolific_pid}).first()
+
+    def _resume(self, existing, study_id: str, session_id: str) -> dict:
+        """The body of ``existing`` when the caller has its Prolific triple (a reload, a second tab,
+        another device on the same Prolific session); otherwise the attempt is recorded and
+        refused with 409 (never the token: whoever knows a PID could answer its trials)."""
+        if (existing.prolific_study_id, existing.prolific_session_id) != (study_id, session_id):
+            refusal = {"session_id": existing.id, "prolific_study_id": study_id,
+                       "prolific_session_id": session_id, "created_at": self.store.clock()}
+            self.store.run_write(lambda conn: conn.execute(_I_REFUSAL, refusal))
+            raise other_prolific_session()
+        return self.body(existing.token)
 
     def body(self, token: str) -> dict:
         """The session as the page needs it (also the reply of ``POST /api/sessions``)."""

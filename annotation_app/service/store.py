@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import bindparam, inspect, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -98,11 +98,11 @@ class StudyStore:
         # SQLite: clicks of concurrent requests share transactions (one fsync per batch)
         self._group = GroupCommit(self) if self.is_sqlite else None
         with self.read.connect() as conn:
-            counted = inspect(conn).has_table("categories")
-        if not counted:  # a study made by an earlier version: give it its per-category counts once
+            outdated = db.needs_upgrade(conn)
+        if outdated:  # a study made by an earlier version: its added tables, columns and counts, once
             with self.write_tx() as conn:
                 self.lock_plans(conn)
-                db.add_category_counts(conn)
+                db.upgrade(conn)
         self.config = StudyConfig.from_dict(json.loads(row.config_json))
         self.salt = row.salt
         self.image_root = Path(image_root or row.image_root).resolve()

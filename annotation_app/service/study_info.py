@@ -3,18 +3,29 @@ and the images of practice trials, of a session's trials and (for the admin) of 
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 
-from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
+from psc6k import IMAGE_SIZE
 from psc6k.errors import NotFoundError
 
 from .. import db
+from ..study import draw_practice
 
-T, P, TR = db.tasks, db.pairs, db.trials
+T, P, TR, S = db.tasks, db.pairs, db.trials, db.sessions
+
+_U_SERVED = update(TR).where(TR.c.id == bindparam("tid"), TR.c.served_at.is_(None)).values(served_at=bindparam("now"))
+_U_FIRST_SERVED = (update(S).where(S.c.id == bindparam("sid"), S.c.first_served_at.is_(None))
+                   .values(first_served_at=bindparam("now")))
+
+
+def mark_served(conn, session_id: int, trial_id: int, now: float) -> None:
+    """The server handed out a trial's images at ``now`` (epoch s): the trial's ``served_at``
+    (a click's server-side response time starts there) and, for the session's first trial, its
+    ``first_served_at`` (the first-click window starts there). Only the first time counts."""
+    conn.execute(_U_SERVED, {"tid": trial_id, "now": now})
+    conn.execute(_U_FIRST_SERVED, {"sid": session_id, "now": now})
 
 
 class StudyInfo:
@@ -23,10 +34,13 @@ class StudyInfo:
         self._practice = None
 
     def practice_items(self) -> list[dict]:
-        """Practice trials: the config's ``[[practice.items]]``, else ``practice.count`` study
-        pairs from distinct categories, with the known answer when the pairs CSV had one."""
+        """Practice trials: fixed at init (``[[practice.items]]``, or pairs drawn and taken out
+        of the study). A study made before that draws ``practice.count`` study pairs here, and
+        shows them without answers (they are tasks whose clicks count)."""
         if self._practice is None:
-            self._practice = self._configured_practice() or self._drawn_practice()
+            cfg = self.store.config
+            self._practice = (self._configured_practice() if cfg.practice_fixed or cfg.practice_items
+                              else self._legacy_practice())
         return self._practice
 
     def _configured_practice(self) -> list[dict]:
@@ -36,28 +50,13 @@ class StudyInfo:
                  "tolerance_px": (it.tolerance_px or cfg.practice_tolerance_px) if it.answer else None}
                 for it in cfg.practice_items]
 
-    def _drawn_practice(self) -> list[dict]:
+    def _legacy_practice(self) -> list[dict]:
         cfg = self.store.config
-        if cfg.practice_count <= 0:
-            return []
         with self.store.read.connect() as conn:
             rows = conn.execute(select(P).where(P.c.id.in_(select(T.c.pair_id).where(T.c.is_catch == False)))  # noqa: E712
                                 .order_by(P.c.id)).all()
-        pool = [r for r in rows if r.photo_kps_json] or list(rows)
-        random.Random(cfg.seed).shuffle(pool)
-        items, seen = [], set()
-        for r in pool:
-            if r.category in seen:
-                continue
-            seen.add(r.category)
-            k = len(items) % NUM_KEYPOINTS
-            ans = json.loads(r.photo_kps_json)[k] if r.photo_kps_json else None
-            items.append({"photo": r.photo, "sketch": r.sketch, "keypoint": k,
-                          "sketch_keypoint": json.loads(r.sketch_kps_json)[k], "answer": ans,
-                          "tolerance_px": cfg.practice_tolerance_px if ans else None})
-            if len(items) == cfg.practice_count:
-                break
-        return items
+        drawn = draw_practice([r._asdict() for r in rows], cfg.practice_count, cfg.seed, with_answers=False)
+        return [{**d, "tolerance_px": None} for d in drawn]
 
     def study(self) -> dict:
         """``GET /api/study``: title, consent and instruction texts, practice trials."""
@@ -77,15 +76,21 @@ class StudyInfo:
         return self.store.image(items[i][which])
 
     def trial_image(self, token: str, trial_id: int, which: str) -> Path:
-        """An image of one of the caller's own trials (404 for anyone else's)."""
+        """An image of one of the caller's own trials (404 for anyone else's). The first one
+        served of a trial records when (:func:`mark_served`)."""
         col = P.c.photo if which == "photo" else P.c.sketch
         with self.store.read.connect() as conn:
             sess = self.store.session_by_token(conn, token)
-            rel = conn.execute(select(col).select_from(TR.join(T, T.c.id == TR.c.task_id).join(P, P.c.id == T.c.pair_id))
-                               .where(TR.c.id == trial_id, TR.c.session_id == sess.id)).scalar_one_or_none()
-        if rel is None:
+            row = conn.execute(select(col.label("rel"), TR.c.served_at)
+                               .select_from(TR.join(T, T.c.id == TR.c.task_id).join(P, P.c.id == T.c.pair_id))
+                               .where(TR.c.id == trial_id, TR.c.session_id == sess.id)).first()
+        if row is None:
             raise NotFoundError(f"trial_id {trial_id} is not a trial of this session", field="trial_id")
-        return self.store.image(rel)
+        path = self.store.image(row.rel)
+        if row.served_at is None:
+            now = self.store.clock()
+            self.store.run_write(lambda conn: mark_served(conn, sess.id, trial_id, now))
+        return path
 
     def task_image(self, task_id: int, which: str) -> Path:
         col = P.c.photo if which == "photo" else P.c.sketch

@@ -21,8 +21,8 @@ Problem = ErrorBody
 
 
 class ScoreReply(BaseModel):
-    """``psc6k eval --json`` plus ``submission_id``. In private mode only the aggregate keys
-    (overall, per_direction, mean_error_px, ci95, counts, protocol) are present."""
+    """``psc6k eval --json`` plus ``submission_id``. In private mode only the keys of
+    ``evaluation.server.private.PRIVATE_KEYS`` are present (rounded PCK, counts, protocol)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -33,8 +33,10 @@ class ScoreReply(BaseModel):
     overall: dict[str, Optional[float]]
     per_direction: dict[str, dict[str, Optional[float]]]
     per_category: Optional[dict[str, dict[str, Optional[float]]]] = None
-    mean_error_px: dict[str, Optional[float]]
-    ci95: dict[str, list[Optional[float]]]
+    mean_error_px: Optional[dict[str, Optional[float]]] = None
+    ci95: Optional[dict[str, list[Optional[float]]]] = None
+    pck_step: Optional[float] = Field(None, description="private mode: the rounding step of every PCK value "
+                                                        "(percentage points)")
     n_pairs: int
     n_annotated: int
     coverage: float

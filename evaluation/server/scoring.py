@@ -7,9 +7,9 @@ re-validates a number. Errors are :mod:`psc6k.errors` classes (the web layer's t
 receiving the body and admitting it to a scoring slot are the web layer's
 (:mod:`psc6k_web.uploads`, wired in ``routers/score.py``).
 
-What a private (hidden) split's reply may reveal is decided in one place:
-:meth:`ScoringService.private_reply` (and :meth:`ScoringService.private_alignment_error` for
-the refusals).
+What a private (hidden) split's reply may reveal is decided in one place,
+:func:`evaluation.server.private.private_reply`, called by :meth:`ScoringService.private_reply`
+(and :meth:`ScoringService.alignment_error` words the refusals).
 """
 
 from __future__ import annotations
@@ -26,21 +26,11 @@ from psc6k.pck import DEFAULT_ALPHAS, SCORER_VERSION, evaluate
 from psc6k.submission import ReadLimits, align_submission, load_submission
 from psc6k.text import check_text
 
+from . import private
 from .body import RawUpload
 from .settings import ServerSettings
 
 log = logging.getLogger("psc6k.server")
-
-#: Keys of ``EvalResult.to_dict()`` returned in private mode: aggregates over the whole split only.
-PRIVATE_KEYS = ("method", "kind", "overall", "per_direction", "mean_error_px", "ci95", "n_pairs", "n_annotated",
-                "coverage", "protocol", "scorer_version")
-
-
-def aggregate_only(result: dict) -> dict:
-    """The private-mode reply: overall, per direction, mean error, CI and counts; no per-category
-    and never per-pair output."""
-    return {k: result[k] for k in PRIVATE_KEYS if k in result}
-
 
 @dataclass
 class Scored:
@@ -102,8 +92,9 @@ class ScoringService:
 
     # -- what a private split's reply may reveal (the one place) ----------------------------------
     def private_reply(self, full: dict) -> dict:
-        """The reply of a private split from the full result."""
-        return aggregate_only(full)
+        """The reply of a private split from the full result: :func:`.private.private_reply`
+        (rounded PCK and counts only; docs/server.md, "Private mode")."""
+        return private.private_reply(full)
 
     def alignment_error(self, sub) -> str:
         """Why ``sub``'s pairs are not the split's. A private split's message names only the

@@ -8,12 +8,16 @@ import json
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from annotation_app import db as study_db
 from annotation_app.app import create_app
 from annotation_app.settings import AnnotationSettings
 from annotation_app.testing import make_study_files
 from psc6k.cli import main
 from psc6k.formats import Annotations, write_test_pairs_ps
+
+T, P = study_db.tasks, study_db.pairs
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +34,15 @@ def test_init_prints_summary_and_refuses_to_overwrite(files, tmp_path, capsys):
     db = f"sqlite:///{tmp_path}/s.db"
     assert init(files, db, "--json", "--trials-per-participant", "3") == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["pairs"] == 6 and summary["slots"] == 6 * 8 * 3 and summary["categories"] == 3
-    assert summary["minimum_complete_sessions"] == 48  # 144 slots / 3 trials
+    # 6 pairs; the 3 drawn for practice leave the study (a practice trial is never a counted task)
+    assert summary["pairs"] == 3 and summary["slots"] == 3 * 8 * 3 and summary["categories"] == 3
+    assert summary["practice_pairs_excluded"] == 3
+    assert summary["minimum_complete_sessions"] == 24  # 72 slots / 3 trials
     assert summary["redirect_url"].endswith(summary["completion_code"])
     assert init(files, db) == 2
     assert "already holds a study" in capsys.readouterr().err
     assert init(files, db, "--force") == 0
+    assert "3 pairs were drawn for practice and are not annotated" in capsys.readouterr().out
 
 
 def test_init_errors_are_messages(files, tmp_path, capsys):
@@ -56,7 +63,57 @@ def test_init_errors_are_messages(files, tmp_path, capsys):
     assert "no study" in capsys.readouterr().err
 
 
+def _outside_pair(files, name: str) -> tuple[str, str]:
+    """Copies of the first pair's images under another id: a pair outside the study."""
+    import shutil
+
+    photo, sketch = files["photo"][0], files["sketch"][0]
+    pair = (photo.replace(".jpg", f"{name}.jpg"), sketch.replace(".png", f"{name}.png"))
+    for src, dst in zip((photo, sketch), pair):
+        shutil.copyfile(files["images"] / src, files["images"] / dst)
+    return pair
+
+
+def test_practice_is_never_a_counted_task(files, tmp_path, capsys):
+    """A [[practice.items]] on a study pair (each of its keypoints is a task whose clicks count),
+    or equal to a catch item, is refused at init; drawn practice pairs leave the study."""
+    on_study = tmp_path / "on_study.toml"
+    on_study.write_text(f'''[[practice.items]]
+photo = "{files['photo'][0]}"
+sketch = "{files['sketch'][0]}"
+keypoint = 1
+answer = [10.0, 20.0]
+''')
+    assert init(files, f"sqlite:///{tmp_path}/p1.db", "--config", str(on_study)) == 2
+    err = capsys.readouterr().err
+    assert "[[practice.items]] #1" in err and "is a pair of the study" in err and files["photo"][0] in err
+    photo, sketch = _outside_pair(files, "_pc")
+    as_catch = tmp_path / "as_catch.toml"
+    item = f'''photo = "{photo}"
+sketch = "{sketch}"
+keypoint = 2
+answer = [10.0, 20.0]
+sketch_keypoint = [5.0, 6.0]
+'''
+    as_catch.write_text(f"[[practice.items]]\n{item}[catch]\nper_session = 1\n[[catch.items]]\n{item}")
+    assert init(files, f"sqlite:///{tmp_path}/p2.db", "--config", str(as_catch)) == 2
+    assert "the same trial is a [[catch.items]]" in capsys.readouterr().err
+    # drawn practice: its pairs have no task at all
+    db_url = f"sqlite:///{tmp_path}/p3.db"
+    assert init(files, db_url, "--json") == 0
+    with TestClient(create_app(AnnotationSettings(db_url=db_url))) as client:
+        service = client.app.state.service
+        practice = service.info.practice_items()
+        with service.read.connect() as conn:
+            counted = {(r.photo, r.sketch, r.keypoint) for r in conn.execute(
+                select(P.c.photo, P.c.sketch, T.c.keypoint).select_from(T.join(P, P.c.id == T.c.pair_id))
+                .where(T.c.is_catch == False))}  # noqa: E712
+    assert len(practice) == 3 and len(counted) == 3 * 8
+    assert not {(p["photo"], p["sketch"]) for p in practice} & {(c[0], c[1]) for c in counted}
+
+
 def test_config_practice_catch_and_texts(files, tmp_path):
+    practice_photo, practice_sketch = _outside_pair(files, "_pr")
     cfg = tmp_path / "study.toml"
     cfg.write_text(f'''
 title = "My study"
@@ -68,10 +125,11 @@ link_key = "cfg-link-key"
 [practice]
 tolerance_px = 15.0
 [[practice.items]]
-photo = "{files['photo'][0]}"
-sketch = "{files['sketch'][0]}"
+photo = "{practice_photo}"
+sketch = "{practice_sketch}"
 keypoint = 1
 answer = [10.0, 20.0]
+sketch_keypoint = [12.5, 13.5]
 [catch]
 per_session = 1
 [[catch.items]]
@@ -87,7 +145,7 @@ answer = [30.0, 40.0]
         assert info["title"] == "My study" and info["consent_text"] == "Consent." and info["lease_minutes"] == 30
         assert info["practice"] == [{"practice_id": 0, "sketch_url": "/api/study/practice/0/sketch",
                                      "photo_url": "/api/study/practice/0/photo",
-                                     "sketch_keypoint": files["sketch_kps"][files["sketch"][0]][1].tolist(),
+                                     "sketch_keypoint": [12.5, 13.5],
                                      "answer": [10.0, 20.0], "tolerance_px": 15.0}]
         body = client.post("/api/sessions", json={"prolific_pid": "abc", "link_key": "cfg-link-key"}).json()
         assert body["total"] == 4  # 3 regular + 1 catch

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from annotation_app import db
 from annotation_app.app import create_app
 from annotation_app.config import StudyConfig
-from annotation_app.service import StudyService
+from annotation_app.service import StudyService, iso
 from annotation_app.settings import AnnotationSettings
 from annotation_app.study import init_study
 from annotation_app.testing import FakeClock, check_invariants, make_study_files
@@ -25,7 +27,7 @@ def files(tmp_path_factory):
 def open_study(db_url, files, client=("testclient", 50000), **settings):
     # 10 pairs x 8 keypoints x 1 annotator = 80 slots = 16 sessions of 5 trials
     config = StudyConfig(trials_per_participant=5, annotators_per_keypoint=1, lease_minutes=60,
-                         first_click_minutes=10, link_key=KEY)
+                         first_click_minutes=10, link_key=KEY, practice_count=0)
     init_study(db_url, files["pairs"], files["images"], config, files["keypoints"])
     clock = FakeClock()
     service = StudyService(db_url, clock=clock)
@@ -103,4 +105,50 @@ def test_rate_limit_behind_a_trusted_proxy(db_url, files):
     assert sum(r.status_code == 201 for r in flood) == 5
     real = enter(client, "REAL0001", **{"X-Forwarded-For": "192.0.2.44"})
     assert real.status_code == 201
+    service.close()
+
+
+def _release(client):
+    """Lapsed sessions are released whenever progress is read (or a session starts)."""
+    assert client.get("/api/admin/progress", headers={"Authorization": "Bearer entry-admin-token"}).status_code == 200
+
+
+def test_first_click_window_starts_when_the_first_trial_is_served(db_url, files):
+    service, client, clock = open_study(db_url, files)  # first_click_minutes = 10, lease 60
+    t0 = clock.t
+    reader = enter(client, "READER01").json()  # consent: the session and its plan exist
+    token, trial = reader["session_token"], reader["trials"][0]
+    clock.t += 9 * 60  # instructions and practice, read slowly
+    assert client.get(trial["photo_url"]).status_code == 200  # the first real trial is shown
+    assert client.get(trial["sketch_url"]).status_code == 200
+    clock.t += 9 * 60  # 18 min after consent, 9 after the first trial
+    _release(client)
+    assert client.get(f"/api/sessions/{token}").json()["status"] == "active"
+    r = client.post(f"/api/sessions/{token}/clicks", json={"trial_id": trial["trial_id"], "x": 5, "y": 5,
+                                                            "client_id": "first"})
+    assert r.status_code == 201, r.text
+    with service.read.connect() as conn:
+        served = conn.execute(select(db.sessions.c.first_served_at).where(db.sessions.c.token == token)).scalar_one()
+    assert served == t0 + 9 * 60  # the first serving counts, not the later ones
+    check_invariants(service)
+    service.close()
+
+
+def test_window_expiry_names_when_the_reservation_really_ended(db_url, files):
+    service, client, clock = open_study(db_url, files)
+    start = clock.t
+    never = enter(client, "NOSERVE1").json()  # never shows a trial: the window runs from its start
+    slow = enter(client, "SERVED01").json()
+    clock.t += 2 * 60
+    assert client.get(slow["trials"][0]["photo_url"]).status_code == 200  # shown, then never clicked
+    clock.t += 11 * 60
+    _release(client)
+    for body, ended in ((never, start + 10 * 60), (slow, start + 12 * 60)):
+        now = client.get(f"/api/sessions/{body['session_token']}").json()
+        assert now["status"] == "expired" and now["lease_seconds_left"] == 0
+        assert now["expires_at"] == iso(ended) and ended <= clock.t  # never a time in the future
+        r = client.post(f"/api/sessions/{body['session_token']}/clicks",
+                        json={"trial_id": body["trials"][0]["trial_id"], "x": 1, "y": 1, "client_id": "late"})
+        assert r.status_code == 410 and f"expired at {iso(ended)}" in r.json()["detail"], r.text
+    check_invariants(service)
     service.close()

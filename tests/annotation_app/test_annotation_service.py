@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from annotation_app import db
 from annotation_app.app import create_app
 from annotation_app.config import ItemSpec, StudyConfig, load_config
-from annotation_app.service import StudyService
+from annotation_app.service import StudyService, iso
 from annotation_app.settings import AnnotationSettings
 from annotation_app.study import init_study
 from annotation_app.testing import FakeClock, check_invariants, make_study_files
@@ -45,7 +45,8 @@ def files(tmp_path_factory):
 
 
 def make_study(db_url, files, **cfg):
-    config = StudyConfig(**{"trials_per_participant": 5, "link_key": KEY, **cfg})
+    # no drawn practice unless a test asks: drawn practice pairs leave the study (test_practice_*)
+    config = StudyConfig(**{"trials_per_participant": 5, "link_key": KEY, "practice_count": 0, **cfg})
     init_study(db_url, files["pairs"], files["images"], config, files["keypoints"])
     clock = FakeClock()
     service = StudyService(db_url, clock=clock)
@@ -75,8 +76,8 @@ def click(client, token, trial_id, x=100.0, y=100.0, client_id=None):
 
 
 # ----------------------------------------------------------------------------- participant flow
-def test_full_session_and_completion(study):
-    service, app, client, _ = study
+def test_full_session_and_completion(db_url, files):
+    service, app, client, clock = make_study(db_url, files, practice_count=3)
     info = client.get("/api/study").json()
     assert info["image_size"] == 256 and len(info["practice"]) == 3
     assert client.get(info["practice"][0]["photo_url"]).status_code == 200
@@ -87,29 +88,35 @@ def test_full_session_and_completion(study):
     r = client.post(f"/api/sessions/{token}/complete")
     assert r.status_code == 409 and r.json()["missing"] == 5 and "5 trials missing" in r.json()["detail"]
     for i, t in enumerate(body["trials"]):
+        img = client.get(t["photo_url"])
+        assert img.status_code == 200 and img.content[:3] == b"\xff\xd8\xff"  # the JPEG photo
+        clock.t += 2.5  # a person's pace
         r = click(client, token, t["trial_id"])
         assert r.status_code == 201
         assert r.json() == {"trial_id": t["trial_id"], "stored": True, "next_index": i + 1,
                             "answered_count": i + 1, "total": 5}
-        img = client.get(t["photo_url"])
-        assert img.status_code == 200 and img.content[:3] == b"\xff\xd8\xff"  # the JPEG photo
     r = client.post(f"/api/sessions/{token}/complete")
     assert r.status_code == 200
     assert r.json()["completion_code"] == service.config.completion_code
     assert service.config.completion_code in r.json()["redirect_url"]
     prog = client.get("/api/admin/progress", headers=AUTH).json()
-    assert prog["sessions"] == {"started": 1, "completed": 1, "expired": 0, "active": 0, "flagged": 0}
-    assert prog["slots"] == {"filled": 5, "total": 10 * 8 * 3}
-    assert prog["clicks_per_keypoint"] == {"0": 75, "1": 5, "2": 0, "3": 0}
+    assert prog["sessions"] == {"started": 1, "completed": 1, "expired": 0, "active": 0, "flagged": 0,
+                                "too_fast": 0, "resume_refused": 0}
+    assert prog["slots"] == {"filled": 5, "total": 7 * 8 * 3}  # 10 pairs, 3 drawn for practice
+    assert prog["clicks_per_keypoint"] == {"0": 51, "1": 5, "2": 0, "3": 0}
     assert prog["median_trial_ms"] == 1234.0
+    (me,) = client.get("/api/admin/participants", headers=AUTH).json()["participants"]
+    assert me["median_server_rt_ms"] == pytest.approx(2500.0) and me["too_fast"] is False
     check_invariants(service)
+    assert app.state.internal_errors == 0
+    service.close()
 
 
 def test_resume_same_pid_same_plan(study):
     service, _, client, _ = study
     first = start(client, "PIDresume")
     click(client, first["session_token"], first["trials"][0]["trial_id"])
-    again = client.post("/api/sessions", json={"prolific_pid": "PIDresume", "study_id": "S1", "session_id": "other",
+    again = client.post("/api/sessions", json={"prolific_pid": "PIDresume", "study_id": "S1", "session_id": "X1",
                                                 "link_key": KEY})
     assert again.status_code == 200
     body = again.json()
@@ -122,14 +129,52 @@ def test_resume_same_pid_same_plan(study):
         assert conn.execute(select(func.count()).select_from(db.sessions)).scalar_one() == 1
 
 
+def test_resume_is_bound_to_the_prolific_triple(study):
+    """The same PROLIFIC_PID from another Prolific session (or study) gets a clear 409, never the
+    token; the attempt is recorded for the researcher; the same triple still resumes."""
+    service, _, client, clock = study
+    first = start(client, "PIDtriple")  # study S1, session X1
+    token = first["session_token"]
+    for study_id, session_id in (("S1", "X2"), ("S2", "X1"), ("S1", ""), ("", "X1")):
+        clock.t += 1
+        r = client.post("/api/sessions", json={"prolific_pid": "PIDtriple", "study_id": study_id,
+                                               "session_id": session_id, "link_key": KEY})
+        assert r.status_code == 409, (study_id, session_id, r.text)
+        assert r.json()["code"] == "conflict" and r.json()["reason"] == "other_prolific_session"
+        assert r.json()["field"] == "session_id" and "Prolific" in r.json()["detail"]
+        assert token not in r.text and "trials" not in r.json()
+    assert start(client, "PIDtriple")["session_token"] == token  # a reload (same triple) resumes
+    prog = client.get("/api/admin/progress", headers=AUTH).json()
+    assert prog["sessions"]["resume_refused"] == 4 and prog["sessions"]["started"] == 1
+    (me,) = client.get("/api/admin/participants", headers=AUTH).json()["participants"]
+    assert me["prolific_pid"] == "PIDtriple" and me["resume_refused"] == 4
+    assert me["last_resume_refused_at"] == iso(clock.t)
+    with service.read.connect() as conn:
+        refused = conn.execute(select(db.resume_refusals.c.prolific_study_id, db.resume_refusals.c.prolific_session_id)
+                               .order_by(db.resume_refusals.c.id)).all()
+    assert [tuple(r) for r in refused] == [("S1", "X2"), ("S2", "X1"), ("S1", ""), ("", "X1")]
+    assert client.get("/admin").status_code == 200 and "resume_refused" in client.get("/static/js/admin.js").text
+
+
 def test_idempotent_retry_and_409s(study):
-    _, _, client, _ = study
+    service, _, client, _ = study
     body = start(client)
     token, t0, t1 = body["session_token"], body["trials"][0]["trial_id"], body["trials"][1]["trial_id"]
     first = click(client, token, t0, client_id="abc")
     assert first.status_code == 201
-    retry = click(client, token, t0, x=3.0, client_id="abc")  # a retry of the same click
+    retry = click(client, token, t0, client_id="abc")  # a retry of the same click
     assert retry.status_code == 200 and retry.json() == first.json()
+    # the same client_id with other content is not a retry: 409 naming the field, nothing changed
+    base = {"trial_id": t0, "x": 100.0, "y": 100.0, "rt_ms": 1234, "client_id": "abc",
+            "display": {"width": 512, "dpr": 2, "blur": 0}}
+    for field, value in (("x", 3.0), ("y", 100.5), ("rt_ms", 1235), ("rt_ms", None), ("display", {"width": 1}),
+                         ("display", None), ("trial_id", t1)):
+        r = client.post(f"/api/sessions/{token}/clicks", json={**base, field: value})
+        assert r.status_code == 409, (field, r.text)
+        assert r.json()["field"] == ("client_id" if field == "trial_id" else field), r.json()
+    assert client.post(f"/api/sessions/{token}/clicks", json=base).json() == first.json()
+    with service.read.connect() as conn:
+        assert conn.execute(select(db.clicks.c.x, db.clicks.c.y, db.clicks.c.rt_ms)).all() == [(100.0, 100.0, 1234.0)]
     other = click(client, token, t0, client_id="def")
     assert other.status_code == 409 and "already answered" in other.json()["detail"]
     reuse = click(client, token, t1, client_id="abc")
@@ -377,6 +422,106 @@ def test_admin_views_and_exports(db_url, files):
     check_invariants(service)
     assert app.state.internal_errors == 0
     service.close()
+
+
+def _strict_json(line: str):
+    """json.loads as strict readers (jq, Node) parse: NaN / Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_too_fast_sessions_are_flagged_in_every_export_and_kept(db_url, files):
+    """The server measures serving -> click itself; a bot with forged rt_ms is flagged on the
+    dashboard and in every export; its clicks are kept; a person's pace is not flagged."""
+    service, app, client, clock = make_study(db_url, files, trials_per_participant=5, min_median_response_ms=800)
+    paces = {"BOT00001": 0.09 / 5, "PERSON01": 2.0, "EDGE0001": 0.8}  # seconds per trial; 0.8 s: exactly the floor
+    for pid, pace in paces.items():
+        body = start(client, pid)
+        token = body["session_token"]
+        for t in body["trials"]:
+            client.get(t["photo_url"])
+            clock.t += pace
+            client.post(f"/api/sessions/{token}/clicks", json={  # forged rt_ms: a human-looking 2.3 s
+                "trial_id": t["trial_id"], "x": 50.0, "y": 60.0, "rt_ms": 2300, "client_id": f"{pid}{t['trial_id']}"})
+        assert client.post(f"/api/sessions/{token}/complete").status_code == 200  # flagged, not refused
+    unseen = start(client, "NOLOOK01")  # clicks on trials whose images it never fetched: 0 ms each
+    for t in unseen["trials"]:
+        clock.t += 3
+        click(client, unseen["session_token"], t["trial_id"])
+    pseudonym = {p["prolific_pid"]: p["participant"]
+                 for p in client.get("/api/admin/participants", headers=AUTH).json()["participants"]}
+    fast = {pseudonym["BOT00001"], pseudonym["NOLOOK01"]}
+    prog = client.get("/api/admin/progress", headers=AUTH).json()
+    assert prog["sessions"]["too_fast"] == 2 and prog["sessions"]["flagged"] == 0
+    parts = {p["prolific_pid"]: p for p in client.get("/api/admin/participants", headers=AUTH).json()["participants"]}
+    assert parts["BOT00001"]["too_fast"] and parts["BOT00001"]["median_server_rt_ms"] == pytest.approx(18.0)
+    assert parts["BOT00001"]["median_rt_ms"] == 2300.0  # what it claimed
+    assert not parts["PERSON01"]["too_fast"] and parts["PERSON01"]["median_server_rt_ms"] == pytest.approx(2000.0)
+    assert not parts["EDGE0001"]["too_fast"]  # at the floor is not under it
+    assert parts["NOLOOK01"]["too_fast"] and parts["NOLOOK01"]["median_server_rt_ms"] == 0.0
+    # every export: kept (20 counted clicks) and flagged
+    clicks = read_clicks_text(client.get("/api/admin/clicks?format=csv", headers=AUTH).text)
+    assert len(clicks) == 20 and set(clicks.loc[clicks.too_fast.astype(int) == 1, "participant"]) == fast
+    person = clicks.loc[clicks.participant == pseudonym["PERSON01"], "server_rt_ms"]
+    assert [float(v) for v in person] == [2000.0] * 5
+    lines = [_strict_json(x) for x in client.get("/api/admin/clicks?format=jsonl&include=all", headers=AUTH).text.splitlines()]
+    assert len(lines) == 20 and {r["participant"] for r in lines if r["too_fast"] == 1} == fast
+    z = zipfile.ZipFile(io.BytesIO(client.get("/api/admin/export?format=psc6k", headers=AUTH).content))
+    report = _strict_json(z.read("aggregate_report.json").decode())
+    assert report["too_fast_participants"] == sorted(fast) and report["too_fast_clicks"] == 10
+    assert report["min_median_response_ms"] == 800 and report["n_clicks"] == 20
+    coco = _strict_json(client.get("/api/admin/export?format=coco", headers=AUTH).text)
+    assert coco["info"]["aggregation"]["too_fast_participants"] == sorted(fast)
+    assert client.get("/admin").status_code == 200 and "too_fast" in client.get("/static/js/admin.js").text
+    check_invariants(service)
+    assert app.state.internal_errors == 0
+    service.close()
+
+
+def test_exports_are_strict_json(study):
+    """A click without rt_ms (and a NaN the browser put in display) exports as null, never NaN."""
+    service, app, client, _ = study
+    body = start(client)
+    token = body["session_token"]
+    t0, t1 = body["trials"][0]["trial_id"], body["trials"][1]["trial_id"]
+    assert client.post(f"/api/sessions/{token}/clicks", json={"trial_id": t0, "x": 1.0, "y": 2.0,
+                                                               "client_id": "no-rt"}).status_code == 201
+    raw = ('{"trial_id": %d, "x": 3.0, "y": 4.0, "rt_ms": 500, "client_id": "nan-display", "display": {"dpr": NaN}}'
+           % t1)
+    r = client.post(f"/api/sessions/{token}/clicks", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code in (201, 422), r.text
+    for include in ("counted", "all"):
+        text = client.get(f"/api/admin/clicks?format=jsonl&include={include}", headers=AUTH).text
+        rows = [_strict_json(line) for line in text.splitlines()]
+        assert rows[0]["rt_ms"] is None and "NaN" not in text and "Infinity" not in text
+        if r.status_code == 201:
+            assert rows[1]["display"] == {"dpr": None} and rows[1]["rt_ms"] == 500
+
+
+def test_a_study_made_before_gets_the_new_columns(db_url, files):
+    """Existing study databases: the tables and columns added since are added when opened."""
+    service, _, _, _ = make_study(db_url, files)
+    service.close()
+    engine = db.make_engines(db_url)[0]
+    with engine.begin() as conn:  # back to the schema of the previous version
+        db.resume_refusals.drop(conn)
+        conn.exec_driver_sql("ALTER TABLE sessions DROP COLUMN first_served_at")
+        conn.exec_driver_sql("ALTER TABLE trials DROP COLUMN served_at")
+    engine.dispose()
+    clock = FakeClock()
+    service = StudyService(db_url, clock=clock)
+    try:
+        with service.read.connect() as conn:
+            assert not db.needs_upgrade(conn)
+        client = TestClient(make_app(service), raise_server_exceptions=False)
+        body = start(client)
+        assert client.get(body["trials"][0]["photo_url"]).status_code == 200
+        clock.t += 3
+        assert click(client, body["session_token"], body["trials"][0]["trial_id"]).status_code == 201
+        assert client.get("/api/admin/participants", headers=AUTH).json()["participants"][0]["too_fast"] is False
+    finally:
+        service.close()
 
 
 # ----------------------------------------------------------------------------- bad input, paths

@@ -8,7 +8,6 @@ Linux routes all of 127.0.0.0/8 to loopback, so each stalled client binds its ow
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from evaluation.server.testdata import free_port, wait_until_healthy
 from psc6k.testing import make_annotations, make_flow_submission
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission
+from tests.helpers import run_async
 
 NPZ = {"content-type": "application/octet-stream"}
 STALLED_HEAD = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -147,13 +147,6 @@ def test_slow_trickle_is_cut_by_the_total_timeout(tmp_path):
         proc.wait(timeout=30)
 
 
-def _run(coro):
-    """``asyncio.run`` in a thread of its own: the session's Playwright fixture keeps an event loop
-    running in the main thread once the browser tests have run."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 class _TrickleRequest:
     """Just enough of a Starlette request for :func:`psc6k_web.uploads.spool_body`: a body arriving a byte at a time."""
 
@@ -188,7 +181,7 @@ def test_total_deadline_holds_when_a_byte_arrives_as_it_fires():
     async def many():
         return [await one() for _ in range(100)]  # a lost deadline reads the whole 300 ms body: 200
 
-    results = _run(many())
+    results = run_async(many())
     assert all(code == 408 and "longer than 0.02 s" in detail for code, detail, _ in results), results[:5]
 
 
@@ -197,10 +190,10 @@ def test_idle_and_end_of_body_on_their_own_clocks():
     from psc6k_web.uploads import spool_body
 
     with pytest.raises(RequestError) as idle:
-        _run(spool_body(_TrickleRequest(0.3), 1 << 20, timeout_s=5, idle_s=0.05))
+        run_async(spool_body(_TrickleRequest(0.3), 1 << 20, timeout_s=5, idle_s=0.05))
     assert http_error(idle.value)[0] == 408 and "sent nothing for 0.05 s" in str(idle.value)
-    spool = _run(spool_body(_TrickleRequest(0.001, stop_after=5), 1 << 20, timeout_s=5, idle_s=1))
+    spool = run_async(spool_body(_TrickleRequest(0.001, stop_after=5), 1 << 20, timeout_s=5, idle_s=1))
     assert spool.read() == b"     "
     with pytest.raises(RequestError) as big:
-        _run(spool_body(_TrickleRequest(0.001, stop_after=50), 10, timeout_s=5, idle_s=1))
+        run_async(spool_body(_TrickleRequest(0.001, stop_after=50), 10, timeout_s=5, idle_s=1))
     assert http_error(big.value)[0] == 413

@@ -22,7 +22,7 @@ from sqlalchemy import update
 from evaluation.server import db
 from evaluation.server.app import create_app
 from evaluation.server.leaderboard import rank
-from evaluation.server.scoring import PRIVATE_KEYS
+from evaluation.server.private import PRIVATE_KEYS, pck_step, private_reply
 from evaluation.server.seed import PUBLISHED
 from evaluation.server.settings import ServerSettings
 from evaluation.server.testdata import wait_until_healthy
@@ -440,6 +440,92 @@ def test_private_mode_replies_only_aggregates(files, db_url):
         r = c.post("/score", content=buf.getvalue(), headers={**NPZ, **auth})
         assert r.status_code == 422 and "1 of 12 pairs of the hidden split are missing" in r.json()["detail"]
         assert ann.sketch[-1] not in r.text
+
+
+def _probe(ann, pair: int, kp: int, xy, *, base=None) -> bytes:
+    """A keypoint submission (``base`` or ground truth + 0.4 px) with sketch->photo keypoint
+    ``kp`` of pair ``pair`` put at ``xy``."""
+    sub = base or make_keypoint_submission(ann, noise_px=0.4, seed=9)
+    s2p = np.array(sub.sketch_to_photo, dtype=np.float64)
+    s2p[pair, kp] = xy
+    buf = io.BytesIO()
+    np.savez(buf, photo=np.array(sub.photo), sketch=np.array(sub.sketch), sketch_to_photo=s2p,
+             photo_to_sketch=np.array(sub.photo_to_sketch, dtype=np.float64))
+    return buf.getvalue()
+
+
+def _four_probe_attack(ann, post, pair=5, kp=3):
+    """The attack of issue #20: one keypoint at +-1e6 on x, then on y; the differences of the
+    replies' mean error give the hidden keypoint (None when the replies carry no mean error).
+    Returns (recovered (x, y) or None, the four replies)."""
+    big = 1e6
+    x0, y0 = 128.0, 128.0
+    replies = [post(_probe(ann, pair, kp, xy)) for xy in ((big, y0), (-big, y0), (x0, big), (x0, -big))]
+    errs = [r.get("mean_error_px", {}) or {} for r in replies]
+    if not all("sketch_to_photo" in e for e in errs):
+        return None, replies
+    n = len(ann) * 8  # keypoints in the direction's mean
+    # e(+big) - e(-big) = -2 h (to 1e-6 px at this distance): the mean moves by that / n
+    hx = (errs[1]["sketch_to_photo"] - errs[0]["sketch_to_photo"]) * n / 2
+    hy = (errs[3]["sketch_to_photo"] - errs[2]["sketch_to_photo"]) * n / 2
+    return (hx, hy), replies
+
+
+def _scores(reply: dict) -> dict:
+    return {k: v for k, v in reply.items() if k not in ("submission_id",)}
+
+
+def test_private_replies_defeat_the_four_probe_attack(files, db_url):
+    ann = files["ann"]
+    truth = ann.photo_kps[5, 3]
+    with make_client(files, db_url) as c:  # public: the attack works, so this test can see it
+        found, _ = _four_probe_attack(ann, lambda b: c.post("/score", content=b, headers=NPZ).json())
+        assert found is not None and np.allclose(found, truth, atol=1e-3)
+    with make_client(files, db_url, private=True, daily_quota=50) as c:
+        auth = {**NPZ, "authorization": f"Bearer {new_token(c, quota=50)}"}
+
+        def post(body):
+            r = c.post("/score", content=body, headers=auth)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        found, replies = _four_probe_attack(ann, post)
+        assert found is None  # no error aggregate to difference
+        assert all(set(r) == {"submission_id", *PRIVATE_KEYS} for r in replies)
+        assert all(_scores(r) == _scores(replies[0]) for r in replies)  # the four probes are indistinguishable
+        step = replies[0]["pck_step"]
+        assert step == pck_step(len(ann)) == 5.0
+        for value in [*replies[0]["overall"].values(),
+                      *(v for row in replies[0]["per_direction"].values() for v in row.values())]:
+            assert abs(value / step - round(value / step)) < 1e-9  # every PCK on the stated grid
+        # one keypoint flipped from right to far away: hidden by the rounding
+        good = post(_probe(ann, 5, 3, ann.photo_kps[5, 3]))
+        far = post(_probe(ann, 5, 3, (1e6, 1e6)))
+        assert _scores(good) == _scores(far)
+        # ... while a step's worth of keypoints does move it (the rounding does not hide everything)
+        sub = make_keypoint_submission(ann, noise_px=0.4, seed=9)
+        s2p = np.array(sub.sketch_to_photo)
+        s2p[:3] = 1e6  # 24 keypoints of 96
+        sub.sketch_to_photo = s2p
+        many = post(save_submission(sub, files["csv"].parent / "many.npz").read_bytes())
+        assert many["per_direction"]["sketch_to_photo"]["pck@0.10"] < good["per_direction"]["sketch_to_photo"]["pck@0.10"]
+
+
+def test_private_reply_rounds_to_the_stated_step():
+    full = {"method": "m", "kind": "keypoints", "overall": {"pck@0.05": 56.3849, "pck@0.10": float("nan")},
+            "per_direction": {"sketch_to_photo": {"pck@0.05": 56.351, "pck@0.10": 84.949}},
+            "per_category": {"airplane": {"pck@0.05": 1.0}}, "mean_error_px": {"overall": 12.34},
+            "ci95": {"pck@0.05": [55.0, 57.0]}, "n_pairs": 6250, "n_annotated": 6250, "coverage": 1.0,
+            "protocol": {}, "scorer_version": "v"}
+    out = private_reply(full)
+    assert out["pck_step"] == 0.1
+    assert out["overall"] == {"pck@0.05": 56.4, "pck@0.10": None}
+    assert out["per_direction"]["sketch_to_photo"] == {"pck@0.05": 56.4, "pck@0.10": 84.9}
+    assert set(out) == set(PRIVATE_KEYS) and full["overall"]["pck@0.05"] == 56.3849  # input untouched
+    # the step is worth >= 4 keypoints of one direction: 100 * 4 / (8 * n) percentage points
+    assert [pck_step(n) for n in (1, 12, 40, 100, 500, 6250)] == [50.0, 5.0, 2.0, 0.5, 0.1, 0.1]
+    for n in (1, 3, 12, 40, 99, 100, 101, 500, 6250, 10**6):
+        assert pck_step(n) * 8 * n / 100 >= 4 - 1e-9 and pck_step(n) >= 0.1
 
 
 # --------------------------------------------------------------------------- pages and models

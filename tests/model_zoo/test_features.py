@@ -236,7 +236,7 @@ def test_timm_adapter_loads_local_weights_only(tmp_path, monkeypatch):
     torch.testing.assert_close(ext.model.conv.weight, net.conv.weight)
     assert calls["input"].shape[-1] == 32 and calls["input"].min() < -1.0   # (x - 0.5) / 0.25
     from psc6k.errors import Psc6kError
-    with pytest.raises(Psc6kError, match="--weights"):
+    with pytest.raises(Psc6kError, match="`weights`"):
         load_extractor("timm:fake_net")
     with pytest.raises(Psc6kError, match="not found"):
         load_extractor("timm:fake_net", weights=tmp_path / "missing.pth")

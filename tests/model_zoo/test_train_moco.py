@@ -6,6 +6,7 @@ emulation encodes queries in contiguous groups and keys in groups of a random pe
 each group with its own BatchNorm statistics. The reference below is a naive loop over groups.
 """
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -76,11 +77,13 @@ def test_eval_mode_and_tiny_batches_use_one_group():
     assert fw._groups(64) == 1
 
 
-def test_training_step_is_the_moco_v2_reference():
+@pytest.mark.parametrize("recipe", ["released", "paper"])
+def test_training_step_is_the_moco_v2_reference(recipe):
     """Three optimizer steps of psc6k's encoder objective (one BN group, no augmentation) against
     MoCo v2's algorithm written out naively: momentum update before the keys, positive first,
     logits / T against the queue *before* this step's keys enter it, then enqueue; the
-    query/key modality alternates per step (their ``step_pair``)."""
+    query/key modality alternates per step (their ``step_pair``). Released: the key images also
+    pass through the query encoder (their ``k_res``), which moves its BN running statistics."""
     import copy
 
     from model_zoo.train import EncoderObjective, accumulated_step
@@ -94,7 +97,7 @@ def test_training_step_is_the_moco_v2_reference():
         model.framework.bn_groups = 1
         model.train()
         ref = copy.deepcopy(model)
-        objective = EncoderObjective(model)
+        objective = EncoderObjective(model, recipe=recipe)
         objective.augment.enabled = False
         opt = torch.optim.SGD(model.encoder_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         q_params = list(ref.encoder_q.parameters()) + list(ref.framework.fc_q.parameters())
@@ -110,6 +113,8 @@ def test_training_step_is_the_moco_v2_reference():
             x_q, x_k = (photo, sketch) if c_q == 0 else (sketch, photo)
             q = F.normalize(ref.framework.fc_q(ref.encoder_q.pooled(ref.normalize(x_q), c_q)[0]), dim=1)
             with torch.no_grad():
+                if recipe == "released":
+                    ref.encoder_q(ref.normalize(x_k), c_k)
                 for p_q, p_k in zip(q_params, k_params):
                     p_k.data = p_k.data * m + p_q.data * (1 - m)
                 k = F.normalize(ref.framework.fc_k(ref.encoder_k.pooled(ref.normalize(x_k), c_k)[0]), dim=1)

@@ -15,7 +15,7 @@ from model_zoo.checkpoint import load_checkpoint, read_encoder_init  # noqa: E40
 from model_zoo.losses import masked_mse, released_consistency_loss, similarity_loss  # noqa: E402
 from model_zoo.resnet_cbn import batchnorm_is_shared  # noqa: E402
 from model_zoo.stn import identity_grid  # noqa: E402
-from model_zoo.testing import TINY, make_tiny_tree, tiny_model  # noqa: E402
+from model_zoo.testing import TINY, NoScaler, make_tiny_tree, tiny_model  # noqa: E402
 from model_zoo.train import (EncoderObjective, EstimatorObjective, TrainConfig, accumulated_step,  # noqa: E402
                              build_training_model, holdout_split, knn_accuracy, lr_at_epoch)
 from psc6k.cli import main  # noqa: E402
@@ -42,10 +42,13 @@ def test_print_config_is_the_spec_table(task, lr, capsys):
     assert {k: cfg[k] for k in SPEC_TABLE} == SPEC_TABLE
     assert cfg["lr"] == lr and cfg["recipe"] == "released" and cfg["accumulate"] == 1
     assert cfg["bn_per_condition"] is False and cfg["sim_softmax_over"] == "source"
+    assert cfg["epochs_run"] == 1501 and cfg["roles_flip_with"] == "batch index within the epoch"
     assert main(["train", task, "--print-config", "--recipe", "paper", "--layer", "3", "--no-weighted",
                  "--accumulate", "8"]) == 0
     paper = json.loads(capsys.readouterr().out)
     assert paper["bn_per_condition"] is True and paper["sim_softmax_over"] == "target"
+    assert paper["epochs_run"] == 1500 and paper["roles_flip_with"] == "global step"
+    assert paper["bn_only_passes"] == "none"
     assert paper["layer"] == [3] and paper["weighted"] is False and paper["accumulate"] == 8
 
 
@@ -252,19 +255,6 @@ def test_holdout_split_is_seeded_and_written(tmp_path):
 
 
 # ------------------------------------------------------------------ gradient accumulation
-class _Opt:
-    """GradScaler stand-in (disabled scaler API) for accumulated_step."""
-
-    def scale(self, x):
-        return x
-
-    def step(self, opt):
-        opt.step()
-
-    def update(self):
-        pass
-
-
 def _one_update(accumulate):
     torch.manual_seed(0)
     model = tiny_model(moco_queue=32).eval()      # BN in eval mode: batch statistics do not differ
@@ -276,7 +266,7 @@ def _one_update(accumulate):
     opt = torch.optim.SGD(model.encoder_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(5)
     photo, sketch = torch.rand(8, 3, 32, 32, generator=g), torch.rand(8, 3, 32, 32, generator=g)
-    losses = accumulated_step(obj, opt, _Opt(), photo, sketch, 0, accumulate, moco=model.framework)
+    losses = accumulated_step(obj, opt, NoScaler(), photo, sketch, 0, accumulate, moco=model.framework)
     return model, losses
 
 
@@ -294,13 +284,18 @@ def test_accumulation_gives_the_large_batch_update():
 
 # ------------------------------------------------------------------ schedule, monitoring
 def test_lr_schedule_is_theirs_per_epoch():
-    assert lr_at_epoch(0, 1500, 0.03, 100) == pytest.approx(0.03 / 100)
-    assert lr_at_epoch(98, 1500, 0.03, 100) == pytest.approx(0.03 * 99 / 100)
-    # their adjust_learning_rate: args.epochs became 1501, so the cosine runs over 1401 epochs
-    assert lr_at_epoch(99, 1500, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * -1 / 1401)), rel=1e-12)
-    assert lr_at_epoch(800, 1500, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 700 / 1401)))
-    assert lr_at_epoch(1500, 1500, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 1400 / 1401)))
-    assert lr_at_epoch(800, 1500, 0.03, 100, cos=False) == 0.03
+    # their adjust_learning_rate after args.epochs = 1500 + 1: cosine over 1501 - 100 = 1401 epochs
+    released = TrainConfig("encoder", epochs=1500)
+    assert released.epochs_run == 1501
+    n = released.epochs_run
+    assert lr_at_epoch(0, n, 0.03, 100) == pytest.approx(0.03 / 100)
+    assert lr_at_epoch(98, n, 0.03, 100) == pytest.approx(0.03 * 99 / 100)
+    assert lr_at_epoch(99, n, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * -1 / 1401)), rel=1e-12)
+    assert lr_at_epoch(800, n, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 700 / 1401)))
+    assert lr_at_epoch(1500, n, 0.03, 100) == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 1400 / 1401)))
+    assert lr_at_epoch(800, n, 0.03, 100, cos=False) == 0.03
+    # the paper's 1500 epochs: cosine over 1400
+    assert TrainConfig("encoder", epochs=1500, recipe="paper").epochs_run == 1500
 
 
 def test_knn_accuracy_counts_the_same_photo_once():
@@ -318,7 +313,8 @@ def test_encoder_run_logs_knn_and_epoch_is_one_pass_over_photos(tmp_path, capsys
     from psc6k.formats import Annotations, write_test_pairs_ps
     root = tmp_path / "sk"
     photos, sketches = make_tiny_tree(root, n_pairs=4, size=32)
-    # two sketches of the first photo: an epoch still has 4 photos -> 2 steps of 2
+    # two sketches of the first photo: an epoch still has 4 photos -> 2 steps of 2; --epochs 1
+    # trains 2 epochs under the released recipe (their args.epochs + 1)
     pairs = TrainPairs.from_paths(photos + [photos[0]], sketches + [sketches[1]])
     train_path = tmp_path / "train.csv"
     write_train_pairs_ps(pairs, train_path)
@@ -330,7 +326,7 @@ def test_encoder_run_logs_knn_and_epoch_is_one_pass_over_photos(tmp_path, capsys
                  "--workers", "0", "--no-progress", "--val-annotations", str(tmp_path / "test.csv"),
                  "--knn-freq", "1", "--log-every", "1", "--json", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["step"] == 2 and 0 <= result["knn_s2p"] <= 1
+    assert result["step"] == 4 and result["epoch"] == 2 and 0 <= result["knn_s2p"] <= 1
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("knn_p2s" in r for r in rows if r["kind"] == "eval")
     assert "knn_s2p" in (out / "eval_log.csv").read_text().splitlines()[0]

@@ -110,7 +110,7 @@ COMMAND_MODULES = {"psc6k/cli.py", "psc6k/cli_errors.py", "annotation_app/cli.py
 COMMAND_PACKAGES = ("psc6k/commands/",)
 #: Library modules whose owners have not converted their messages yet (helpers `trainer`,
 #: `weblayer` / `studyrules`): listed so that the list can only shrink (an entry without a hit fails).
-PENDING = {"model_zoo/features.py", "model_zoo/train.py", "model_zoo/predict.py", "annotation_app/study.py"}
+PENDING: set[str] = set()
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
 

@@ -25,7 +25,7 @@ FIXED_MB = 40
 
 PROBE = r"""
 import sys
-import numpy as np, ijson, psc6k.submission as S
+import numpy as np, msgspec, psc6k.submission as S
 from psc6k.errors import SubmissionError
 def hwm():  # VmHWM is per address space, fresh after exec (ru_maxrss is inherited from the parent)
     for line in open("/proc/self/status"):

@@ -255,3 +255,33 @@ def test_non_contiguous_and_float32_flows_give_the_same_values():
     np.testing.assert_allclose(sample_flow(flows.astype(np.float32), pts), ref, atol=1e-6)
     np.testing.assert_array_equal(sample_flow(flows[::-1], pts[::-1], index=None)[::-1], ref)
     np.testing.assert_array_equal(sample_flow(flows, pts[[2, 0]], index=[2, 0]), ref[[2, 0]])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_table_equals_the_naive_loop_on_its_subset(seed):
+    """Property: per direction and per category, PCK equals the naive upsample-everything loop run
+    on just those flows / pairs, for a shuffled, partial submission of float32 flows."""
+    h, w = (16, 16) if seed == 0 else (5 + seed, 9)
+    ann, s2p, p2s = _noisy_affine_case(20, h, w, seed=seed)
+    rng = np.random.default_rng(seed)
+    keep = rng.permutation(len(ann))[:15]  # partial and out of order
+    sub = Submission("m", "flow", [ann.photo[i] for i in keep], [ann.sketch[i] for i in keep],
+                     s2p[keep].astype(np.float32), p2s[keep].astype(np.float32))
+    alphas = (0.05, 0.10)
+    res = evaluate(ann, sub, alphas=alphas, n_bootstrap=0, allow_partial=True)
+    f32 = {"s2p": s2p.astype(np.float32), "p2s": p2s.astype(np.float32)}
+    cats = sorted({ann.category[i] for i in keep}, key=list(ann.categories).index)
+    assert list(res.per_category) == cats
+    for a in alphas:
+        key = alpha_key(a)
+        for cat in cats:
+            rows = sorted(i for i in keep if ann.category[i] == cat)
+            naive = naive_pck(f32["s2p"][rows], f32["p2s"][rows], ann.photo_kps[rows], ann.sketch_kps[rows], a)
+            assert res.per_category[cat]["n_pairs"] == len(rows)
+            assert res.per_category[cat][key] == pytest.approx(naive, abs=1e-9)
+        rows = sorted(keep)
+        away = np.full_like(f32["p2s"][rows], 1e3)  # points far off the image: never within a threshold
+        s2p_only = naive_pck(f32["s2p"][rows], away, ann.photo_kps[rows], ann.sketch_kps[rows], a)
+        assert res.per_direction["sketch_to_photo"][key] == pytest.approx(2 * s2p_only, abs=1e-9)
+        assert res.overall[key] == pytest.approx(
+            naive_pck(f32["s2p"][rows], f32["p2s"][rows], ann.photo_kps[rows], ann.sketch_kps[rows], a), abs=1e-9)

@@ -29,15 +29,16 @@ from evaluation.server import db as server_db
 from evaluation.server.app import app_from_env
 from evaluation.server.app import create_app as create_server_app
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import make_annotations, make_keypoint_submission
 from psc6k import errors as E
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import SubmissionTooLarge, save_submission
+from psc6k.testing import make_annotations, make_keypoint_submission
 from psc6k.text import check_text, forbidden_char
 from psc6k_web.deps import ClientAddress
 from psc6k_web.headers import CSP
 from psc6k_web.settings import ADMIN_FAILURE_LIMIT
 from psc6k_web.uploads import UploadGate, WorkSlots
+from tests.helpers import run_async
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -441,8 +442,6 @@ def test_security_headers_on_pages_api_and_errors(make_client):
 
 def test_head_as_get_sends_no_body():
     """The middleware itself drops the body (the test client and uvicorn drop it too)."""
-    import asyncio
-
     from psc6k_web.headers import HeadAsGet
 
     seen, sent = [], []
@@ -456,7 +455,7 @@ def test_head_as_get_sends_no_body():
     async def send(message):
         sent.append(message)
 
-    asyncio.run(HeadAsGet(app)({"type": "http", "method": "HEAD", "path": "/"}, None, send))
+    run_async(HeadAsGet(app)({"type": "http", "method": "HEAD", "path": "/"}, None, send))
     assert seen == ["GET"] and sent[0]["status"] == 200
     assert [m.get("body") for m in sent[1:]] == [b""] and not sent[-1]["more_body"]
 

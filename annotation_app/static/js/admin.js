@@ -114,6 +114,8 @@
     $("c-median").textContent = fmtMs(p.median_trial_ms);
     const sl = p.slots || {};
     $("c-slots").textContent = sl.total ? `${sl.filled} / ${sl.total}` : "–";
+    $("c-too-fast").textContent = s.too_fast ?? "–";
+    $("c-resume-refused").textContent = s.resume_refused ?? "–";
     if (p.title) $("study-name").textContent = p.title;
     renderCategories(p.per_category || []);
     renderKeypoints(p.clicks_per_keypoint || {});

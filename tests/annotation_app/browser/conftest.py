@@ -102,10 +102,23 @@ def study_files(tmp_path_factory):
         photos.append(prel)
         sketches.append(srel)
         kps[srel] = kp
+    # practice pairs: the same drawings under other ids, outside the study (a practice trial is
+    # never a (pair, keypoint) whose clicks count)
+    practice_photos, practice_sketches = [], []
+    for p in PRACTICE:
+        cat = SKETCHY_CATEGORIES[p["pair"]]
+        pid = f"n{p['pair']:08d}_2"
+        prel, srel = photo_relpath(cat, pid), sketch_relpath(cat, f"{pid}-1")
+        shutil.copyfile(images / photos[p["pair"]], images / prel)
+        shutil.copyfile(images / sketches[p["pair"]], images / srel)
+        kps[srel] = kps[sketches[p["pair"]]]
+        practice_photos.append(prel)
+        practice_sketches.append(srel)
     write_pair_list(TrainPairs.from_paths(photos, sketches), root / "pairs.csv")
     write_keypoints_csv(kps, root / "keypoints.csv")
     return {"root": root, "images": images, "pairs": root / "pairs.csv", "keypoints": root / "keypoints.csv",
-            "photo": photos, "sketch": sketches, "sketch_kps": kps, "photo_kps": answers}
+            "photo": photos, "sketch": sketches, "sketch_kps": kps, "photo_kps": answers,
+            "practice_photo": practice_photos, "practice_sketch": practice_sketches}
 
 
 def _free_port() -> int:
@@ -157,8 +170,9 @@ def start_server(study_files, db_path, *, clock=None, **config_overrides) -> Liv
     redirect = f"http://127.0.0.1:{port}/prolific-complete?cc={COMPLETION_CODE}"
     for p in PRACTICE:
         p["answer"] = [round(float(v), 2) for v in study_files["photo_kps"][p["pair"]][p["keypoint"]]]
-    practice = [ItemSpec(photo=study_files["photo"][p["pair"]], sketch=study_files["sketch"][p["pair"]],
-                         keypoint=p["keypoint"], answer=list(p["answer"]), tolerance_px=25.6) for p in PRACTICE]
+    practice = [ItemSpec(photo=study_files["practice_photo"][i], sketch=study_files["practice_sketch"][i],
+                         keypoint=p["keypoint"], answer=list(p["answer"]), tolerance_px=25.6)
+                for i, p in enumerate(PRACTICE)]
     settings = dict(title="Find the matching point (browser test)", trials_per_participant=TRIALS,
                     annotators_per_keypoint=3, completion_code=COMPLETION_CODE, redirect_url=redirect,
                     practice_items=practice, practice_count=len(practice), link_key=LINK_KEY)

@@ -346,6 +346,9 @@ def test_dashboard_shows_progress_and_live_pair(new_page, server, admin, screens
     assert page.locator("#cat-chart g[data-category]").count() == 5
     progress = admin.get("/api/admin/progress").json()
     assert page.inner_text("#c-started") == str(progress["sessions"]["started"])
+    # sessions under the speed floor and refused resumes (both counted by the server)
+    assert page.inner_text("#c-too-fast") == str(progress["sessions"]["too_fast"])
+    assert page.inner_text("#c-resume-refused") == str(progress["sessions"]["resume_refused"])
     # the study URL to paste into Prolific: this server, Prolific's placeholders, the link key
     page.wait_for_function("document.getElementById('link-url').value.length > 0")
     assert page.input_value("#link-url") == (f"{server.url}/?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID="

@@ -109,3 +109,12 @@ def test_the_command_writes_what_the_function_returns(tmp_path, capsys, variant)
     assert printed == gt.report
     for name in ("test_pairs_ps.csv", "test_pairs_st.csv", "aggregate_report.json"):
         assert (tmp_path / "cmd" / name).read_bytes() == (tmp_path / "fn" / name).read_bytes(), name
+
+
+def test_extra_keys_follow_the_pipeline_s_and_cannot_replace_them():
+    clicks = _clicks([0])
+    photo, sketch = [PHOTO.format(0)], [SKETCH.format(0)]
+    gt = ground_truth_from_clicks(clicks, photo, sketch, np.zeros((1, 8, 2)), extra={"too_fast_clicks": 0})
+    assert tuple(gt.report) == (*REPORT_KEYS, "too_fast_clicks")
+    with pytest.raises(ValueError, match="pairs_written"):
+        ground_truth_from_clicks(clicks, photo, sketch, np.zeros((1, 8, 2)), extra={"pairs_written": 7})

@@ -8,6 +8,7 @@ import json
 import os
 
 from psc6k.errors import Psc6kError
+from psc6k_web.limits import add_limit_arguments, limits_from_args
 
 HELP = "crowd annotation study: init, serve"
 SECTION, ORDER = "build the benchmark", 30
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="comma-separated addresses or CIDR networks of your reverse proxies; only requests "
                         "from them have their client address taken from X-Forwarded-For (the rightmost "
                         "entry that is not a trusted proxy). Off by default: the TCP peer is the client")
+    add_limit_arguments(s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,23 +115,21 @@ def serve_settings(args: argparse.Namespace):
 def run_serve(args: argparse.Namespace) -> int:
     import functools
 
-    import uvicorn
+    from psc6k_web.server import serve
 
     from .app import create_app
     from .service import StudyService
 
     settings = serve_settings(args)
+    limits = limits_from_args(args)
     StudyService.from_settings(settings).close()  # fail here, with a message, rather than in every worker
     if not settings.admin_token:
         print("psc6k annotate serve: PSC6K_ADMIN_TOKEN is not set; the admin API is disabled.")
     print(f"serving on http://{args.host}:{args.port}/ (admin: /admin)")
+    common = dict(host=args.host, port=args.port, log_level=args.log_level, limits=limits)
     if args.workers <= 1:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                    proxy_headers=False)  # client addresses: psc6k_web.ratelimit.client_address only
+        serve(create_app(settings), **common)
         return 0
-    from ._server import run_workers
-
     # each worker builds its own app from the same settings (pickled to the spawned process)
-    run_workers(functools.partial(create_app, settings), host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level)
+    serve(functools.partial(create_app, settings), factory=True, workers=args.workers, **common)
     return 0

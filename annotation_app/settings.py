@@ -1,7 +1,7 @@
 """Configuration of one annotation server process (``psc6k annotate serve``).
 
 A pydantic settings object: the command line builds it and hands it to :func:`create_app`
-(also in each worker process, see ``annotation_app/_server.py``); ``uvicorn --factory
+(also in each worker process, see ``psc6k_web/server.py``); ``uvicorn --factory
 annotation_app.app:create_app_from_env`` reads the same fields from the environment instead
 (``PSC6K_ANNOT_DB``, ``PSC6K_ANNOT_IMAGES``, ``PSC6K_ADMIN_TOKEN``, ``PSC6K_ANNOT_<FIELD>``).
 The study itself (texts, leases, link key) lives in the database, written by ``annotate init``.

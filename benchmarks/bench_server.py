@@ -11,9 +11,20 @@
    server's peak RSS and the legitimate request's latency, side by side with the plain case
    (no attack): a gzip JSON object bomb, uint8 flows declaring ~1 GB, a gzip bomb up to the
    decompression cap, 34 stalled uploads, and a 6,250-pair JSON submission (the streaming reader).
+4. With no proxy in front (issue #20), for the chosen server (``psc6k serve`` / ``psc6k annotate
+   serve`` through ``psc6k_web.server``) and the alternatives compared (plain uvicorn with httptools
+   as before, uvicorn with h11 and a 64 KiB ``h11_max_incomplete_event_size``, Hypercorn, Granian;
+   those not installed are skipped): throughput of small ``/score`` requests and of clicks (16
+   clients, keep-alive) with the server's CPU per request; then legitimate ``/score`` and click
+   latency (p50 / p99, a kept-alive connection, plus a fresh connection every 0.25 s) and peak
+   server RSS with no attack and under each attack: (a) 4 connections sending a never-ending header
+   (reconnecting when closed), (b) 2,000 connections from 20 addresses sending half a header (held
+   12 s, past the 10 s head timeouts), (c) 200 stalled uploads from 200 addresses (127.0.0.2 ...).
+   Each attack lasts seconds; sockets are loopback only and closed at the end. Prints a table for
+   docs/server.md.
 
 Usage: ``python benchmarks/bench_server.py [--concurrency 20] [--format npz|json.gz] [--workers 1]
-[--skip-full] [--skip-burst] [--skip-hostile]``.
+[--skip-full] [--skip-burst] [--skip-hostile] [--skip-no-proxy] [--servers bounded uvicorn-httptools ...]``.
 Timings depend on the machine's load; the shared development machine has 2 cores.
 """
 
@@ -89,18 +100,24 @@ def start_server(csv: Path, db: str, extra: list[str]) -> tuple[subprocess.Popen
            "--log-level", "warning", "--no-seed", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
+    wait_up(proc, base + "/health")
+    return proc, base
+
+
+def wait_up(proc: subprocess.Popen, url: str, name: str = "server") -> None:
+    """Block until GET ``url`` answers 200; exit with the server's stderr if it dies or takes 120 s."""
     deadline = time.time() + 120
     while True:
         try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                return proc, base
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            raise SystemExit(f"server failed to start:\n{proc.stderr.read().decode()}")
+            raise SystemExit(f"{name} failed to start:\n{proc.stderr.read().decode()[-3000:]}")
         if time.time() > deadline:
             proc.kill()
-            raise SystemExit("server did not start within 120 s")
+            raise SystemExit(f"{name} did not start within 120 s")
         time.sleep(0.25)
 
 
@@ -356,6 +373,454 @@ def bench_hostile(tmp: Path, args) -> None:
     print(f"(legitimate replies identical to in-process scoring: {len(rows)} / {len(rows)})")
 
 
+# -- 4. with no proxy in front: the ASGI servers compared (issue #20) ----------------------------------
+KIB = 1024
+SERVERS = ["bounded", "uvicorn-httptools", "uvicorn-h11", "hypercorn", "granian"]
+SERVER_LABELS = {"bounded": "uvicorn+httptools, bounded (chosen)", "uvicorn-httptools": "uvicorn+httptools (before)",
+                 "uvicorn-h11": "uvicorn+h11, 64 KiB", "hypercorn": "Hypercorn (h11), 64 KiB, 10 s",
+                 "granian": "Granian, 64 KiB, 10 s"}
+ATTACKS = ["none", "header flood", "half-open flood", "upload stalls"]
+LINK_KEY = "bench-link-key"
+
+
+def _variant_serve(name: str):
+    """A drop-in for ``psc6k_web.server.serve`` that runs the app with another server (one worker),
+    configured as close to ``ServerLimits()`` as that server allows."""
+    def serve(app, *, host, port, limits=None, workers=1, log_level="warning", factory=False):
+        import asyncio
+        if name.startswith("uvicorn"):
+            import uvicorn
+            extra = {"http": "h11", "h11_max_incomplete_event_size": 64 * KIB} if name == "uvicorn-h11" else \
+                {"http": "httptools"}
+            uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=None, timeout_keep_alive=5,
+                        proxy_headers=False, **extra)
+        elif name == "hypercorn":
+            from hypercorn.asyncio import serve as hserve
+            from hypercorn.config import Config
+            config = Config()
+            config.bind = [f"{host}:{port}"]
+            config.h11_max_incomplete_size = 64 * KIB
+            config.read_timeout = 10
+            config.keep_alive_timeout = 5
+            config.backlog = 2048
+            config.loglevel = "WARNING"
+            config.accesslog = None
+            asyncio.run(hserve(app, config))
+        elif name == "granian":
+            from granian.constants import HTTPModes, Interfaces
+            from granian.http import HTTP1Settings
+            from granian.server.embed import Server
+            server = Server(app, address=host, port=port, interface=Interfaces.ASGI, http=HTTPModes.http1,
+                            backlog=2048, http1_settings=HTTP1Settings(header_read_timeout=10_000,
+                                                                       max_buffer_size=64 * KIB),
+                            log_enabled=False)
+            asyncio.run(server.serve())
+        else:
+            raise SystemExit(f"unknown server {name}")
+    return serve
+
+
+def run_variant(name: str, argv: list[str]) -> int:
+    """``psc6k <argv>`` with its server swapped for ``name`` (the command's own set-up runs unchanged)."""
+    import psc6k_web.server
+    from psc6k.cli import main as psc6k_main
+    psc6k_web.server.serve = _variant_serve(name)
+    return psc6k_main(argv)
+
+
+def _available(name: str) -> bool:
+    module = {"hypercorn": "hypercorn", "granian": "granian", "uvicorn-h11": "h11"}.get(name, "uvicorn")
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def _start(name: str, argv: list[str], probe: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    argv = [*argv, "--port", str(port)]
+    cmd = ([sys.executable, "-m", "psc6k", *argv] if name == "bounded" else
+           [sys.executable, str(Path(__file__).resolve()), "--serve-variant", name, "--", *argv])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PSC6K_ADMIN_TOKEN": "bench-admin"})
+    wait_up(proc, f"http://127.0.0.1:{port}{probe}", name)
+    return proc, port
+
+
+def _cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class _App:
+    """What a legitimate client of one app sends: ``request(client)`` returns the status."""
+
+    def __init__(self, kind: str, tmp: Path):
+        self.kind = kind
+        if kind == "scoring":
+            ann = make_annotations(125, 1, 1)
+            csv = tmp / "np_small.csv"
+            write_test_pairs_ps(ann, csv)
+            self.body = save_submission(make_keypoint_submission(ann), tmp / "np_small.json").read_bytes()
+            self.db_arg = f"sqlite:///{tmp / 'np.sqlite'}"
+            self.argv = ["serve", "--annotations", str(csv), "--db", self.db_arg, "--no-seed",
+                         "--log-level", "warning", "--bootstrap", "0", "--max-pending", "64"]
+            self.probe, self.upload = "/health", "/score"
+        else:
+            from annotation_app.config import StudyConfig
+            from annotation_app.study import init_study
+            from annotation_app.testing import make_study_files
+            files = make_study_files(tmp / "np_files", n_categories=40, photos_per_category=4)
+            self.db = f"sqlite:///{tmp / 'np_study.db'}"
+            init_study(self.db, files["pairs"], files["images"],
+                       StudyConfig(trials_per_participant=125, annotators_per_keypoint=50, link_key=LINK_KEY),
+                       files["keypoints"], force=True)
+            self.db_arg = self.db
+            self.argv = ["annotate", "serve", "--db", self.db, "--log-level", "warning"]
+            self.probe = "/api/study"
+        self.participants = 0
+
+    def session(self, base: str) -> list[str]:
+        """A new participant: its token and trial ids (annotation app), as click URLs + payloads."""
+        self.participants += 1
+        pid = f"NP{os.getpid()}x{self.participants:05d}"
+        r = httpx.post(base + "/api/sessions", json={"prolific_pid": pid, "study_id": "np", "session_id": pid,
+                                                      "link_key": LINK_KEY}, timeout=30)
+        r.raise_for_status()
+        body = r.json()
+        return [(f"/api/sessions/{body['session_token']}/clicks",
+                 {"trial_id": t["trial_id"], "x": 10.0, "y": 20.0, "rt_ms": 900.0, "client_id": f"{pid}-{t['trial_id']}",
+                  "display": {"width": 512, "height": 512, "dpr": 2, "blur": 0, "focus": 0}})
+                for t in body["trials"] if not t["answered"]]
+
+    def upload_path(self, base: str) -> str:
+        return self.upload if self.kind == "scoring" else self.session(base)[0][0]
+
+
+async def _throughput(app: _App, port: int, clients: int, per_client: int) -> tuple[int, float]:
+    """``clients`` keep-alive clients, ``per_client`` requests each; returns (answered 2xx, wall s)."""
+    import asyncio
+
+    from bench_annotation import RawHttp
+    base = f"http://127.0.0.1:{port}"
+    if app.kind == "annotation":
+        work = [app.session(base)[:per_client] for _ in range(clients)]
+    else:
+        work = [[("/score", None)] * per_client for _ in range(clients)]
+    done = 0
+
+    async def one(items):
+        nonlocal done
+        client = RawHttp(port)
+        try:
+            for url, payload in items:
+                try:  # /score: the raw client sends JSON; the submission is JSON already
+                    r = await client.request("POST", url, json.loads(app.body) if payload is None else payload)
+                except OSError:
+                    continue  # counted as not answered
+                done += r.status_code in (200, 201)
+        finally:
+            await client.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(items) for items in work))
+    return done, time.perf_counter() - t0
+
+
+# -- the attacks: each returns a stop() that ends it and reports one line -------------------------
+def _raise_nofile(need: int) -> int:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _flood_process(port: int, n: int, per_connection: int, stop, connections, sent_mib) -> None:
+    chunk = b"a" * 2**18
+
+    def flood():
+        while not stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    with connections.get_lock():
+                        connections.value += 1
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+                    sent = 0
+                    while sent < per_connection and not stop.is_set():
+                        sock.sendall(chunk)
+                        sent += len(chunk)
+                        with sent_mib.get_lock():
+                            sent_mib.value += len(chunk) / 2**20
+            except OSError:
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=flood, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _header_flood(port: int, app: _App, base: str, n: int = 4, per_connection: int = 64 * 2**20):
+    """``n`` connections each sending a never-ending header (up to ``per_connection`` bytes, then a
+    new connection), from a separate process: the attacker is not this process's legitimate client."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    stop, connections, sent_mib = ctx.Event(), ctx.Value("i", 0), ctx.Value("d", 0.0)
+    proc = ctx.Process(target=_flood_process, args=(port, n, per_connection, stop, connections, sent_mib),
+                       daemon=True)
+    proc.start()
+
+    def end():
+        stop.set()
+        proc.join(15)
+        if proc.is_alive():
+            proc.kill()
+        return f"{n} senders, {connections.value} connections, {sent_mib.value:.0f} MiB sent"
+    return end
+
+
+def _connect_many(targets: list[tuple[str, int]], port: int, head: bytes, deadline_s: float) -> list[socket.socket]:
+    """Non-blocking connects from each (source address, count); the connected ones send ``head``."""
+    import selectors
+    socks, pending = [], []
+    for source, count in targets:
+        for _ in range(count):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.bind((source, 0))
+                s.connect_ex(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            pending.append(s)
+    sel = selectors.DefaultSelector()
+    for s in pending:
+        sel.register(s, selectors.EVENT_WRITE)
+    deadline = time.time() + deadline_s
+    while pending and time.time() < deadline:
+        for key, _ in sel.select(timeout=0.1):
+            s = key.fileobj
+            sel.unregister(s)
+            pending.remove(s)
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                try:
+                    s.send(head)
+                    socks.append(s)
+                    continue
+                except OSError:
+                    pass
+            s.close()
+    for s in pending:
+        sel.unregister(s)
+        s.close()
+    return socks
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether the server still holds ``sock`` open (drains what it sent; EOF or reset: closed)."""
+    try:
+        while True:
+            if not sock.recv(65536, socket.MSG_DONTWAIT):
+                return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _held(socks: list[socket.socket], what: str, hold_s: float = 0.0):
+    """stop(): after ``hold_s`` since the attack began, count the connections still open, close all."""
+    t0 = time.perf_counter()
+
+    def end():
+        time.sleep(max(0.0, hold_s - (time.perf_counter() - t0)))
+        open_ = sum(_still_open(s) for s in socks)
+        for s in socks:
+            s.close()
+        return f"{len(socks)} {what}, {open_} still open after {time.perf_counter() - t0:.0f} s"
+    return end
+
+
+def _half_open_flood(port: int, app: _App, base: str, n: int = 2000, sources: int = 20):
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Half: "
+    socks = _connect_many([(f"127.0.1.{k + 1}", n // sources) for k in range(sources)], port, head, 5.0)
+    return _held(socks, "half heads sent", hold_s=12.0)  # past the 10 s head timeouts of those that have one
+
+
+def _upload_stalls(port: int, app: _App, base: str, n: int = 200):
+    path = app.upload_path(base)
+    declared = 1_000_000 if app.kind == "scoring" else 8000
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n{{\"a").encode()
+    socks = _connect_many([(f"127.0.{2 + k // 250}.{2 + k % 250}", 1) for k in range(n)], port, head, 5.0)
+    return _held(socks, "uploads stalled")
+
+
+ATTACK_FNS = {"header flood": _header_flood, "half-open flood": _half_open_flood, "upload stalls": _upload_stalls}
+
+
+class _Legit:
+    """A legitimate client of ``app``: one kept-alive connection, opened (and used once) before the
+    attack starts, as a participant already on the page; plus a request on a fresh connection every
+    0.25 s, as one arriving during the attack. ``run(seconds)`` sends sequential requests (every
+    25 ms at most); latencies in seconds."""
+
+    def __init__(self, app: _App, port: int, base: str):
+        self.app, self.base = app, base
+        self.items = iter(app.session(base) + app.session(base)) if app.kind == "annotation" else None
+        self.client = httpx.Client(base_url=base, timeout=httpx.Timeout(10.0))
+        self._send(self.client)
+
+    def _send(self, client) -> bool:
+        try:
+            if self.app.kind == "scoring":
+                r = client.post("/score", content=self.app.body, headers={"content-type": "application/json"})
+            else:
+                url, payload = next(self.items)
+                r = client.post(url, json=payload)
+            return r.status_code in (200, 201)
+        except (httpx.HTTPError, StopIteration):
+            return False
+
+    def run(self, seconds: float) -> dict:
+        kept, fresh, fails, fresh_ok, fresh_n = [], [], 0, 0, 0
+        t_end = time.perf_counter() + seconds
+        next_fresh = time.perf_counter()
+        try:
+            while time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                if self._send(self.client):
+                    kept.append(time.perf_counter() - t0)
+                else:
+                    fails += 1
+                if time.perf_counter() >= next_fresh:
+                    next_fresh += 0.25
+                    fresh_n += 1
+                    t1 = time.perf_counter()
+                    with httpx.Client(base_url=self.base, timeout=httpx.Timeout(10.0)) as one:
+                        if self._send(one):
+                            fresh_ok += 1
+                            fresh.append(time.perf_counter() - t1)
+                time.sleep(max(0.0, 0.025 - (time.perf_counter() - t0)))
+        finally:
+            self.client.close()
+        return {"kept": kept, "fresh": fresh, "fails": fails, "fresh_ok": fresh_ok, "fresh_n": fresh_n}
+
+
+def bench_no_proxy(tmp: Path, args) -> list[dict]:
+    """Per app: every server started at once (each on its own copy of the database), throughput in
+    ``args.rounds`` interleaved rounds (order reversed every other round, so the machine's load
+    drifts alike over all servers; the median is kept), then the attacks, one server at a time."""
+    import asyncio
+    import shutil
+    print("\n== with no proxy in front: servers compared (one worker each)")
+    have = _raise_nofile(4096)
+    if have < 2300:
+        print(f"(open-file limit {have}: the half-open flood is cut to fit)")
+    names = [n for n in args.servers if _available(n) or print(f"{n}: not installed, skipped")]
+    rows = []
+    for kind in ("scoring", "annotation"):
+        app = _App(kind, tmp)
+        procs = {}
+        try:
+            for name in names:
+                db = tmp / f"np_{kind}_{name}.sqlite"
+                if kind == "annotation":
+                    shutil.copy(app.db.removeprefix("sqlite:///"), db)
+                argv = [f"sqlite:///{db}" if a == app.db_arg else a for a in app.argv]
+                procs[name] = _start(name, argv, app.probe)
+            n_req = 20 if kind == "scoring" else 40
+            rates = {name: [] for name in names}
+            for r in range(args.rounds):
+                for name in (names if r % 2 == 0 else names[::-1]):
+                    proc, port = procs[name]
+                    cpu0 = _cpu_seconds(proc.pid)
+                    done, wall = asyncio.run(_throughput(app, port, 16, n_req))
+                    rates[name].append((done / wall, 1000 * (_cpu_seconds(proc.pid) - cpu0) / max(done, 1)))
+            for name in names:
+                rows.append({"server": name, "app": kind, "attack": "throughput",
+                             "rate": statistics.median(r for r, _ in rates[name]),
+                             "cpu_ms": statistics.median(c for _, c in rates[name])})
+                print(f"  {name:<18} {kind:<10} throughput {', '.join(f'{r:.0f}/s' for r, _ in rates[name])}; "
+                      f"CPU {', '.join(f'{c:.1f}' for _, c in rates[name])} ms/request", flush=True)
+            for name in names:
+                proc, port = procs[name]
+                base = f"http://127.0.0.1:{port}"
+                for attack in ATTACKS:
+                    client = _Legit(app, port, base)
+                    sampler = RssSampler(proc.pid)
+                    sampler.start()
+                    end = ATTACK_FNS[attack](port, app, base) if attack != "none" else None
+                    time.sleep(0.5)
+                    legit = client.run(args.attack_seconds)
+                    detail = end() if end else ""
+                    sampler.stop.set()
+                    sampler.join()
+                    rows.append({"server": name, "app": kind, "attack": attack, **legit, "rss": sampler.peak,
+                                 "detail": detail, "alive": proc.poll() is None})
+                    print(f"  {name:<18} {kind:<10} {attack:<16} {_cell(rows[-1])}  {detail}", flush=True)
+                    time.sleep(1.0)  # let the server drop what the attack left
+                stop_server(proc)
+        finally:
+            for proc, _ in procs.values():
+                stop_server(proc)
+    print_no_proxy_table(rows)
+    return rows
+
+
+def _ms(values, q) -> str:
+    return f"{1000 * pct(values, q):.0f}" if values else "–"
+
+
+def _cell(row) -> str:
+    kept = f"{_ms(row['kept'], 50)} / {_ms(row['kept'], 99)} ms"
+    if row["fails"]:
+        kept += f" ({row['fails']} failed)"
+    return f"{kept}; fresh {row['fresh_ok']}/{row['fresh_n']}"
+
+
+def print_no_proxy_table(rows: list[dict]) -> None:
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    find = {(r["server"], r["app"], r["attack"]): r for r in rows}
+    print("\nThroughput, 16 keep-alive clients (one worker; median of the interleaved rounds; server CPU per "
+          "request):\n")
+    print("| server | `/score` (125 pairs) | clicks |")
+    print("|---|---|---|")
+    for s in servers:
+        cells = []
+        for kind in ("scoring", "annotation"):
+            r = find.get((s, kind, "throughput"))
+            cells.append(f"{r['rate']:.0f}/s, {r['cpu_ms']:.1f} ms CPU" if r else "–")
+        print(f"| {SERVER_LABELS[s]} | {cells[0]} | {cells[1]} |")
+    print("\nLegitimate latency p50 / p99 on a kept-alive connection (failed requests), fresh connections "
+          "served, peak server RSS:\n")
+    print("| server | attack | `/score` | fresh | RSS | click | fresh | RSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in servers:
+        for attack in ATTACKS:
+            cells = []
+            for kind in ("scoring", "annotation"):
+                r = find.get((s, kind, attack))
+                if r is None:
+                    cells += ["–"] * 3
+                    continue
+                lat = f"{_ms(r['kept'], 50)} / {_ms(r['kept'], 99)} ms" + (f" ({r['fails']} failed)" if r["fails"] else "")
+                if not r["alive"]:
+                    lat += " (server died)"
+                cells += [lat, f"{r['fresh_ok']}/{r['fresh_n']}", f"{r['rss'] / 2**20:.0f} MiB"]
+            print(f"| {SERVER_LABELS[s] if attack == 'none' else ''} | {attack} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=20)
@@ -368,7 +833,16 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-full", action="store_true")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-hostile", action="store_true")
+    parser.add_argument("--skip-no-proxy", action="store_true")
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=SERVERS,
+                        help="servers compared with no proxy in front (bounded: the one psc6k runs)")
+    parser.add_argument("--attack-seconds", type=float, default=3.0, help="legitimate traffic measured per attack")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds per server")
+    parser.add_argument("--serve-variant", choices=SERVERS[1:], help=argparse.SUPPRESS)
+    parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_variant:  # internal: run 'psc6k <command>' with another server (section 4)
+        return run_variant(args.serve_variant, args.command)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="psc6k-bench-server-") as tmp:
         if not args.skip_full:
@@ -377,6 +851,8 @@ def main(argv=None) -> int:
             bench_burst(Path(tmp), args)
         if not args.skip_hostile:
             bench_hostile(Path(tmp), args)
+        if not args.skip_no_proxy:
+            bench_no_proxy(Path(tmp), args)
     return 0
 
 

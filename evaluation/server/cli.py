@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+from psc6k_web.limits import add_limit_arguments, limits_from_args
+
 from .settings import ENV_ADMIN_TOKEN, MB, ServerSettings
 
 HELP = "run the scoring / leaderboard server"
@@ -65,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "requests from them have their client address taken from X-Forwarded-For "
                              "(per-client bounds key on it). Off by default: the TCP peer is the client")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_limit_arguments(parser)
 
     sub = parser.add_subparsers(dest="action", metavar="{token}")
     sub.required = False
@@ -184,12 +187,12 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "token":
         return _run_token(args)
 
-    import uvicorn
-
     from psc6k.errors import Psc6kError
+    from psc6k_web.server import serve
 
     from . import db
     from .seed import seed_entries
+    limits = limits_from_args(args)
     settings = _settings(args)
     if args.workers > 1 and settings.db_url.startswith("sqlite"):
         print("psc6k serve: warning: several workers on SQLite serialise every write; use PostgreSQL "
@@ -210,13 +213,11 @@ def run(args: argparse.Namespace) -> int:
     if not settings.admin_token:
         print(f"psc6k serve: {ENV_ADMIN_TOKEN} is not set: the admin API is off (create tokens with "
               "'psc6k serve token create NAME')", file=sys.stderr)
-    common = dict(host=args.host, port=args.port, log_level=args.log_level,
-                  limit_concurrency=None, timeout_keep_alive=5,
-                  proxy_headers=False)  # client addresses: psc6k_web.ratelimit.client_address only
+    common = dict(host=args.host, port=args.port, log_level=args.log_level, limits=limits)
     if args.workers == 1:
         from .app import create_app
-        uvicorn.run(create_app(settings), **common)
+        serve(create_app(settings), **common)
     else:
         os.environ.update(settings.to_env())
-        uvicorn.run("evaluation.server.app:app_from_env", factory=True, workers=args.workers, **common)
+        serve("evaluation.server.app:app_from_env", factory=True, workers=args.workers, **common)
     return 0

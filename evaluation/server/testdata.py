@@ -45,23 +45,20 @@ def wait_until_healthy(base_url: str, proc, timeout_s: float = 60.0) -> None:
 
 
 def serve_in_thread(app):
-    """Context manager: run ``app`` with uvicorn on a free 127.0.0.1 port in a daemon thread;
-    yields the base URL (for browser tests and the screenshot script)."""
+    """Context manager: run ``app`` with the serve commands' runner (``psc6k_web.server``, default
+    limits) on a free 127.0.0.1 port in a daemon thread; yields the base URL (for browser tests and
+    the screenshot script)."""
     import contextlib
-    import socket
     import threading
     import time
 
-    import uvicorn
+    from psc6k_web.limits import ServerLimits
+    from psc6k_web.server import make_server
 
     @contextlib.contextmanager
     def _serve():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               proxy_headers=False))  # as the serve commands run it
-        thread = threading.Thread(target=server.run, daemon=True)
+        server, sock = make_server(app, host="127.0.0.1", port=0, limits=ServerLimits(), log_level="warning")
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         deadline = time.time() + 30
         while not server.started:
@@ -69,9 +66,10 @@ def serve_in_thread(app):
                 raise AssertionError("server did not start")
             time.sleep(0.05)
         try:
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
         finally:
             server.should_exit = True
             thread.join(timeout=10)
+            sock.close()
 
     return _serve()

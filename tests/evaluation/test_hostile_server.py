@@ -23,18 +23,11 @@ from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission
 from tests.helpers import run_async
 
+from tests.helpers import can_bind_loopback_aliases
+
 NPZ = {"content-type": "application/octet-stream"}
 STALLED_HEAD = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100000\r\n\r\n{\"psc6k")
-
-
-def _can_bind_loopback_aliases() -> bool:
-    try:
-        with socket.socket() as s:
-            s.bind(("127.0.0.2", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +62,7 @@ def _stall(port: int, source: str) -> socket.socket:
     return sock
 
 
-@pytest.mark.skipif(not _can_bind_loopback_aliases(), reason="needs 127.0.0.x source addresses")
+@pytest.mark.skipif(not can_bind_loopback_aliases(), reason="needs 127.0.0.x source addresses")
 def test_scoring_goes_on_while_34_uploads_stall(server):
     stalled = [_stall(server["port"], f"127.0.0.{k + 2}") for k in range(34)]
     try:
@@ -89,7 +82,7 @@ def test_scoring_goes_on_while_34_uploads_stall(server):
             sock.close()
 
 
-@pytest.mark.skipif(not _can_bind_loopback_aliases(), reason="needs 127.0.0.x source addresses")
+@pytest.mark.skipif(not can_bind_loopback_aliases(), reason="needs 127.0.0.x source addresses")
 def test_uploads_are_bounded_per_client_address(server):
     mine = [_stall(server["port"], "127.0.0.77") for _ in range(4)]
     try:

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import httpx
 
+from psc6k import cli
 from psc6k.formats import read_annotations, write_test_pairs_ps
 from psc6k.pck import evaluate
 from psc6k.submission import load_submission, save_submission
@@ -422,10 +423,10 @@ def _variant_serve(name: str):
 
 def run_variant(name: str, argv: list[str]) -> int:
     """``psc6k <argv>`` with its server swapped for ``name`` (the command's own set-up runs unchanged)."""
-    import psc6k_web.server
-    from psc6k.cli import main as psc6k_main
+    import psc6k_web.server  # FastAPI / uvicorn: loaded by the variants only
+
     psc6k_web.server.serve = _variant_serve(name)
-    return psc6k_main(argv)
+    return cli.main(argv)
 
 
 def _available(name: str) -> bool:

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from psc6k.data import sample_path
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -29,8 +31,6 @@ def main() -> None:
     import torch
 
     from model_zoo.testing import REFERENCE_DIR, random_released_state_dict, read_state_dict_tsv
-    from psc6k.data import sample_path
-
     sample = sample_path()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "psc_resnet18.pth.tar"

@@ -19,7 +19,7 @@ Usage::
     python benchmarks/bench_keypoints.py --solvers --n 100  # shift-invert solvers compared
 
 Sketches are Sketchy-like drawings generated with OpenCV (closed and gappy outlines, open limbs,
-interior strokes, 1-3 px anti-aliased lines, 256 x 256) by ``benchmarks/_sketchgen.py``;
+interior strokes, 1-3 px anti-aliased lines, 256 x 256) by :mod:`psc6k.testing`;
 ``--sample`` adds the PNG sketches of ``psc6k/data/sample`` when it exists.
 """
 
@@ -27,18 +27,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _sketchgen import add_specks, make_sketch, split_drawing  # noqa: E402
-
-from psc6k import keypoints as K  # noqa: E402
+from psc6k import cli
+from psc6k import keypoints as K
+from psc6k.keypoints import parts as P, spectral as S
+from psc6k.testing import add_specks, make_sketch, split_drawing
 
 
 def _sample_sketches() -> list[np.ndarray]:
@@ -142,8 +140,6 @@ def throughput(n: int, workers: int, seed: int = 0) -> None:
 
     import cv2
 
-    from psc6k.cli import main
-
     rng = np.random.default_rng(seed)
     pool = []
     for i in range(min(n, 500)):
@@ -163,7 +159,7 @@ def throughput(n: int, workers: int, seed: int = 0) -> None:
         load0 = os.getloadavg()[0]
         sampler = _RssSampler()
         t = time.perf_counter()
-        status = main(["build-keypoints", str(src), "--out", str(out), "--workers", str(workers),
+        status = cli.main(["build-keypoints", str(src), "--out", str(out), "--workers", str(workers),
                        "--keep-going", "--no-progress", "--report", str(Path(tmp) / "report.csv")])
         dt = time.perf_counter() - t
         samples = sampler.stop()
@@ -233,9 +229,6 @@ def solver_evidence(n: int, seed: int = 0) -> None:
     from scipy.sparse import csgraph
     from scipy.sparse.linalg import LinearOperator, eigsh, splu
     from threadpoolctl import threadpool_limits
-
-    from psc6k.keypoints import parts as P
-    from psc6k.keypoints import spectral as S
 
     graphs, real = [], P.knn_affinity
     P.knn_affinity = lambda *a, **kw: graphs.append(real(*a, **kw)) or graphs[-1]

@@ -45,10 +45,11 @@ from pathlib import Path
 
 import httpx
 
-from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission
-from psc6k.formats import write_test_pairs_ps
+from psc6k import cli
+from psc6k.formats import read_annotations, write_test_pairs_ps
 from psc6k.pck import evaluate
 from psc6k.submission import load_submission, save_submission
+from psc6k.testing import make_annotations, make_flow_submission, make_keypoint_submission
 
 CONTENT_TYPES = {"npz": "application/octet-stream", "json": "application/json", "json.gz": "application/json"}
 
@@ -170,7 +171,6 @@ def bench_full(tmp: Path, args) -> None:
     path = save_submission(make_flow_submission(ann), tmp / f"full.{args.format}")
     data = path.read_bytes()
     print(f"submission: {len(data) / 1e6:.1f} MB")
-    from psc6k.formats import read_annotations
     ann = read_annotations(csv)
     expected, t_ref = reference(ann, data)
     _, t_ref2 = reference(ann, data)
@@ -235,7 +235,6 @@ def bench_burst(tmp: Path, args) -> None:
     csv = tmp / "small.csv"
     write_test_pairs_ps(ann, csv)
     data = save_submission(make_keypoint_submission(ann), tmp / "small.json").read_bytes()
-    from psc6k.formats import read_annotations
     ann = read_annotations(csv)
     expected, _ = reference(ann, data)
     t0 = time.perf_counter()
@@ -307,7 +306,6 @@ def bench_hostile(tmp: Path, args) -> None:
     write_test_pairs_ps(ann, csv)
     legit = save_submission(make_flow_submission(ann), tmp / "legit.npz").read_bytes()
     legit_json = save_submission(make_flow_submission(ann), tmp / "legit.json").read_bytes()
-    from psc6k.formats import read_annotations
     expected, _ = reference(read_annotations(csv), legit)
     cases = _hostile_bodies(ann)
     db = args.db or f"sqlite:///{tmp / 'hostile.sqlite'}"
@@ -425,10 +423,10 @@ def _variant_serve(name: str):
 
 def run_variant(name: str, argv: list[str]) -> int:
     """``psc6k <argv>`` with its server swapped for ``name`` (the command's own set-up runs unchanged)."""
-    import psc6k_web.server
-    from psc6k.cli import main as psc6k_main
+    import psc6k_web.server  # FastAPI / uvicorn: loaded by the variants only
+
     psc6k_web.server.serve = _variant_serve(name)
-    return psc6k_main(argv)
+    return cli.main(argv)
 
 
 def _available(name: str) -> bool:

@@ -26,6 +26,14 @@ import time
 
 import numpy as np
 
+from psc6k import keypoints as kp_mod
+from psc6k.formats import read_annotations
+from psc6k.pck import evaluate
+from psc6k.submission import load_submission
+from psc6k.synth import generate
+from psc6k.synth.dataset import category_names, make_photo_record
+from psc6k.synth.warp import pixel_grid, random_warp
+
 
 def _du(path) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
@@ -58,10 +66,6 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated set")
     args = ap.parse_args(argv)
 
-    from psc6k.synth import generate
-    from psc6k.synth.dataset import make_photo_record, category_names
-    from psc6k.synth.warp import pixel_grid, random_warp
-
     tmp = None
     out = args.out or (tmp := tempfile.mkdtemp(prefix="bench_synth_"))
     n_pairs = args.categories * args.photos_per_category * args.sketches_per_photo
@@ -72,8 +76,6 @@ def main(argv=None) -> int:
     names = category_names(args.categories)
     t0 = time.perf_counter()
     t_kp = 0.0
-    from psc6k import keypoints as kp_mod
-
     orig = kp_mod.sample_keypoints
 
     def timed(*a, **k):
@@ -128,10 +130,6 @@ def main(argv=None) -> int:
     cpu_full = cpu_seconds() - c0
     size = _du(out)
     # the ground truth must score exactly 100 on the whole set
-    from psc6k.formats import read_annotations
-    from psc6k.pck import evaluate
-    from psc6k.submission import load_submission
-
     t0 = time.perf_counter()
     gt = evaluate(read_annotations(os.path.join(out, "test_pairs_ps.csv")),
                   load_submission(os.path.join(out, "gt_flows.npz")), n_bootstrap=0).to_dict()["overall"]

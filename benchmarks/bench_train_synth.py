@@ -43,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+from psc6k.formats import read_annotations, read_train_pairs
+
 REPO = Path(__file__).resolve().parents[1]
 # the in-process diagnosis imports the same tree as the ``python -m psc6k.cli`` steps (run with
 # cwd=REPO), not whichever checkout an editable install points at
@@ -120,8 +122,6 @@ def diagnose(ckpt: Path, data: Path, image_size: int, n: int = 64) -> dict:
     from model_zoo.pscnet import PHOTO, SKETCH
     from model_zoo.stn import identity_grid
     from model_zoo.train import TrainConfig, build_training_model
-    from psc6k.formats import read_annotations
-
     torch.manual_seed(0)
     model, _ = build_training_model(TrainConfig(task="estimator", init=str(ckpt), recipe="released"))
     for p in model.parameters():
@@ -178,8 +178,6 @@ def moco_probe(ckpt: Path, data: Path, image_size: int, batch: int, n: int = 256
     from model_zoo.moco import queue_by_age
     from model_zoo.pscnet import PHOTO, SKETCH
     from model_zoo.train import EncoderObjective, TrainConfig, build_training_model
-    from psc6k.formats import read_train_pairs
-
     torch.manual_seed(0)
     model, _ = build_training_model(TrainConfig(task="encoder", init=str(ckpt), recipe=recipe))
     model.train()

@@ -20,6 +20,8 @@ import pandas as pd
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
 from psc6k.errors import Psc6kError
+from psc6k.formats import Annotations
+from psc6k.pck import alpha_key, keypoint_errors, pck_correct
 
 #: Columns ``aggregate_clicks`` needs; other columns are carried through untouched.
 REQUIRED_COLUMNS = ("photo", "sketch", "keypoint", "x", "y")
@@ -113,8 +115,6 @@ class ClickAggregate:
         -------
         CompletePairs
         """
-        from psc6k.formats import Annotations
-
         photo, sketch = list(photo), list(sketch)
         photo_kps = self.photo_keypoints(photo, sketch)
         complete = np.isfinite(photo_kps).all(axis=(1, 2))
@@ -300,8 +300,6 @@ def leave_one_out_distances(clicks: pd.DataFrame, kept: np.ndarray | None = None
     -------
     ndarray of float64, shape (n_clicks,)
     """
-    from psc6k.pck import keypoint_errors
-
     centroids = leave_one_out_centroids(clicks, kept)
     xy = clicks[["x", "y"]].to_numpy(np.float64)
     return keypoint_errors(xy, centroids)
@@ -335,8 +333,6 @@ def human_agreement(clicks: pd.DataFrame, alphas=(0.05, 0.10), kept: np.ndarray 
         :func:`psc6k.pck.alpha_key` (as in ``psc6k eval --json``); values are NaN when nothing
         could be evaluated.
     """
-    from psc6k.pck import alpha_key, pck_correct  # the one place PCK is computed
-
     table = _check_clicks(clicks)
     centroids = leave_one_out_centroids(table, kept)
     valid = np.isfinite(centroids).all(axis=1)

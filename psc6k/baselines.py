@@ -29,6 +29,7 @@ import numpy as np
 from psc6k import IMAGE_SIZE
 from psc6k.errors import Psc6kError
 from psc6k.images import read_image
+from psc6k.keypoints import binarize, sketch_mask
 from psc6k.pck import pixels_to_flow
 from psc6k.submission import Submission
 from psc6k.submission import identity_flow
@@ -119,8 +120,6 @@ def sketch_strokes(sketch: np.ndarray) -> np.ndarray:
     Uses :func:`psc6k.keypoints.binarize`, the one binarisation of sketches; an empty sketch
     gives an empty stroke map instead of an error (a baseline answers for every pair).
     """
-    from psc6k.keypoints import binarize
-
     try:
         return np.asarray(binarize(bgr_to_rgb(sketch)), dtype=bool)
     except Psc6kError:
@@ -135,8 +134,6 @@ def sketch_object_mask(sketch: np.ndarray) -> np.ndarray:
     are used, which still carry the object's position and extent; an empty sketch gives the
     whole image.
     """
-    from psc6k.keypoints import sketch_mask
-
     try:
         mask = np.asarray(sketch_mask(bgr_to_rgb(sketch)), dtype=bool)
     except Psc6kError:

@@ -6,7 +6,9 @@ the entry-point group ``psc6k.commands`` (this project does so in ``setup.cfg``)
 (annotation app, scoring server, model zoo): they plug in the same way a third-party package would.
 
 A command's target is imported only when that command runs (``psc6k eval`` must not pay for torch
-or FastAPI); ``psc6k --help`` imports every target to show its one-line help. A target defines::
+or FastAPI). ``psc6k --help`` imports none when it can: it reads ``HELP``, ``SECTION`` and ``ORDER``
+from the target module's source when they are literals there (:func:`static_attributes`), and
+imports the target only otherwise. A target defines::
 
     HELP: str                                      # one line for 'psc6k --help' (else: docstring)
     SECTION: str                                   # optional: heading in 'psc6k --help' (SECTIONS)
@@ -22,7 +24,9 @@ missing (torch, kornia, timm) gives one line with the install hint, also status 
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
+import importlib.util
 import os
 import sys
 from importlib.metadata import EntryPoint, entry_points
@@ -60,6 +64,54 @@ def command_help(target) -> str:
     return text.splitlines()[0].strip() if text else ""
 
 
+#: Module-level names ``psc6k --help`` reads from a command's source.
+LISTED_ATTRIBUTES = ("HELP", "SECTION", "ORDER")
+
+
+def static_attributes(ep: EntryPoint) -> dict | None:
+    """``HELP``, ``SECTION``, ``ORDER`` (and the docstring as ``__doc__``) of a command module,
+    read from its source without importing it; None when they cannot be read that way (a
+    ``module:object`` target, no Python source, a non-literal value, no ``HELP`` nor docstring):
+    the caller then imports the target.
+
+    Only the parent packages are imported (to find the module), so ``psc6k --help`` does not
+    pay for what each command imports to run.
+    """
+    if ":" in ep.value:
+        return None
+    try:
+        spec = importlib.util.find_spec(ep.value)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return None
+        with open(spec.origin, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), spec.origin)
+    except Exception:  # the import that follows reports what is wrong
+        return None
+    found = {"__doc__": ast.get_docstring(tree)}
+    for node in tree.body:
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            continue
+        for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+            names = target.elts if isinstance(target, ast.Tuple) else [target]
+            values = node.value.elts if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple) \
+                else [node.value]
+            if len(names) != len(values):
+                continue
+            for name, value in zip(names, values):
+                if isinstance(name, ast.Name) and name.id in LISTED_ATTRIBUTES:
+                    if not isinstance(value, ast.Constant):
+                        return None
+                    found[name.id] = value.value
+    return found if found.get("HELP") or found["__doc__"] else None
+
+
+class _Listed:
+    """What ``psc6k --help`` shows of a command: its attributes read statically, or the target."""
+
+    def __init__(self, attributes: dict):
+        self.__dict__.update(attributes)
+
+
 def _missing_dependency_message(name: str, exc: ModuleNotFoundError) -> str:
     return f"psc6k {name}: {missing_dependency(exc)}"
 
@@ -76,7 +128,8 @@ def _listing(commands: dict[str, EntryPoint]) -> list[str]:
     for name, ep in commands.items():
         section, order = OTHER_SECTION, DEFAULT_ORDER
         try:
-            target = ep.load()
+            attributes = static_attributes(ep)
+            target = _Listed(attributes) if attributes is not None else ep.load()
             help_ = command_help(target)
             section = str(getattr(target, "SECTION", None) or OTHER_SECTION)
             order = getattr(target, "ORDER", DEFAULT_ORDER)

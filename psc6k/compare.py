@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from psc6k import IMAGE_SIZE
-from psc6k.errors import Psc6kError
+from psc6k.errors import Psc6kError, SubmissionError
 from psc6k.pck import DEFAULT_ALPHAS, alpha_key, bootstrap_ci, evaluate, pck_correct
 from psc6k.submission import DIRECTIONS
 
@@ -326,8 +326,6 @@ def compare(ann, sub_a, sub_b, alphas=DEFAULT_ALPHAS, *, allow_partial: bool = F
     With ``allow_partial`` each may cover only some pairs; the comparison uses the pairs both cover.
     ``sources`` name the two in error messages (e.g. their file names).
     """
-    from psc6k.errors import SubmissionError
-
     results = []
     for sub, source in zip((sub_a, sub_b), sources):
         try:

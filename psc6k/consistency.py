@@ -20,7 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
+from psc6k.aggregate import aggregate_clicks, human_agreement
+from psc6k.csvsafe import safe_frame
 from psc6k.errors import ParameterError, Psc6kError
+from psc6k.pck import transfer_keypoints
+from psc6k.submission import align_submission
 
 
 @dataclass
@@ -104,9 +108,6 @@ def method_points(annotations, submission) -> np.ndarray:
 
     Rows of annotated pairs the submission does not cover are NaN.
     """
-    from psc6k.pck import transfer_keypoints
-    from psc6k.submission import align_submission
-
     ann_idx, sub_idx = align_submission(submission, annotations, allow_partial=True)
     out = np.full((len(annotations), NUM_KEYPOINTS, 2), np.nan)
     if len(ann_idx) == 0:
@@ -189,8 +190,6 @@ def compute_consistency(clicks, submissions=(), annotations=None, n_slots: int |
 
 def _human_agreement(clicks) -> dict:
     """Human agreement PCK from the aggregation module (the one implementation)."""
-    from psc6k.aggregate import aggregate_clicks, human_agreement
-
     # scored on the inliers of the 3-sigma rule, the clicks the ground truth is built from
     result = human_agreement(clicks, kept=aggregate_clicks(clicks).kept)
     if hasattr(result, "to_dict"):
@@ -211,8 +210,6 @@ def write_consistency(result: ConsistencyResult, out_dir) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "consistency.csv", "json": out_dir / "consistency.json",
              "png": out_dir / "consistency.png"}
-    from psc6k.csvsafe import safe_frame
-
     table = pd.DataFrame(result.distance, index=list(result.names), columns=list(result.names))
     safe_frame(table).to_csv(paths["csv"], index_label="system", float_format="%.6f", lineterminator="\n")
     paths["json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")

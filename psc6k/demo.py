@@ -6,8 +6,9 @@
    keypoint on its photo, and :func:`psc6k.synth.simulate_clicks` has 3 simulated participants click
    it (per-participant noise, ~1% gross outliers) -> ``annotations/clicks.csv``; with
    ``use_sample_clicks`` the sample's own ``clicks.csv`` and keypoints are used instead;
-3. **aggregation**: the 3-sigma rule (:func:`psc6k.aggregate.aggregate_clicks`) -> the PSC6K CSVs
-   ``annotations/test_pairs_ps.csv`` and ``test_pairs_st.csv``;
+3. **aggregation**: the 3-sigma rule (:func:`psc6k.groundtruth.ground_truth_from_clicks`, as
+   ``psc6k aggregate``) -> the PSC6K CSVs ``annotations/test_pairs_ps.csv``, ``test_pairs_st.csv``
+   and ``aggregate_report.json``;
 4. **methods**: the classical baselines (:mod:`psc6k.baselines`), and PSCNet when a checkpoint is
    given and torch is installed -> ``submissions/*.npz``;
 5. **scores and report**: :func:`psc6k.report.write_report` -> ``report/index.html``.
@@ -22,9 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
+from psc6k import cli
+from psc6k.baselines import BASELINES, run_baselines
 from psc6k.data import sample_path
 from psc6k.errors import ParameterError, Psc6kError
+from psc6k.formats import Annotations, read_annotations, read_clicks, write_clicks, write_keypoints_csv
+from psc6k.groundtruth import PS_CSV, ground_truth_from_clicks
+from psc6k.images import read_image
+from psc6k.inputs import check_input_file
+from psc6k.keypoints import sample_keypoints
+from psc6k.pck import transfer_keypoints
+from psc6k.report import write_report
 from psc6k.sketchy import write_sketchy_root
+from psc6k.submission import Submission, align_submission, load_submission, save_submission
+from psc6k.synth import simulate_clicks
 
 #: File that marks a folder as written by ``psc6k demo`` (only such folders are overwritten).
 MARKER = ".psc6k-demo"
@@ -91,9 +103,6 @@ def build_sketch_keypoints(sketches, images_root, seed: int = 0, progress: bool 
     """8 keypoints per sketch (``psc6k.keypoints.sample_keypoints``), float64 ``[N, 8, 2]``."""
     from tqdm import tqdm
 
-    from psc6k.images import read_image
-    from psc6k.keypoints import sample_keypoints
-
     out = []
     for rel in tqdm(sketches, desc="keypoints", unit="sketch", disable=not progress, leave=False):
         path = Path(images_root) / rel
@@ -133,19 +142,12 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
     log : callable
         Where progress lines go (``print``; ``None`` for silence).
     """
-    from psc6k.baselines import BASELINES, run_baselines
-    from psc6k.formats import read_annotations, write_clicks, write_keypoints_csv
-    from psc6k.report import write_report
-    from psc6k.submission import save_submission
-
     say = log or (lambda *a, **k: None)
     timings: dict[str, float] = {}
     notes: list[str] = []
     t0 = time.perf_counter()
     root = _sample_root(sample)
     if checkpoint is not None:
-        from psc6k.inputs import check_input_file
-
         try:
             check_input_file(checkpoint, what="a PSCNet checkpoint (.pth.tar)", max_bytes=None, text=False)
         except Psc6kError as exc:
@@ -216,9 +218,6 @@ def _keypoints_and_clicks(root: Path, sample_ann, use_sample_clicks: bool, seed:
     Built keypoints and clicks simulated on the exact flows, or the sample's own when asked for
     or when the sample has no ``gt_flows.npz`` (with a note).
     """
-    from psc6k.formats import read_clicks
-    from psc6k.synth import simulate_clicks
-
     photos, sketches = list(sample_ann.photo), list(sample_ann.sketch)
     gt_path = root / "gt_flows.npz"
     if use_sample_clicks or not gt_path.is_file():
@@ -258,10 +257,6 @@ def true_photo_points(gt_path, ann, sketch_kps: np.ndarray) -> np.ndarray:
     are their sketch keypoints in pixels. Returns ``[N, 8, 2]`` photo pixels, read the way the
     benchmark reads a flow (:func:`psc6k.pck.transfer_keypoints`), clipped to the image.
     """
-    from psc6k.formats import Annotations
-    from psc6k.pck import transfer_keypoints
-    from psc6k.submission import Submission, align_submission, load_submission
-
     photos, sketches = list(ann.photo), list(ann.sketch)
     gt = load_submission(gt_path)
     probe = Annotations.from_arrays(photos, sketches, sketch_kps, sketch_kps, categories=ann.categories)
@@ -276,23 +271,18 @@ def true_photo_points(gt_path, ann, sketch_kps: np.ndarray) -> np.ndarray:
 
 
 def _aggregate_to_csvs(clicks, sample_ann, sketch_kps, ann_dir: Path, notes: list):
-    """3-sigma aggregation of ``clicks`` into the PSC6K CSVs under ``ann_dir``: (aggregate, annotations).
+    """Step 3 of the demo: the PSC6K CSVs and ``aggregate_report.json`` under ``ann_dir``
+    (:func:`psc6k.groundtruth.ground_truth_from_clicks`); returns (aggregate, annotations).
 
     Pairs with a keypoint that kept no click are left out, with a note.
     """
-    from psc6k.aggregate import aggregate_clicks
-    from psc6k.formats import write_test_pairs_ps, write_test_pairs_st
-
-    agg = aggregate_clicks(clicks)
-    pairs = agg.complete_pairs(list(sample_ann.photo), list(sample_ann.sketch), sketch_kps,
-                               categories=sample_ann.categories, source=str(ann_dir / "test_pairs_ps.csv"))
-    dropped = [row["sketch"] for row in pairs.incomplete()]
+    gt = ground_truth_from_clicks(clicks, list(sample_ann.photo), list(sample_ann.sketch), sketch_kps,
+                                  categories=sample_ann.categories, source=str(ann_dir / PS_CSV))
+    dropped = [row["sketch"] for row in gt.report["pairs_not_written"]]
     if dropped:
         notes.append(f"{len(dropped)} pair(s) left out: a keypoint without any kept click ({', '.join(dropped[:3])})")
-    ann = pairs.annotations
-    write_test_pairs_ps(ann, ann_dir / "test_pairs_ps.csv")
-    write_test_pairs_st(ann, ann_dir / "test_pairs_st.csv")
-    return agg, ann
+    gt.write(ann_dir)
+    return gt.aggregate, gt.annotations
 
 
 def _round_rows(rows):
@@ -340,11 +330,7 @@ def _pscnet_submission(checkpoint, ann_csv: Path, root, device, progress, notes,
     import subprocess
     import sys
 
-    from psc6k.cli import discover_commands
-    from psc6k.errors import Psc6kError
-    from psc6k.submission import load_submission
-
-    if "predict" not in discover_commands():
+    if "predict" not in cli.discover_commands():  # looked up when called (tests replace it)
         notes.append("PSCNet skipped: no 'psc6k predict' command is installed (pip install 'psc6k[model]')")
         return None
     method = pscnet_method_name(checkpoint)

@@ -34,6 +34,7 @@ import numpy as np
 from psc6k import IMAGE_SIZE
 from psc6k.errors import SubmissionError
 from psc6k.pck import alpha_key, flow_to_pixels, sample_flow
+from psc6k.submission import DIRECTIONS
 
 #: removal fractions of the sparsification curves
 SPARSIFICATION_STEPS = 50
@@ -191,8 +192,6 @@ def evaluate_dense(sub, dense_gt, *, confidence: dict | None = None, alphas=DENS
     SubmissionError
         A keypoint submission, or no pair shared with the ground truth.
     """
-    from psc6k.submission import DIRECTIONS
-
     if sub.kind != "flow":
         raise SubmissionError("dense metrics need a flow submission (this one holds keypoints)")
     gt = dense_gt

@@ -34,7 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from psc6k import IMAGE_SIZE, NUM_KEYPOINTS
+from psc6k.compare import SIGNIFICANCE, compare_results, verdict
+from psc6k.consistency import compute_consistency, write_consistency
+from psc6k.dense import upsample_flows_px
 from psc6k.errors import Psc6kError
+from psc6k.images import read_image
+from psc6k.pck import alpha_key, evaluate, provenance
 
 #: alphas of the PCK curve
 CURVE_ALPHAS: tuple[float, ...] = tuple(round(a, 2) for a in np.arange(1, 21) / 100.0)
@@ -61,8 +66,6 @@ def score_submissions(ann, submissions, *, allow_partial: bool = False, n_bootst
     Method names are made unique (``name``, ``name (2)``, ...). A method whose scores are not
     finite is never ranked above one whose scores are.
     """
-    from psc6k.pck import alpha_key, evaluate
-
     out, seen = [], {}
     for sub in submissions:
         name = sub.method or "unnamed"
@@ -100,8 +103,6 @@ def _plt():
 
 def plot_pck_curves(scores: list[MethodScores], path, human: dict | None = None) -> None:
     """PCK (%) against alpha for each method; dotted verticals at 0.05 and 0.10."""
-    from psc6k.pck import alpha_key
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=110)
     alphas = np.array(CURVE_ALPHAS)
@@ -130,8 +131,6 @@ def plot_pck_curves(scores: list[MethodScores], path, human: dict | None = None)
 
 def plot_per_category(scores: list[MethodScores], path, alpha: float = 0.10) -> None:
     """Horizontal grouped bars: PCK@alpha per category (rows) and method (colours)."""
-    from psc6k.pck import alpha_key
-
     plt = _plt()
     key = alpha_key(alpha)
     cats = []
@@ -187,8 +186,6 @@ def plot_example(ann, row: int, images_root, systems, path, alpha: float = 0.10)
         ground truth are drawn as filled dots, misses as crosses; the ground truth as rings.
     """
     plt = _plt()
-    from psc6k.images import read_image
-
     sketch = read_image(images_root, ann.sketch[row], "rgb")
     photo = read_image(images_root, ann.photo[row], "rgb")
     gap = 12
@@ -234,8 +231,6 @@ def plot_example(ann, row: int, images_root, systems, path, alpha: float = 0.10)
 def worst_pairs(result, n: int, alpha: float = 0.10) -> list[int]:
     """Annotation rows of the ``n`` worst-scored pairs of an EvalResult: lowest per-pair
     PCK@alpha, then largest mean keypoint error (both directions)."""
-    from psc6k.pck import alpha_key
-
     pck = result.per_pair_pck.get(alpha_key(alpha))
     if pck is None or not len(result.ann_index):
         return []
@@ -249,8 +244,6 @@ def warp_photo_to_sketch(photo, flow) -> np.ndarray:
     (SPEC §5; read at every pixel as the scorer reads it); off-image samples are white."""
     import cv2
 
-    from psc6k.dense import upsample_flows_px
-
     px = upsample_flows_px(np.asarray(flow)[None], IMAGE_SIZE)[0].astype(np.float32)
     return cv2.remap(np.ascontiguousarray(photo), px[..., 0], px[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
@@ -259,9 +252,6 @@ def warp_photo_to_sketch(photo, flow) -> np.ndarray:
 def plot_failures(ann, scores: MethodScores, rows: list[int], images_root, path, alpha: float = 0.10) -> None:
     """One row per failed pair: sketch (ground-truth keypoints), photo (ground truth rings and the
     method's transfers, crosses = misses), and the photo warped to the sketch (flow submissions)."""
-    from psc6k.images import read_image
-    from psc6k.pck import alpha_key
-
     plt = _plt()
     res, sub = scores.main, scores.submission
     is_flow = sub.kind == "flow"
@@ -339,8 +329,6 @@ def _fmt(v, digits=2):
 
 def leaderboard_rows(scores: list[MethodScores]) -> list[dict]:
     """Leaderboard as plain rows (what the HTML table and ``psc6k demo --json`` show)."""
-    from psc6k.pck import alpha_key
-
     rows = []
     for rank, m in enumerate(scores, start=1):
         r = m.main
@@ -357,8 +345,6 @@ def leaderboard_rows(scores: list[MethodScores]) -> list[dict]:
 
 
 def _leaderboard_html(scores, human) -> str:
-    from psc6k.pck import alpha_key
-
     k05, k10 = alpha_key(0.05), alpha_key(0.10)
     head = ("<tr><th>#</th><th>method</th><th>PCK@0.05<br><small>95% CI</small></th>"
             "<th>PCK@0.10<br><small>95% CI</small></th><th>sketch→photo<br><small>PCK@0.10</small></th>"
@@ -393,9 +379,6 @@ def pairwise_rows(ann, scores: list[MethodScores], *, n_bootstrap: int = 1000, s
     ``categories_min_attainable_p`` (the smallest p the exact test can give in the largest
     category) and ``categories_can_reach_significance``.
     """
-    from psc6k.compare import SIGNIFICANCE, compare_results, verdict
-    from psc6k.pck import alpha_key
-
     rows = []
     for i, ma in enumerate(scores):
         for mb in scores[i + 1:]:
@@ -448,8 +431,6 @@ def _small_sample_text(rows) -> str:
 
 
 def _pairwise_html(rows) -> str:
-    from psc6k.pck import alpha_key
-
     if not rows:
         return ""
     keys = [alpha_key(a) for a in MAIN_ALPHAS]
@@ -476,8 +457,6 @@ def _pairwise_html(rows) -> str:
 
 def _per_keypoint_html(scores, alpha: float = 0.10) -> str:
     """PCK per keypoint index (0-7) and direction of each method, at ``alpha``."""
-    from psc6k.pck import alpha_key
-
     key = alpha_key(alpha)
     head = "<tr><th style=\"text-align:left\">method</th><th>direction</th>" + "".join(
         f"<th>{k}</th>" for k in range(NUM_KEYPOINTS)) + "</tr>"
@@ -493,8 +472,6 @@ def _per_keypoint_html(scores, alpha: float = 0.10) -> str:
 def report_provenance(ann, protocol: str = "psc6k", command=None, date: str | None = None) -> dict:
     """Where a report's numbers come from: :func:`psc6k.pck.provenance` plus the annotation file,
     the command line (a list of arguments, or None) and the UTC date."""
-    from psc6k.pck import provenance
-
     return {**provenance(ann, protocol), "annotations": ann.source,
             "command": None if command is None else " ".join(str(c) for c in command),
             "date": date or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -532,8 +509,6 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
     """
     from tqdm import tqdm
 
-    from psc6k.pck import alpha_key
-
     submissions = list(submissions)
     if not submissions:
         raise Psc6kError("no submissions to report on")
@@ -549,8 +524,6 @@ def write_report(ann, submissions, images_root, out_dir, *, clicks=None, title: 
 
     human, consistency = None, None
     if clicks is not None:
-        from psc6k.consistency import compute_consistency, write_consistency
-
         consistency = compute_consistency(clicks, [(m.name, m.submission) for m in scores], ann)
         write_consistency(consistency, out_dir)
         human = consistency.human_agreement or None

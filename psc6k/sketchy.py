@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from psc6k.inputs import check_input_file
+
 #: The 125 Sketchy categories in alphabetical order; PSC6K's ``class`` is the 1-based index here.
 SKETCHY_CATEGORIES: tuple[str, ...] = tuple(sorted("""
 airplane alarm_clock ant ape apple armor axe banana bat bear bee beetle bell bench bicycle blimp
@@ -138,8 +140,6 @@ def read_id_list(path) -> list[str]:
     >>> read_id_list(p)
     ['n02691156_10151', 'n02691156_58']
     """
-    from psc6k.inputs import check_input_file
-
     ids = []
     with open(check_input_file(path, what="a Sketchy list file", max_bytes=256 * 1024**2),
               encoding="utf-8-sig", newline="") as fh:
@@ -153,8 +153,6 @@ def read_id_list(path) -> list[str]:
 
 def read_id_list_with_category(path) -> list[tuple[str | None, str]]:
     """Like :func:`read_id_list` but keeps the category prefix when a line has one."""
-    from psc6k.inputs import check_input_file
-
     out = []
     with open(check_input_file(path, what="a Sketchy list file", max_bytes=256 * 1024**2),
               encoding="utf-8-sig", newline="") as fh:

@@ -6,6 +6,8 @@ import json
 
 from fastapi.responses import JSONResponse
 
+from psc6k.jsonsafe import json_safe
+
 
 class SafeJSONResponse(JSONResponse):
     """ASCII-escaped JSON (lone surrogates from user strings encode as ``\\udXXX``), and
@@ -15,6 +17,5 @@ class SafeJSONResponse(JSONResponse):
         try:
             text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
         except ValueError:
-            from psc6k.jsonsafe import json_safe
             text = json.dumps(json_safe(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
         return text.encode("ascii")

@@ -27,6 +27,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from psc6k.baselines import BASELINES
+from psc6k.data import sample_path
+from psc6k.demo import format_leaderboard
+from psc6k.formats import read_annotations
+from psc6k.pck import evaluate
+from psc6k.submission import load_submission
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MD = REPO / "docs" / "demo.md"
 SCREENSHOT = REPO / "docs" / "report_screenshot.png"
@@ -57,18 +64,11 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 def demo_table_block(result: dict) -> str:
     """The leaderboard exactly as ``psc6k demo`` prints it, in a code fence."""
-    from psc6k.demo import format_leaderboard
-
     return "```\n" + format_leaderboard(result["leaderboard"], result.get("human_agreement")) + "\n```"
 
 
 def baseline_table_block(submissions_dir, sample_root) -> str:
     """Markdown table: each baseline of the demo scored against the sample's exact annotations."""
-    from psc6k.baselines import BASELINES
-    from psc6k.formats import read_annotations
-    from psc6k.pck import evaluate
-    from psc6k.submission import load_submission
-
     ann = read_annotations(Path(sample_root) / "test_pairs_ps.csv")
     lines = ["| baseline | PCK@0.05 | PCK@0.10 | mean error px |", "|---|---|---|---|"]
     for name in BASELINES:
@@ -111,8 +111,6 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when a block is stale")
     parser.add_argument("--screenshot", action="store_true", help="also retake docs/report_screenshot.png")
     args = parser.parse_args(argv)
-    from psc6k.data import sample_path
-
     with tempfile.TemporaryDirectory(prefix="psc6k-docs-") as tmp:
         out = Path(tmp) / "demo"
         result = run_demo_command(out)

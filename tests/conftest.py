@@ -7,14 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, in_ci, make_annotations
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, in_ci
 
 from psc6k.formats import Annotations
+from psc6k.testing import make_annotations
 
 
 @pytest.fixture
 def small_annotations() -> Annotations:
-    return make_annotations()
+    return make_annotations(5, 2, 2)  # 20 pairs in 5 categories
 
 
 # ------------------------------------------------------------------------------ annotation databases

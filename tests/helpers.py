@@ -1,7 +1,8 @@
-"""Helpers shared by several test files (imported as ``from tests.helpers import ...``).
+"""Test-runner helpers shared by several test files (imported as ``from tests.helpers import ...``):
+the browser, the CI switch, loopback aliases, an event loop of its own.
 
-Fixtures stay in ``conftest.py``; plain functions and constants that tests call live here, so no
-test imports ``conftest`` as a library (pytest may load it under another module name).
+Fixtures stay in ``conftest.py``; synthetic data comes from each layer's testing module
+(:mod:`psc6k.testing`, ``annotation_app.testing``, ``model_zoo.testing``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,6 @@ import asyncio
 import concurrent.futures
 import os
 import socket
-
-import numpy as np
-
-from psc6k.formats import Annotations
-from psc6k.sketchy import SKETCHY_CATEGORIES, photo_relpath, sketch_relpath
 
 #: Debian's Chromium, never a downloaded build; ``PSC6K_CHROMIUM`` overrides it.
 CHROMIUM = os.environ.get("PSC6K_CHROMIUM", "/usr/bin/chromium")
@@ -36,19 +32,6 @@ def can_bind_loopback_aliases() -> bool:
         return True
     except OSError:
         return False
-
-
-def make_annotations(n_pairs: int = 20, seed: int = 0, categories=SKETCHY_CATEGORIES[:5]) -> Annotations:
-    """Random annotations on real Sketchy category names, `n_pairs` pairs spread over categories."""
-    rng = np.random.default_rng(seed)
-    photo, sketch = [], []
-    for i in range(n_pairs):
-        cat = categories[i % len(categories)]
-        photo.append(photo_relpath(cat, f"n0000_{i // 2}"))
-        sketch.append(sketch_relpath(cat, f"n0000_{i // 2}-{i % 2 + 1}"))
-    pk = rng.uniform(0, 255, (n_pairs, 8, 2)).round(2)
-    sk = rng.uniform(0, 255, (n_pairs, 8, 2)).round(2)
-    return Annotations.from_arrays(photo, sketch, pk, sk)
 
 
 def run_async(coro):

@@ -14,7 +14,8 @@ import numpy as np
 from sqlalchemy import select
 
 from psc6k import NUM_KEYPOINTS
-from psc6k.jsonsafe import json_safe, strict_dumps
+from psc6k.groundtruth import GroundTruth, ground_truth_from_clicks
+from psc6k.jsonsafe import strict_dumps
 
 from .. import db
 from .admin_stats import click_rows
@@ -71,25 +72,18 @@ class Exports:
             lines.append(strict_dumps(rec) + "\n")  # a click without rt_ms: null, never NaN
         return ExportFile("".join(lines).encode("utf-8"), "application/x-ndjson", "clicks.jsonl")
 
-    def aggregate(self, n_sigma: float = 3.0):
-        """Aggregate the counted clicks; returns (Annotations of complete pairs, ClickAggregate,
-        report dict). Pairs with a keypoint left without a kept click are reported, not written."""
-        from psc6k.aggregate import aggregate_clicks, human_agreement
-
+    def aggregate(self, n_sigma: float = 3.0) -> GroundTruth:
+        """The counted clicks through :func:`psc6k.groundtruth.ground_truth_from_clicks` for the
+        study's (non-catch) pairs: annotations of the complete pairs and the report (with the
+        sessions under the speed floor, :meth:`speed_report`)."""
         clicks = self.clicks_frame()
-        agg = aggregate_clicks(clicks, n_sigma=n_sigma)
         with self.store.read.connect() as conn:
             prs = conn.execute(select(P).where(P.c.id.in_(select(T.c.pair_id).where(T.c.is_catch == False)))  # noqa: E712
                                .order_by(P.c.id)).all()
         sketch_kps = np.array([json.loads(p.sketch_kps_json) for p in prs], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 2)
-        pairs = agg.complete_pairs([p.photo for p in prs], [p.sketch for p in prs], sketch_kps,
-                                   categories=self.store.config.categories or None)
-        report = agg.summary()
-        report.update({"pairs_total": len(prs), "pairs_complete": int(pairs.complete.sum()),
-                       "pairs_incomplete": pairs.incomplete()[:1000],
-                       "human_agreement": human_agreement(clicks, kept=agg.kept) if len(clicks) else None,
-                       **self.speed_report(clicks)})
-        return pairs.annotations, agg, json_safe(report)
+        return ground_truth_from_clicks(clicks, [p.photo for p in prs], [p.sketch for p in prs], sketch_kps,
+                                        categories=self.store.config.categories or None, n_sigma=n_sigma,
+                                        extra=self.speed_report(clicks))
 
     def speed_report(self, clicks) -> dict:
         """What the aggregate report says about sessions under the speed floor: they are kept in
@@ -102,22 +96,18 @@ class Exports:
     def ground_truth_file(self, fmt: str = "psc6k", n_sigma: float = 3.0) -> ExportFile:
         """``psc6k``: a zip of test_pairs_ps.csv, test_pairs_st.csv and aggregate_report.json;
         ``ps`` / ``st``: one CSV; ``coco``: COCO-keypoints JSON."""
-        from psc6k.formats import write_test_pairs_ps, write_test_pairs_st
-
         from ..export import to_coco
 
-        ann, _, report = self.aggregate(n_sigma)
+        gt = self.aggregate(n_sigma)
         if fmt == "coco":
-            return ExportFile(strict_dumps(to_coco(ann, report)).encode("utf-8"), "application/json", "psc6k_coco.json")
+            return ExportFile(strict_dumps(to_coco(gt.annotations, gt.report)).encode("utf-8"), "application/json",
+                              "psc6k_coco.json")
         with tempfile.TemporaryDirectory() as tmp:
-            ps, st = Path(tmp) / "test_pairs_ps.csv", Path(tmp) / "test_pairs_st.csv"
-            write_test_pairs_ps(ann, ps)
-            write_test_pairs_st(ann, st)
+            files = gt.write(tmp)
             if fmt in ("ps", "st"):
-                return ExportFile((ps if fmt == "ps" else st).read_bytes(), "text/csv", f"test_pairs_{fmt}.csv")
+                return ExportFile(Path(tmp, f"test_pairs_{fmt}.csv").read_bytes(), "text/csv", f"test_pairs_{fmt}.csv")
             buf = io.BytesIO()
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-                zf.write(ps, "test_pairs_ps.csv")
-                zf.write(st, "test_pairs_st.csv")
-                zf.writestr("aggregate_report.json", strict_dumps(report, indent=2))
+                for path in files:
+                    zf.write(path, path.name)
         return ExportFile(buf.getvalue(), "application/zip", "psc6k_annotations.zip")

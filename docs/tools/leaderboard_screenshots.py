@@ -77,7 +77,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from evaluation.server.testdata import make_annotations, make_keypoint_submission
+    from psc6k.testing import make_annotations, make_keypoint_submission
     from psc6k.data import sample_path
     from psc6k.formats import read_annotations
 

@@ -1,53 +1,14 @@
-"""Synthetic annotations and submissions for the server's tests and benchmark.
-
-PSC6K-shaped (Sketchy paths, 10 photos x 5 sketches per category, 8 keypoints) but random; they
-exercise the HTTP layer, not the science. Built with the foundation's own types.
+"""Running the scoring server in tests and benchmarks: a free port, a health wait, a server in
+a thread. The synthetic annotations and submissions are the core's (:mod:`psc6k.testing`),
+re-exported here for the tests that import them from this module.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from psc6k.testing import make_annotations, make_flow_submission, make_keypoint_submission
 
-from psc6k.formats import Annotations
-from psc6k.sketchy import SKETCHY_CATEGORIES, photo_relpath, sketch_relpath
-from psc6k.submission import Submission, identity_flow
-
-
-def make_annotations(n_categories: int = 3, photos_per_category: int = 2, sketches_per_photo: int = 2,
-                     seed: int = 0) -> Annotations:
-    """Random keypoints on Sketchy-style paths; full PSC6K size is ``(125, 10, 5)`` = 6,250 pairs."""
-    rng = np.random.default_rng(seed)
-    photo, sketch = [], []
-    for c, category in enumerate(SKETCHY_CATEGORIES[:n_categories]):
-        for p in range(photos_per_category):
-            photo_id = f"n{c:08d}_{p + 1}"
-            for s in range(sketches_per_photo):
-                photo.append(photo_relpath(category, photo_id))
-                sketch.append(sketch_relpath(category, f"{photo_id}-{s + 1}"))
-    n = len(photo)
-    photo_kps = rng.uniform(10, 245, size=(n, 8, 2))
-    sketch_kps = np.clip(photo_kps + rng.normal(0, 20, size=(n, 8, 2)), 0, 255)
-    return Annotations.from_arrays(photo, sketch, photo_kps, sketch_kps)
-
-
-def make_flow_submission(ann: Annotations, size: int = 16, noise: float = 0.05, seed: int = 1,
-                         method: str = "noisy-identity") -> Submission:
-    """Identity flows plus Gaussian noise (normalised units), shape ``[N, size, size, 2]``."""
-    rng = np.random.default_rng(seed)
-    n = len(ann)
-    base = identity_flow(n, size)
-    s2p = base + rng.normal(0, noise, size=base.shape)
-    p2s = base + rng.normal(0, noise, size=base.shape)
-    return Submission(method, "flow", list(ann.photo), list(ann.sketch), s2p, p2s)
-
-
-def make_keypoint_submission(ann: Annotations, noise_px: float = 15.0, seed: int = 2,
-                             method: str = "noisy-oracle") -> Submission:
-    """Ground-truth target keypoints plus Gaussian noise in pixels, shape ``[N, 8, 2]``."""
-    rng = np.random.default_rng(seed)
-    s2p = ann.photo_kps + rng.normal(0, noise_px, size=ann.photo_kps.shape)
-    p2s = ann.sketch_kps + rng.normal(0, noise_px, size=ann.sketch_kps.shape)
-    return Submission(method, "keypoints", list(ann.photo), list(ann.sketch), s2p, p2s)
+__all__ = ["free_port", "make_annotations", "make_flow_submission", "make_keypoint_submission",
+           "serve_in_thread", "wait_until_healthy"]
 
 
 def free_port() -> int:

@@ -6,14 +6,14 @@ the rejected fraction, keypoints left with fewer than 2 clicks and the human agr
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from psc6k import NUM_KEYPOINTS
 from psc6k.errors import Psc6kError
-from psc6k.jsonsafe import json_safe as _json_safe
+from psc6k.formats import read_annotations, read_clicks, read_keypoints_csv, read_pair_list
+from psc6k.groundtruth import PS_CSV, REPORT_JSON, ST_CSV, counted_clicks, ground_truth_from_clicks
 
 HELP = "aggregate crowd clicks with the 3-sigma rule into PSC6K CSVs"
 SECTION, ORDER = "build the benchmark", 40
@@ -33,21 +33,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.aggregate import aggregate_clicks, human_agreement
-    from psc6k.formats import (read_annotations, read_clicks, read_keypoints_csv,
-                               read_pair_list, write_test_pairs_ps, write_test_pairs_st)
-
     clicks = read_clicks(args.clicks)
-    n_read = len(clicks)
-    drop = np.zeros(n_read, bool)
-    if "excluded" in clicks.columns:
-        drop |= clicks["excluded"].astype(str).str.strip().isin(["1", "true", "True"]).to_numpy()
-    if "kind" in clicks.columns:
-        drop |= (clicks["kind"].astype(str).str.strip() == "catch").to_numpy()
-    clicks = clicks[~drop].reset_index(drop=True)
-    if not len(clicks):
+    counted, _ = counted_clicks(clicks)
+    if not len(counted):
         raise Psc6kError(f"{args.clicks}: no clicks to aggregate")
+    photo, sketch, sketch_kps, categories = _pairs_and_sketch_keypoints(args, counted)
+    gt = ground_truth_from_clicks(clicks, photo, sketch, sketch_kps, categories=categories, n_sigma=args.n_sigma)
+    out = Path(args.out)
+    gt.write(out)
+    report, agg = gt.report, gt.aggregate
+    if args.json:
+        print(gt.report_json())
+        return 0
+    dropped, outside = report["clicks_dropped_excluded_or_catch"], report["clicks_of_pairs_not_listed"]
+    print(f"clicks: {agg.n_clicks} aggregated ({dropped} excluded/catch dropped) over {len(agg.keypoints)} keypoints")
+    print(f"rejected as outliers (d > mu + {args.n_sigma:g} sigma = {agg.threshold:.1f} px^2): "
+          f"{agg.n_rejected} = {100 * agg.rejected_fraction:.2f}% (paper: 0.74%)")
+    print(f"keypoints with fewer than 2 kept clicks: {report['keypoints_fewer_than_2_kept']}"
+          f" ({report['keypoints_without_kept_click']} with none)")
+    a = report["human_agreement"]
+    print(f"human agreement (each click vs centroid of the others): PCK@0.05 {a['pck@0.05']:.2f}%  "
+          f"PCK@0.10 {a['pck@0.10']:.2f}%  mean {a['mean_error_px']:.2f} px over {a['n_clicks']} clicks")
+    if outside:
+        print(f"warning: {outside} clicks belong to pairs not in the pair list; they are not written")
+    n_left = len(report["pairs_not_written"])
+    print(f"pairs written: {report['pairs_written']} of {report['pairs_listed']} -> {out}/{PS_CSV}, {ST_CSV}"
+          + (f" ({n_left} incomplete, listed in {REPORT_JSON})" if n_left else ""))
+    return 0
 
+
+def _pairs_and_sketch_keypoints(args: argparse.Namespace, counted):
+    """The pairs to write, in order, their sketch keypoints ``[N, 8, 2]`` and the category list,
+    from ``--pairs`` / ``--template`` / ``--keypoints`` (else the counted clicks' pairs, sorted)."""
     template = read_annotations(args.template) if args.template else None
     categories = template.categories if template is not None else None
     if args.pairs:
@@ -56,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     elif template is not None:
         photo, sketch = list(template.photo), list(template.sketch)
     else:
-        keys = sorted(set(zip(clicks["photo"], clicks["sketch"])))
+        keys = sorted(set(zip(counted["photo"], counted["sketch"])))
         photo, sketch = [k[0] for k in keys], [k[1] for k in keys]
 
     if template is not None:
@@ -73,44 +90,4 @@ def run(args: argparse.Namespace) -> int:
             raise Psc6kError(f"{args.keypoints}: no keypoints for sketch {missing[0]!r} "
                              f"({len(missing)} sketches missing)")
         sketch_kps = np.stack([kp[s] for s in sketch]) if sketch else np.zeros((0, NUM_KEYPOINTS, 2))
-
-    wanted = set(zip(photo, sketch))
-    outside = ~np.array([(p, s) in wanted for p, s in zip(clicks["photo"], clicks["sketch"])], bool)
-    agg = aggregate_clicks(clicks, n_sigma=args.n_sigma)
-    pairs = agg.complete_pairs(photo, sketch, sketch_kps, categories=categories)
-    ann, complete = pairs.annotations, pairs.complete
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_test_pairs_ps(ann, out / "test_pairs_ps.csv")
-    write_test_pairs_st(ann, out / "test_pairs_st.csv")
-
-    agreement = human_agreement(clicks, kept=agg.kept)
-    few = agg.keypoints_with_fewer_than(2)
-    report = agg.summary()
-    report.update({
-        "clicks_read": n_read, "clicks_dropped_excluded_or_catch": int(drop.sum()),
-        "clicks_of_pairs_not_listed": int(outside.sum()),
-        "pairs_listed": len(photo), "pairs_written": int(complete.sum()),
-        "pairs_not_written": pairs.incomplete(),
-        "keypoints_fewer_than_2_kept_list": few[["photo", "sketch", "keypoint", "n_kept"]].to_dict(orient="records"),
-        "human_agreement": agreement,
-        "outputs": [str(out / "test_pairs_ps.csv"), str(out / "test_pairs_st.csv")],
-    })
-    report = _json_safe(report)
-    (out / "aggregate_report.json").write_text(json.dumps(report, indent=2, default=int), encoding="utf-8")
-    if args.json:
-        print(json.dumps(report, indent=2, default=int))
-        return 0
-    print(f"clicks: {agg.n_clicks} aggregated ({int(drop.sum())} excluded/catch dropped) over {len(agg.keypoints)} keypoints")
-    print(f"rejected as outliers (d > mu + {args.n_sigma:g} sigma = {agg.threshold:.1f} px^2): "
-          f"{agg.n_rejected} = {100 * agg.rejected_fraction:.2f}% (paper: 0.74%)")
-    print(f"keypoints with fewer than 2 kept clicks: {len(few)}"
-          f" ({int((agg.keypoints['n_kept'] == 0).sum())} with none)")
-    a = agreement
-    print(f"human agreement (each click vs centroid of the others): PCK@0.05 {a['pck@0.05']:.2f}%  "
-          f"PCK@0.10 {a['pck@0.10']:.2f}%  mean {a['mean_error_px']:.2f} px over {a['n_clicks']} clicks")
-    if outside.any():
-        print(f"warning: {int(outside.sum())} clicks belong to pairs not in the pair list; they are not written")
-    print(f"pairs written: {int(complete.sum())} of {len(photo)} -> {out}/test_pairs_ps.csv, test_pairs_st.csv"
-          + (f" ({int((~complete).sum())} incomplete, listed in aggregate_report.json)" if (~complete).any() else ""))
-    return 0
+    return photo, sketch, sketch_kps, categories

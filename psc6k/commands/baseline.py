@@ -14,15 +14,18 @@ import sys
 import time
 from pathlib import Path
 
+from psc6k.baselines import BASELINES, run_baseline
 from psc6k.commands import add_dataset_arguments, resolve_dataset
+from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations
+from psc6k.pck import evaluate
+from psc6k.submission import save_submission
 
 HELP = "run a classical baseline (identity, affine, dense) into a submission"
 SECTION, ORDER = "methods", 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from psc6k.baselines import BASELINES
-
     parser.add_argument("name", choices=BASELINES, help="which baseline")
     add_dataset_arguments(parser)
     parser.add_argument("--out", "-o", required=True, help="submission file to write (.npz, .json or .json.gz)")
@@ -32,11 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.baselines import run_baseline
-    from psc6k.errors import Psc6kError
-    from psc6k.formats import read_annotations
-    from psc6k.submission import save_submission
-
     out = Path(args.out)
     if not out.name.lower().endswith((".npz", ".json", ".json.gz")):
         raise Psc6kError(f"--out {out}: use a .npz, .json or .json.gz file name")
@@ -48,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     save_submission(sub, out)
     summary = {"method": sub.method, "out": str(out), "n_pairs": len(sub), "seconds": round(seconds, 3)}
     if args.eval:
-        from psc6k.pck import evaluate
-
         summary["overall"] = evaluate(ann, sub, n_bootstrap=0).overall
     if args.json:
         json.dump(summary, sys.stdout, indent=1)

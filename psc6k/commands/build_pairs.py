@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 
 from psc6k.errors import Psc6kError
-from psc6k.pairs import PAPER_INVALID_LISTS
+from psc6k.formats import write_pair_list, write_train_pairs_ps, write_train_pairs_st
+from psc6k.pairs import PAPER_INVALID_LISTS, build_pairs
 from psc6k.sketchy import INVALID_LISTS
 
 HELP = "sample PSC6K test/train pairs from a Sketchy download"
@@ -57,9 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-
-    from psc6k.formats import write_pair_list, write_train_pairs_ps, write_train_pairs_st
-    from psc6k.pairs import build_pairs
 
     root = Path(args.root)
     if not root.is_dir():

@@ -14,6 +14,9 @@ import json
 import sys
 
 from psc6k.commands import add_scoring_arguments, scoring_inputs
+from psc6k.compare import compare, format_comparison
+from psc6k.jsonsafe import json_safe
+from psc6k.submission import load_submission
 
 HELP = "paired comparison of two submissions: delta PCK, bootstrap CI, exact sign-flip p-value"
 SECTION, ORDER = "score", 15
@@ -32,10 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.compare import compare, format_comparison
-    from psc6k.jsonsafe import json_safe
-    from psc6k.submission import load_submission
-
     ann, limits = scoring_inputs(args)
     sub_a, sub_b = load_submission(args.a, limits=limits), load_submission(args.b, limits=limits)
     for sub, path in ((sub_a, args.a), (sub_b, args.b)):

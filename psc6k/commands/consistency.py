@@ -11,7 +11,11 @@ import argparse
 import json
 import sys
 
+from psc6k.consistency import compute_consistency, write_consistency
 from psc6k.data import path_or_sample
+from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations, read_clicks
+from psc6k.submission import load_submission
 
 HELP = "human-model consistency (paper Fig. 5) from clicks and submissions"
 SECTION, ORDER = "results", 20
@@ -31,11 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.consistency import compute_consistency, write_consistency
-    from psc6k.errors import Psc6kError
-    from psc6k.formats import read_annotations, read_clicks
-    from psc6k.submission import load_submission
-
     if args.slots is not None and args.slots < 1:
         raise Psc6kError("--slots must be >= 1")
     if args.submissions and args.annotations is None:

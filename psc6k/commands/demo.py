@@ -12,13 +12,15 @@ import json
 import shlex
 import sys
 
+from psc6k.demo import DEFAULT_OUT, format_leaderboard, run_demo
+from psc6k.errors import Psc6kError
+from psc6k.report import format_pairwise
+
 HELP = "run the whole benchmark on the bundled sample and print the leaderboard"
 SECTION, ORDER = "results", 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from psc6k.demo import DEFAULT_OUT
-
     parser.add_argument("--out", "-o", default=DEFAULT_OUT,
                         help="output folder (new, empty, or written by an earlier demo)")
     parser.add_argument("--checkpoint", default=None,
@@ -37,9 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.demo import format_leaderboard, run_demo
-    from psc6k.errors import Psc6kError
-
     if args.examples < 0:
         raise Psc6kError("--examples must be >= 0")
     quiet = args.no_progress or args.json
@@ -58,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_leaderboard(result.leaderboard, result.human_agreement))
     if result.pairwise:
-        from psc6k.report import format_pairwise
-
         print("\npaired comparisons (psc6k compare; delta = A - B in PCK points):")
         print(format_pairwise(result.pairwise))
     for note in result.notes:

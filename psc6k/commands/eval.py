@@ -11,6 +11,10 @@ import json
 import sys
 
 from psc6k.commands import add_scoring_arguments, scoring_inputs
+from psc6k.dense import evaluate_dense, format_dense
+from psc6k.jsonsafe import json_safe
+from psc6k.pck import evaluate, format_table
+from psc6k.submission import load_submission
 
 HELP = "score a submission (flows or keypoints) by PCK, as the paper does"
 SECTION, ORDER = "score", 10
@@ -30,23 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.pck import evaluate, format_table
-    from psc6k.submission import load_submission
-
     ann, limits = scoring_inputs(args)
     sub = load_submission(args.submission, limits=limits)
     res = evaluate(ann, sub, args.alpha, allow_partial=args.allow_partial, n_bootstrap=args.bootstrap,
                    seed=args.seed, protocol=args.protocol)
     dense = None
     if args.dense_gt is not None:
-        from psc6k.dense import evaluate_dense
-
         gt = load_submission(args.dense_gt, source=f"--dense-gt {args.dense_gt}")
         # confidence maps are read and checked by the one reader (Submission.confidence)
         dense = evaluate_dense(sub, gt, confidence=sub.confidence, pairs=set(ann.pairs))
     if args.json:
-        from psc6k.jsonsafe import json_safe
-
         out = res.to_dict(per_pair=args.per_pair, ann=ann)
         if dense is not None:
             out["dense"] = json_safe(dense.to_dict())
@@ -55,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(res, categories=not args.no_categories))
         if dense is not None:
-            from psc6k.dense import format_dense
-
             print()
             print(format_dense(dense))
     return 0

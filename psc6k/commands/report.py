@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from psc6k.commands import add_dataset_arguments
+from psc6k.commands import add_dataset_arguments, resolve_dataset
+from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations, read_clicks
 from psc6k.protocols import PROTOCOLS
+from psc6k.report import write_report
+from psc6k.submission import load_submission
 
 HELP = "write a static HTML report for one or more submissions"
 SECTION, ORDER = "results", 10
@@ -31,12 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.commands import resolve_dataset
-    from psc6k.errors import Psc6kError
-    from psc6k.formats import read_annotations, read_clicks
-    from psc6k.report import write_report
-    from psc6k.submission import load_submission
-
     if not args.submissions:
         raise Psc6kError("give at least one submission file to report on")
     if args.examples < 0 or args.bootstrap < 0 or args.failures < 0:
@@ -47,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     for path in args.submissions:
         sub = load_submission(path)
         if not sub.method or sub.method == "unnamed":
-            from pathlib import Path
-
             sub.method = Path(path).name.split(".")[0]
         subs.append(sub)
     clicks = read_clicks(args.clicks) if args.clicks else None

@@ -12,6 +12,9 @@ import argparse
 import json
 import sys
 
+from psc6k.synth import generate
+from psc6k.synth.preview import contact_sheet
+
 HELP = "generate a synthetic Sketchy-shaped benchmark with exact ground truth"
 SECTION, ORDER = "build the benchmark", 50
 
@@ -40,8 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psc6k.synth import generate
-
     summary = generate(args.out, categories=args.categories, photos_per_category=args.photos_per_category,
                        sketches_per_photo=args.sketches_per_photo,
                        train_photos_per_category=args.train_photos_per_category, seed=args.seed,
@@ -49,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
                        force=args.force, progress=not args.no_progress and not args.json, clicks=not args.no_clicks)
     preview = None
     if args.preview:
-        from psc6k.synth.preview import contact_sheet
-
         preview = str(contact_sheet(args.out, args.preview, n_pairs=args.preview_pairs, seed=args.seed))
     if args.json:
         d = summary.to_dict()

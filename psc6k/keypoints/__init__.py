@@ -12,6 +12,16 @@ One module per step, each readable top to bottom:
 * :mod:`~psc6k.keypoints.pipeline` — :func:`analyze_sketch` / :func:`sample_keypoints`;
 * :mod:`~psc6k.keypoints.quality` — coverage cost, connectivity, and the naive reference.
 
+The batch over many sketches (``psc6k build-keypoints``), imported on its own (not from here):
+
+* :mod:`~psc6k.keypoints.collect` — which sketches: a folder of images or a pair CSV;
+* :mod:`~psc6k.keypoints.batch` — one sketch -> one record, the driver over worker processes,
+  the final CSVs and summary;
+* :mod:`~psc6k.keypoints.journal` — the crash-safe journal ``--resume`` continues from, CSVs
+  written whole or not at all;
+* :mod:`~psc6k.keypoints.inflight` — which sketches the workers are on, named when one dies;
+* :mod:`~psc6k.keypoints.strips` — the ``--viz`` strip sketch | mask | pseudo-parts | keypoints.
+
 **One boolean convention everywhere:** ``True`` is foreground — ink in an ink image (what
 :func:`binarize` returns and what a bool *image* argument means), object in a mask, part pixels
 in a part selection.  Paper/background is always ``False``.

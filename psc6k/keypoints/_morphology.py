@@ -7,6 +7,7 @@ image, an object pixel in a *mask*, a part pixel in a part selection.  Paper is 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 
 import cv2
@@ -66,20 +67,24 @@ def fill_holes(binary: np.ndarray) -> np.ndarray:
 
 
 _CONTROLLER = None
+#: ``len(sys.modules)`` when the controller was made: a library with a thread pool arrives with an
+#: import (torch's OpenMP, say, loaded after the first sketch), so more modules mean look again.
+_CONTROLLER_MODULES = 0
 
 
 def _one_pool_thread():
     """Context limiting BLAS and OpenMP (scikit-learn's k-means) to one thread for this call
     only (restored on exit)."""
-    global _CONTROLLER
+    global _CONTROLLER, _CONTROLLER_MODULES
     try:
-        if _CONTROLLER is None:
+        if _CONTROLLER is None or len(sys.modules) != _CONTROLLER_MODULES:
             # the controller sees the libraries loaded when it is made: load scikit-learn's
             # OpenMP runtime (k-means) first, or it would stay unlimited
             import sklearn.cluster  # noqa: F401
             from threadpoolctl import ThreadpoolController
 
-            _CONTROLLER = ThreadpoolController()
+            _CONTROLLER = ThreadpoolController()  # ~3 ms: made again only after new imports
+            _CONTROLLER_MODULES = len(sys.modules)
         return _CONTROLLER.limit(limits=1)
     except Exception:  # threadpoolctl missing or unusable: run as is
         return contextlib.nullcontext()

@@ -16,11 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from psc6k import IMAGE_SIZE, NUM_KEYPOINTS, __version__
+from psc6k import IMAGE_SIZE, NUM_KEYPOINTS, __version__, formats
+from psc6k import keypoints as keypoint_builder
 from psc6k.csvsafe import safe_row
 from psc6k.errors import ParameterError, Psc6kError
 from psc6k.parallel import map_ordered
 from psc6k.sketchy import INVALID_LISTS, class_index, photo_relpath, sketch_relpath
+from psc6k.submission import Submission, save_submission
 from psc6k.synth import realphotos, render
 from psc6k.synth.shapes import TEMPLATES, make_object, template_of
 from psc6k.synth.warp import SmoothWarp, random_warp, warp_flows
@@ -246,10 +248,8 @@ def make_photo_record(category: str, index: int, split: str, *, seed: int, sketc
 
 
 def _sample_keypoints(img: np.ndarray, seed: int) -> np.ndarray:
-    # imported here: the keypoint builder is its own module (psc6k.keypoints, SPEC §4 A.1)
-    from psc6k.keypoints import sample_keypoints
-
-    return sample_keypoints(img, k=NUM_KEYPOINTS, seed=int(seed) & 0x7FFFFFFF)
+    # the keypoint builder of SPEC §4 A.1, looked up when called (tests replace it)
+    return keypoint_builder.sample_keypoints(img, k=NUM_KEYPOINTS, seed=int(seed) & 0x7FFFFFFF)
 
 
 def _task(args):
@@ -473,9 +473,6 @@ class _Written:
 def _write_pairs_and_truth(out: Path, w: _Written, cats: tuple, *, seed: int, clicks: bool) -> int:
     """The PSC6K CSVs, ``keypoints.csv``, ``gt_flows.npz`` and (``clicks``) ``clicks.csv``; the number
     of clicks written."""
-    from psc6k import formats
-    from psc6k.submission import Submission, save_submission
-
     ann = formats.Annotations.from_arrays(w.test_photo, w.test_sketch, np.stack(w.kps_p), np.stack(w.kps_s),
                                           categories=cats)
     formats.write_test_pairs_ps(ann, out / "test_pairs_ps.csv")

@@ -9,6 +9,7 @@ import numpy as np
 
 from psc6k import IMAGE_SIZE
 from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations
 from psc6k.images import read_image
 
 #: 8 distinct keypoint colours (RGB), keypoint i -> colour i.
@@ -45,8 +46,6 @@ def contact_sheet(root, out_png, *, n_pairs: int = 12, columns: int = 3, seed: i
     Pairs are spread over the categories (round-robin in the CSV's order); ``seed`` only rotates
     which pair of each category comes first.
     """
-    from psc6k.formats import read_annotations
-
     root = Path(root)
     ann = read_annotations(root / annotations)
     by_cat: dict[str, list[int]] = {}

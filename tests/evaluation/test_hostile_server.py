@@ -17,7 +17,8 @@ import time
 import httpx
 import pytest
 
-from evaluation.server.testdata import free_port, make_annotations, make_flow_submission, wait_until_healthy
+from evaluation.server.testdata import free_port, wait_until_healthy
+from psc6k.testing import make_annotations, make_flow_submission
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission
 from tests.helpers import run_async

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 
 from evaluation.server.app import create_app
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import (free_port, make_annotations, make_flow_submission, make_keypoint_submission,
-                                         wait_until_healthy)
+from evaluation.server.testdata import free_port, wait_until_healthy
+from psc6k.testing import make_annotations, make_flow_submission, make_keypoint_submission
 from psc6k.cli import main as psc6k_main
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import Submission, save_submission

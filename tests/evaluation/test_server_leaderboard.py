@@ -25,7 +25,8 @@ from evaluation.server.leaderboard import rank
 from evaluation.server.private import PRIVATE_KEYS, pck_step, private_reply
 from evaluation.server.seed import PUBLISHED
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import make_annotations, make_flow_submission, make_keypoint_submission, wait_until_healthy
+from evaluation.server.testdata import wait_until_healthy
+from psc6k.testing import make_annotations, make_flow_submission, make_keypoint_submission
 from psc6k.cli import main as psc6k_main
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import save_submission

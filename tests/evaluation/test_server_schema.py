@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from evaluation.server import db
 from evaluation.server.app import create_app
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import make_annotations
+from psc6k.testing import make_annotations
 from psc6k.formats import write_test_pairs_ps
 
 ADMIN_TOKEN = "admin-secret"

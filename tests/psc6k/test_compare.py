@@ -10,8 +10,7 @@ import pytest
 from psc6k.compare import adjust_p_values, compare, sign_flip_null, sign_flip_p_value
 from psc6k.pck import alpha_key, evaluate
 from psc6k.submission import Submission, save_submission
-
-from tests.helpers import make_annotations
+from psc6k.testing import make_annotations
 
 
 def brute_force_sign_flip(c):
@@ -92,7 +91,7 @@ def test_holm_and_bh_against_naive_and_scipy():
 
 def _submissions(n=40, seed=0):
     """Keypoint submissions: A near the targets, B further off; both hit and miss at 0.05/0.10."""
-    ann = make_annotations(n, seed=seed)
+    ann = make_annotations(n_pairs=n, seed=seed)
     rng = np.random.default_rng(seed + 1)
 
     def sub(name, spread):

@@ -7,8 +7,8 @@ from psc6k.formats import (Annotations, TrainPairs, ps_to_st, read_annotations, 
                            write_clicks, write_keypoints_csv, write_test_pairs_ps, write_test_pairs_st,
                            write_train_pairs_ps, write_train_pairs_st)
 from psc6k.sketchy import SKETCHY_CATEGORIES, class_index, photo_id_of_sketch, read_id_list
+from psc6k.testing import make_annotations
 
-from tests.helpers import make_annotations
 
 HEADER = "photo,sketch,class,XA,YA,XB,YB\n"
 P = "rendered_256x256/256x256/photo/tx_000100000000/airplane/n02691156_10151.jpg"
@@ -46,7 +46,7 @@ def test_st_has_two_rows_per_pair_and_converts_back(tmp_path, small_annotations)
 def test_class_is_alphabetical_index_of_sketchy_names():
     assert class_index("airplane") == 1 and class_index("zebra") == 125
     assert class_index("car_(sedan)") == SKETCHY_CATEGORIES.index("car_(sedan)") + 1
-    ann = make_annotations(3, categories=("zebra", "ant", "cat"))
+    ann = make_annotations(categories=("zebra", "ant", "cat"), n_pairs=3)
     assert ann.cls.tolist() == [125, 3, 25]
 
 

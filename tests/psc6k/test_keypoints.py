@@ -653,7 +653,7 @@ def _kill_mid_run(cmd, journal, min_records, timeout=60):
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    import psc6k.commands.build_keypoints as bk
+    import psc6k.keypoints.batch as batch
 
     src = tmp_path / "s"
     src.mkdir()
@@ -679,8 +679,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, monkeypatch)
     # other settings: refused
     assert main(["build-keypoints", str(src), "--out", str(out), "--seed", "3", "--resume", "--no-progress"]) == 2
     seen = []
-    real = bk.process_one
-    monkeypatch.setattr(bk, "process_one", lambda t: seen.append(t[0]) or real(t))
+    real = batch.process_one
+    monkeypatch.setattr(batch, "process_one", lambda t: seen.append(t[0]) or real(t))
     assert main(["build-keypoints", str(src), "--out", str(out), "--report", str(report), "--resume",
                  "--no-progress"]) == 0
     assert len(seen) == 40 - done and len(set(seen)) == len(seen), "each sketch once"
@@ -768,7 +768,7 @@ def test_a_killed_worker_is_one_line_and_resume_continues(tmp_path):
 
 def test_worker_died_names_the_sketches_in_flight(tmp_path):
     """The board a worker marks: started-and-unfinished tasks are the ones named."""
-    from psc6k.commands.build_keypoints import InFlightBoard, WorkerDied
+    from psc6k.keypoints.inflight import InFlightBoard, WorkerDied
 
     board = InFlightBoard(6)
     try:
@@ -807,3 +807,25 @@ def test_resume_of_a_run_killed_before_its_first_result(tmp_path, monkeypatch):
     assert journal.read_bytes().count(b"\n") == 1, "only the header"
     assert main(["build-keypoints", str(src), "--out", str(out), "--resume", "--no-progress"]) == 0
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_a_thread_pool_loaded_after_the_first_sketch_is_limited_too():
+    """torch (its own OpenMP) imported after a first keypoint call: single_threaded still
+    limits every pool, not only those loaded when it first ran."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    code = ("import cv2, numpy as np\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from psc6k.keypoints import sample_keypoints\n"
+            "from psc6k.keypoints._morphology import single_threaded\n"
+            "img = np.full((128, 128), 255, np.uint8); cv2.circle(img, (64, 64), 40, 0, 2)\n"
+            "sample_keypoints(img)\n"
+            "import torch\n"
+            "with single_threaded():\n"
+            "    print(sorted({i['num_threads'] for i in threadpool_info()}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[1]", r.stdout

@@ -8,8 +8,8 @@ from psc6k.formats import Annotations
 from psc6k.pck import (alpha_key, evaluate, flow_to_pixels, pck_correct, pixels_to_flow, sample_flow,
                        transfer_keypoints)
 from psc6k.submission import Submission, identity_flow
+from psc6k.testing import make_annotations
 
-from tests.helpers import make_annotations
 
 SIZE = 256
 
@@ -94,7 +94,7 @@ def _noisy_affine_case(n, h, w, seed, noise_px=25.0):
     that map (and its inverse) on an h x w grid plus per-node noise of ``noise_px``: the errors
     are of the order of the thresholds, so PCK@0.05 and PCK@0.10 lie strictly inside (0, 100)."""
     rng = np.random.default_rng(seed)
-    base = make_annotations(n, seed=seed)
+    base = make_annotations(n_pairs=n, seed=seed)
     xs = np.arange(w) * (SIZE - 1) / (w - 1)
     ys = np.arange(h) * (SIZE - 1) / (h - 1)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1)  # (h, w, 2) pixels of the grid nodes
@@ -178,7 +178,7 @@ def test_hand_worked_identity_flow():
 
 
 def test_keypoint_submission_and_pooling_over_pairs():
-    ann = make_annotations(10, seed=3)
+    ann = make_annotations(n_pairs=10, seed=3)
     # pair i: i of the 8 sketch->photo keypoints exact, the rest 100 px off; photo->sketch all exact
     s2p = ann.photo_kps.copy()
     for i in range(10):
@@ -201,14 +201,14 @@ def test_keypoint_submission_and_pooling_over_pairs():
 
 
 def test_flow_outside_unit_square_misses_but_is_legal():
-    ann = make_annotations(2)
+    ann = make_annotations(n_pairs=2)
     far = np.full((2, 4, 4, 2), 5.0)
     res = evaluate(ann, Submission("far", "flow", ann.photo, ann.sketch, far, far), n_bootstrap=0)
     assert res.overall["pck@0.10"] == 0.0
 
 
 def test_perfect_flow_scores_100():
-    ann = make_annotations(4)
+    ann = make_annotations(n_pairs=4)
     # a flow field sampled from the exact constant translation of each pair
     sub_flows = []
     for i in range(4):

@@ -35,7 +35,7 @@ def annotation_app(tmp_path_factory):
 def server_app(tmp_path_factory):
     from evaluation.server.app import create_app
     from evaluation.server.settings import ServerSettings
-    from evaluation.server.testdata import make_annotations
+    from psc6k.testing import make_annotations
     from psc6k.formats import write_test_pairs_ps
 
     root = tmp_path_factory.mktemp("contract_server")

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from annotation_app.testing import make_study_files
-from evaluation.server.testdata import free_port, make_annotations, serve_in_thread
+from evaluation.server.testdata import free_port, serve_in_thread
 from psc6k.cli import main
 from psc6k.formats import write_test_pairs_ps
+from psc6k.testing import make_annotations
 
 from tests.helpers import can_bind_loopback_aliases
 

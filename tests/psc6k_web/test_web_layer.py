@@ -29,10 +29,10 @@ from evaluation.server import db as server_db
 from evaluation.server.app import app_from_env
 from evaluation.server.app import create_app as create_server_app
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import make_annotations, make_keypoint_submission
 from psc6k import errors as E
 from psc6k.formats import write_test_pairs_ps
 from psc6k.submission import SubmissionTooLarge, save_submission
+from psc6k.testing import make_annotations, make_keypoint_submission
 from psc6k.text import check_text, forbidden_char
 from psc6k_web.deps import ClientAddress
 from psc6k_web.headers import CSP

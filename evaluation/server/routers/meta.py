@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -14,6 +13,7 @@ from fastapi.responses import RedirectResponse
 
 from psc6k.errors import FormatError
 from psc6k.inputs import read_text
+from psc6k.plugins import registered_models
 
 from ..deps import AppState, Settings
 from ..models import Health, ModelList
@@ -48,13 +48,9 @@ def _metadata(obj) -> dict:
 
 
 def load_registry():
-    """``model_zoo.registry.MODELS`` if the model zoo provides it (it imports no torch), else None."""
-    try:
-        module = importlib.import_module("model_zoo.registry")
-    except ImportError:
-        return None
-    models = getattr(module, "MODELS", None)
-    return models if isinstance(models, dict) else None
+    """The reference models registered in the ``psc6k.models`` entry-point group (the model zoo
+    registers its metadata there, no torch), else None: this server imports no other part."""
+    return registered_models()
 
 
 def load_model_scores(path: str | None, names: list[str]) -> dict:

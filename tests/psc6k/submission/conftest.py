@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from psc6k.submission import Submission, identity_flow
-from tests.helpers import make_annotations
+from psc6k.testing import make_annotations
 
 
 @pytest.fixture
 def ann():
-    return make_annotations(12, seed=1)
+    return make_annotations(n_pairs=12, seed=1)
 
 
 @pytest.fixture

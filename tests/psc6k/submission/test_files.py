@@ -166,7 +166,7 @@ def test_streaming_json_equals_json_loads(ann, indent, kind):
 
 
 def test_cocoeval_shaped_api(tmp_path, ann, flow_sub, capsys):
-    from evaluation.pckeval import PSC6KEval
+    from psc6k import PSC6KEval
 
     csv = tmp_path / "test_pairs_ps.csv"
     write_test_pairs_ps(ann, csv)

@@ -1,9 +1,91 @@
-"""Sketchy-like test sketches drawn with OpenCV (for the keypoint benchmark)."""
+"""Synthetic inputs for tests and benchmarks of the core: annotations, submissions, sketches.
+
+The one home of the core's fixtures (numpy, OpenCV; no torch, no web stack): the tests of every
+layer and the benchmarks import them from here. Studies on disk are built by the annotation
+app's own testing module, checkpoints by the model zoo's.
+
+>>> ann = make_annotations(2, 1, 2)
+>>> len(ann), ann.categories[:2], ann.photo_kps.shape
+(4, ('airplane', 'alarm_clock'), (4, 8, 2))
+>>> sub = make_flow_submission(ann, size=4)
+>>> sub.kind, sub.sketch_to_photo.shape
+('flow', (4, 4, 4, 2))
+"""
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from psc6k import NUM_KEYPOINTS
+from psc6k.formats import Annotations
+from psc6k.sketchy import SKETCHY_CATEGORIES, photo_relpath, sketch_relpath
+from psc6k.submission import Submission, identity_flow
+
+__all__ = ["add_specks", "make_annotations", "make_flow_submission", "make_keypoint_submission", "make_sketch",
+           "split_drawing"]
+
+
+def make_annotations(n_categories: int = 3, photos_per_category: int = 2, sketches_per_photo: int = 2, *,
+                     seed: int = 0, categories=None, n_pairs: int | None = None) -> Annotations:
+    """Random PSC6K-shaped annotations on Sketchy paths (they exercise code, not the science).
+
+    Parameters
+    ----------
+    n_categories, photos_per_category, sketches_per_photo : int
+        ``n_categories * photos_per_category * sketches_per_photo`` pairs, category by category;
+        the full PSC6K size is ``(125, 10, 5)`` = 6,250 pairs.
+    seed : int
+    categories : sequence of str, optional
+        Category names (default: the first Sketchy ones); their number replaces ``n_categories``.
+    n_pairs : int, optional
+        Instead of a full grid: ``n_pairs`` pairs dealt to the categories in turn (pair ``i`` in
+        category ``i % n_categories``), so that a few pairs still span several categories.
+
+    Returns
+    -------
+    Annotations
+        Photo keypoints uniform in [10, 245] px, ``[N, 8, 2]``; sketch keypoints the photo ones
+        plus N(0, 20 px) noise, clipped to [0, 255].
+    """
+    categories = tuple(categories) if categories is not None else SKETCHY_CATEGORIES[:n_categories]
+    if n_pairs is None:
+        slots = [(c, p, s) for c in range(len(categories)) for p in range(photos_per_category)
+                 for s in range(sketches_per_photo)]
+    else:
+        slots = [(i % len(categories), i // len(categories) // sketches_per_photo,
+                  i // len(categories) % sketches_per_photo) for i in range(n_pairs)]
+    photo, sketch = [], []
+    for c, p, s in slots:
+        photo_id = f"n{c:08d}_{p + 1}"
+        photo.append(photo_relpath(categories[c], photo_id))
+        sketch.append(sketch_relpath(categories[c], f"{photo_id}-{s + 1}"))
+    rng = np.random.default_rng(seed)
+    photo_kps = rng.uniform(10, 245, size=(len(photo), NUM_KEYPOINTS, 2))
+    sketch_kps = np.clip(photo_kps + rng.normal(0, 20, size=photo_kps.shape), 0, 255)
+    return Annotations.from_arrays(photo, sketch, photo_kps, sketch_kps)
+
+
+def make_flow_submission(ann: Annotations, size: int = 16, noise: float = 0.05, seed: int = 1,
+                         method: str = "noisy-identity") -> Submission:
+    """Identity flows plus Gaussian noise (normalised units), shape ``[N, size, size, 2]``."""
+    rng = np.random.default_rng(seed)
+    base = identity_flow(len(ann), size)
+    s2p = base + rng.normal(0, noise, size=base.shape)
+    p2s = base + rng.normal(0, noise, size=base.shape)
+    return Submission(method, "flow", list(ann.photo), list(ann.sketch), s2p, p2s)
+
+
+def make_keypoint_submission(ann: Annotations, noise_px: float = 15.0, seed: int = 2,
+                             method: str = "noisy-oracle") -> Submission:
+    """Ground-truth target keypoints plus Gaussian noise in pixels, shape ``[N, 8, 2]``."""
+    rng = np.random.default_rng(seed)
+    s2p = ann.photo_kps + rng.normal(0, noise_px, size=ann.photo_kps.shape)
+    p2s = ann.sketch_kps + rng.normal(0, noise_px, size=ann.sketch_kps.shape)
+    return Submission(method, "keypoints", list(ann.photo), list(ann.sketch), s2p, p2s)
+
+
+# ------------------------------------------------------------------ Sketchy-like sketches (OpenCV)
 
 def make_sketch(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     """A uint8 [size, size] sketch: black anti-aliased strokes on white.

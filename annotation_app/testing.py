@@ -10,6 +10,8 @@ from psc6k import NUM_KEYPOINTS
 from psc6k.formats import TrainPairs, write_keypoints_csv, write_pair_list
 from psc6k.sketchy import SKETCHY_CATEGORIES, photo_relpath, sketch_relpath
 
+from . import db
+
 
 def make_study_files(root, n_categories: int = 5, photos_per_category: int = 2,
                      sketches_per_photo: int = 1, seed: int = 0) -> dict:
@@ -64,8 +66,6 @@ def reset_postgres(url: str) -> str:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from . import db
-
     url = db.normalise_url(url)
     u = make_url(url)
     admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -97,8 +97,6 @@ class FakeClock:
 def check_invariants(service) -> None:
     """Assert the 3-annotator design, read back from the database of ``service``."""
     from sqlalchemy import func, select
-
-    from . import db
 
     n = service.config.annotators_per_keypoint
     with service.read.connect() as conn:

@@ -19,6 +19,10 @@ import json
 import sys
 import time
 
+from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations
+from psc6k.submission import save_submission
+
 HELP = "predict a flow submission with PSCNet, or zero-shot from any feature extractor with --features (needs psc6k[model])"
 SECTION, ORDER = "methods", 20
 
@@ -64,9 +68,6 @@ def run(args: argparse.Namespace) -> int:
 
     from model_zoo.checkpoint import load_checkpoint
     from model_zoo.predict import predict_submission, resolve_device
-    from psc6k.errors import Psc6kError
-    from psc6k.formats import read_annotations
-    from psc6k.submission import save_submission
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_features(args, ann, device, out) -> int:
     from model_zoo.features import MatchOptions, load_extractor, predict_features_submission
-    from psc6k.submission import save_submission
 
     extractor = load_extractor(args.features, checkpoint=args.checkpoint, weights=args.weights,
                                trusted=args.trust_checkpoint, layer=args.layer, input_size=args.input_size)

@@ -37,6 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from model_zoo.checkpoint import load_checkpoint
+from model_zoo.data import PairDataset
+from model_zoo.predict import iter_pair_batches, resolve_device
+from model_zoo.pscnet import PHOTO, SKETCH
 from psc6k import IMAGE_SIZE
 from psc6k.errors import Psc6kError
 from psc6k.submission import Submission
@@ -197,8 +201,6 @@ class PSCNetFeatures(torch.nn.Module):
 
     @torch.inference_mode()
     def forward(self, images: Tensor, domain: str) -> Tensor:
-        from model_zoo.pscnet import PHOTO, SKETCH
-
         feats = self.model.encode(images, PHOTO if domain == "photo" else SKETCH)
         size = self.model.config.feat_size
         parts = [F.normalize(F.interpolate(feats[f"layer{k}"].float(), (size, size), mode="bilinear",
@@ -317,7 +319,6 @@ def load_extractor(spec: str, *, checkpoint=None, weights=None, trusted: bool = 
     if spec == "pscnet":
         if checkpoint is None:
             raise Psc6kError("`features` pscnet needs `checkpoint` (a PSCNet checkpoint)", param=("features", "checkpoint"))
-        from model_zoo.checkpoint import load_checkpoint
 
         return PSCNetFeatures(load_checkpoint(checkpoint, map_location="cpu", trusted=trusted))
     if spec.startswith("timm:"):
@@ -349,9 +350,6 @@ def predict_features_submission(extractor: Extractor, photos, sketches, images_r
                                 progress: bool = True) -> Submission:
     """Both flows of every pair by feature matching; a flow :class:`Submission` (float32)."""
     from torch.utils.data import DataLoader
-
-    from model_zoo.data import PairDataset
-    from model_zoo.predict import iter_pair_batches, resolve_device
 
     if batch_size < 1:
         raise Psc6kError(f"batch size must be >= 1, got {batch_size}")

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from model_zoo.pscnet import PSCNet
+from psc6k.sketchy import photo_relpath, sketch_relpath
 
 __all__ = ["tiny_model", "NoScaler", "read_state_dict_tsv", "random_released_state_dict", "make_tiny_tree", "zero_residuals",
            "REFERENCE_DIR"]
@@ -95,7 +96,6 @@ def make_tiny_tree(root, n_pairs: int = 4, size: int = 64, categories=("airplane
     Returns ``(photo_paths, sketch_paths)`` relative to ``root``; pair i is a shifted square in
     the photo and its outline in the sketch, so there is *some* structure to learn.
     """
-    from psc6k.sketchy import photo_relpath, sketch_relpath
 
     rng = np.random.default_rng(seed)
     root = Path(root)

@@ -38,12 +38,15 @@ from model_zoo.checkpoint import (CheckpointError, infer_config, load_encoder_in
 from model_zoo.data import ImageError, PairDataset, PhotoEpochDataset, unwrap_worker_error
 from model_zoo.losses import (consistency_loss, masked_mse, released_consistency_loss, similarity_loss,
                               warp_features)
-from model_zoo.resnet_cbn import share_batchnorm
-from model_zoo.pscnet import PHOTO, SKETCH, PSCNet, PSCNetConfig
-from model_zoo.stn import identity_grid
 from model_zoo.predict import predict_submission, resolve_device
+from model_zoo.pscnet import PHOTO, SKETCH, PSCNet, PSCNetConfig
+from model_zoo.resnet_cbn import share_batchnorm
+from model_zoo.stn import identity_grid
 from psc6k.csvsafe import safe_row
 from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations, read_train_pairs
+from psc6k.pck import evaluate
+from psc6k.submission import Submission, identity_flow
 
 __all__ = ["TrainConfig", "EncoderObjective", "EstimatorObjective", "train", "lr_at_epoch",
            "resolved_config", "RECIPES", "role_index", "knn_accuracy", "holdout_split", "build_training_model"]
@@ -540,7 +543,6 @@ def plot_metrics(metrics: MetricsWriter, path: Path, title: str = "") -> Path | 
 
 def evaluate_heldout(model: PSCNet, ann, images: str, device, batch_size: int, image_size: int) -> dict:
     """PCK of ``model`` on annotation set ``ann`` (psc6k.pck.evaluate, no bootstrap)."""
-    from psc6k.pck import evaluate
 
     was_training = model.training
     sub = predict_submission(model, ann.photo, ann.sketch, images, device=device, batch_size=batch_size,
@@ -589,9 +591,6 @@ def knn_accuracy(photo_feats: np.ndarray, sketch_feats: np.ndarray, photos, sket
 
 
 def identity_pck(ann) -> dict:
-    from psc6k.pck import evaluate
-    from psc6k.submission import Submission, identity_flow
-
     ident = identity_flow(len(ann))
     sub = Submission("identity", "flow", list(ann.photo), list(ann.sketch), ident, ident.copy())
     return {f"identity_{k}": round(v, 4) for k, v in evaluate(ann, sub, n_bootstrap=0).overall.items()}
@@ -639,7 +638,6 @@ def build_training_model(cfg: TrainConfig) -> tuple[PSCNet, dict | None]:
 
 def train(cfg: TrainConfig) -> dict:
     """Run one training job; returns the last metrics (and the checkpoint path) as a dict."""
-    from psc6k.formats import read_annotations, read_train_pairs
 
     env = _Dist(cfg.device)
     device = env.device

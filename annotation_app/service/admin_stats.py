@@ -7,6 +7,7 @@ import json
 import numpy as np
 from sqlalchemy import and_, func, select
 
+from psc6k.aggregate import leave_one_out_distances
 from psc6k.errors import NotFoundError
 
 from .. import db
@@ -96,8 +97,6 @@ class AdminStats:
         """Per-session stats, with each participant's mean distance to the consensus (the
         centroid of the other participants' clicks on the same keypoint)."""
         import pandas as pd
-
-        from psc6k.aggregate import leave_one_out_distances
 
         with self.store.read.connect() as conn:
             sessions = conn.execute(select(S).order_by(S.c.id)).all()

@@ -14,10 +14,12 @@ import numpy as np
 from sqlalchemy import select
 
 from psc6k import NUM_KEYPOINTS
+from psc6k.formats import clicks_to_csv_text
 from psc6k.groundtruth import GroundTruth, ground_truth_from_clicks
 from psc6k.jsonsafe import strict_dumps
 
 from .. import db
+from ..export import to_coco
 from .admin_stats import click_rows
 from .speed import server_rt_ms, session_speeds
 from .store import iso
@@ -61,7 +63,6 @@ class Exports:
 
     def clicks_file(self, fmt: str = "csv", *, include_all: bool = False) -> ExportFile:
         """``csv`` (written by psc6k.formats) or ``jsonl`` (``display`` as an object)."""
-        from psc6k.formats import clicks_to_csv_text
 
         frame = self.clicks_frame(include_all=include_all)
         if fmt == "csv":
@@ -96,7 +97,6 @@ class Exports:
     def ground_truth_file(self, fmt: str = "psc6k", n_sigma: float = 3.0) -> ExportFile:
         """``psc6k``: a zip of test_pairs_ps.csv, test_pairs_st.csv and aggregate_report.json;
         ``ps`` / ``st``: one CSV; ``coco``: COCO-keypoints JSON."""
-        from ..export import to_coco
 
         gt = self.aggregate(n_sigma)
         if fmt == "coco":

@@ -12,6 +12,10 @@ import json
 import os
 import sys
 
+from psc6k.data import path_or_sample
+from psc6k.errors import Psc6kError
+from psc6k.formats import read_annotations
+from psc6k.text import check_text
 from psc6k_web.limits import add_limit_arguments, limits_from_args
 
 from .settings import ENV_ADMIN_TOKEN, MB, ServerSettings
@@ -87,9 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args) -> ServerSettings:
-    from psc6k.errors import Psc6kError
-
-    from psc6k.data import path_or_sample
 
     if args.annotations is None:
         raise Psc6kError("--annotations is required: the test_pairs_ps.csv to score against "
@@ -135,8 +136,6 @@ def _server_settings(args, annotations: str) -> ServerSettings:
 
 
 def _engine(url: str):
-    from psc6k.errors import Psc6kError
-
     from . import db
     try:
         engine = db.make_engine(url)
@@ -147,8 +146,6 @@ def _engine(url: str):
 
 
 def _run_token(args) -> int:
-    from psc6k.errors import Psc6kError
-
     from . import db
     engine = _engine(args.token_db or args.db)
     if args.token_action == "create":
@@ -156,7 +153,6 @@ def _run_token(args) -> int:
             raise Psc6kError("token name must not be blank")
         if args.quota is not None and args.quota < 0:
             raise Psc6kError("--quota must be >= 0")
-        from psc6k.text import check_text
         token, clear = db.create_token(engine, check_text(args.name.strip(), "name")[:200], args.quota)
         if args.json:
             print(json.dumps({"id": token.id, "name": token.name, "token": clear, "daily_quota": token.daily_quota}))
@@ -187,7 +183,6 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "token":
         return _run_token(args)
 
-    from psc6k.errors import Psc6kError
     from psc6k_web.server import serve
 
     from . import db
@@ -198,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
         print("psc6k serve: warning: several workers on SQLite serialise every write; use PostgreSQL "
               "(--db postgresql+psycopg://...) for a multi-worker deployment", file=sys.stderr)
     # Fail fast on bad annotations and create / seed the tables once, before workers start.
-    from psc6k.formats import read_annotations
     read_annotations(settings.annotations)
     try:
         engine = db.make_engine(settings.db_url)

@@ -16,6 +16,7 @@ Ties are broken by the other alpha, then by submission time (earlier first).
 from __future__ import annotations
 
 from psc6k.protocols import DEFAULT_PROTOCOL, get_protocol
+from psc6k.sketchy import SKETCHY_CATEGORIES
 
 from . import db
 from .seed import PROTOCOLS
@@ -34,7 +35,6 @@ def server_protocol(annotations, annotations_sha256: str, private: bool = False)
     ``psc6k-test``, the protocol of the paper's numbers. Anything else (the bundled sample, a
     synthetic benchmark, a hidden split) is its own protocol, named by the annotations' hash.
     """
-    from psc6k.sketchy import SKETCHY_CATEGORIES
 
     categories = set(annotations.category)
     full = (len(annotations) == FULL_TEST_PAIRS and len(categories) == FULL_TEST_CATEGORIES

@@ -13,7 +13,7 @@ Markdown file; everything outside the markers is prose and left alone. The block
   (a baseline's flows depend on the images only, so the demo's submissions are those flows);
 - ``docs/demo.md`` ``demo-timings``: the wall-clock times of that run (machine dependent, not tested).
 
-``tests/test_demo.py`` compares the first two blocks with a fresh demo run, so a change that moves
+``tests/psc6k/test_demo.py`` compares the first two blocks with a fresh demo run, so a change that moves
 a number fails until this script is rerun.
 """
 

@@ -1,14 +1,10 @@
 """Running the scoring server in tests and benchmarks: a free port, a health wait, a server in
-a thread. The synthetic annotations and submissions are the core's (:mod:`psc6k.testing`),
-re-exported here for the tests that import them from this module.
+a thread. The synthetic annotations and submissions are the core's (:mod:`psc6k.testing`).
 """
 
 from __future__ import annotations
 
-from psc6k.testing import make_annotations, make_flow_submission, make_keypoint_submission
-
-__all__ = ["free_port", "make_annotations", "make_flow_submission", "make_keypoint_submission",
-           "serve_in_thread", "wait_until_healthy"]
+__all__ = ["free_port", "serve_in_thread", "wait_until_healthy"]
 
 
 def free_port() -> int:

@@ -13,10 +13,10 @@ from evaluation.server import db
 from evaluation.server.app import create_app
 from evaluation.server.leaderboard import evaluation_protocol_reason, rank
 from evaluation.server.settings import ServerSettings
-from evaluation.server.testdata import make_annotations, make_keypoint_submission
 from psc6k.formats import write_test_pairs_ps
 from psc6k.protocols import PROTOCOLS
 from psc6k.submission import save_submission
+from psc6k.testing import make_annotations, make_keypoint_submission
 
 NPZ = {"content-type": "application/octet-stream"}
 ADMIN = {"authorization": "Bearer admin-secret"}

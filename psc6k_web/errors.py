@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from psc6k.errors import (HTTP_ERRORS, HTTP_STATUS_CODES, AuthenticationError, Psc6kError, RateLimitedError, UnavailableError,
                           error_fields, http_error)
 
+from .headers import BUG_REPLY_HEADERS
 from .responses import SafeJSONResponse
 
 log = logging.getLogger("psc6k.web")
@@ -126,7 +127,8 @@ def install_error_handlers(app: FastAPI, *, unavailable_detail: str = "the datab
             log.error("internal database error on %s %s: %s", request.method, request.url.path, _db_reason(exc))
         else:
             log.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(500, HTTP_STATUS_CODES[500], "internal server error (logged)")
+        return error_response(500, HTTP_STATUS_CODES[500], "internal server error (logged)",
+                              headers=BUG_REPLY_HEADERS)
 
 
 class ErrorBody(BaseModel):

@@ -29,6 +29,10 @@ DOCS_PATHS = ("/docs", "/redoc")
 
 COMMON = (("x-content-type-options", "nosniff"), ("referrer-policy", "no-referrer"),
           ("x-frame-options", "DENY"))
+#: The headers of a reply sent from outside the middleware stack: Starlette sends the reply to an
+#: unhandled exception (a 500) from its outermost middleware, which :class:`SecurityHeaders`
+#: never sees, so that reply carries them itself (and is never cached).
+BUG_REPLY_HEADERS = {**dict(COMMON), "content-security-policy": CSP, "cache-control": "no-store"}
 
 
 class SecurityHeaders:

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -35,7 +36,8 @@ from psc6k.submission import SubmissionTooLarge, save_submission
 from psc6k.testing import make_annotations, make_keypoint_submission
 from psc6k.text import check_text, forbidden_char
 from psc6k_web.deps import ClientAddress
-from psc6k_web.headers import CSP
+from psc6k_web.errors import install_error_handlers
+from psc6k_web.headers import CSP, SecurityHeaders
 from psc6k_web.settings import ADMIN_FAILURE_LIMIT
 from psc6k_web.uploads import UploadGate, WorkSlots
 from tests.helpers import run_async
@@ -634,3 +636,20 @@ def test_a_real_uvicorn_does_not_let_x_forwarded_for_escape_the_admin_throttle(t
         assert codes == [401] * FAILURES_ALLOWED + [429] * 3, codes
         r = http.head("/leaderboard.html")
         assert r.status_code == 200 and r.content == b"" and r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_bug_reply_carries_the_security_headers():
+    """Starlette answers an unhandled exception from its outermost middleware, outside
+    SecurityHeaders: the 500 must carry the headers itself."""
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    r = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert r.status_code == 500 and r.json()["code"] == "internal_error"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["content-security-policy"] == CSP and r.headers["cache-control"] == "no-store"

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -116,7 +117,7 @@ def build_sketch_keypoints(sketches, images_root, seed: int = 0, progress: bool 
 
 def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sample=None,
              use_sample_clicks: bool = False, seed: int = 0, n_examples: int = 4, n_bootstrap: int = 1000,
-             max_pairs: int | None = None, progress: bool = True, log=print) -> DemoResult:
+             max_pairs: int | None = None, progress: bool = True, log=print, command=None) -> DemoResult:
     """Run the whole benchmark on the bundled sample (or the synth folder ``sample``).
 
     Parameters
@@ -141,6 +142,8 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
         Use only the first pairs of the sample (a quicker look).
     log : callable
         Where progress lines go (``print``; ``None`` for silence).
+    command : sequence of str, optional
+        The command line that ran the demo, recorded in the report's provenance.
     """
     say = log or (lambda *a, **k: None)
     timings: dict[str, float] = {}
@@ -198,11 +201,9 @@ def run_demo(out=DEFAULT_OUT, *, checkpoint=None, device: str | None = None, sam
                           subtitle=(f"{len(ann)} photo-sketch pairs from the bundled synthetic sample, "
                                     f"{len(set(ann.category))} categories; ground truth aggregated from "
                                     f"{agg.n_clicks} simulated crowd clicks with the 3-sigma rule."),
-                          n_examples=n_examples, n_bootstrap=n_bootstrap, progress=progress)
+                          n_examples=n_examples, n_bootstrap=n_bootstrap, progress=progress, command=command)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    import json
-
     # the report scored everything once; its results.json holds the leaderboard and human agreement
     scored = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
     result = DemoResult(out, report, _round_rows(scored["leaderboard"]), timings, notes, agg.summary(),

@@ -26,6 +26,7 @@ import pandas as pd
 
 from psc6k.aggregate import ClickAggregate, CompletePairs, aggregate_clicks, human_agreement
 from psc6k.formats import Annotations, write_test_pairs_ps, write_test_pairs_st
+from psc6k.inputs import file_sha256
 from psc6k.jsonsafe import json_safe, strict_dumps
 
 #: File names written by :meth:`GroundTruth.write`, in this order.
@@ -87,11 +88,14 @@ class GroundTruth:
 
     def write(self, out) -> list[Path]:
         """Write ``test_pairs_ps.csv``, ``test_pairs_st.csv`` and ``aggregate_report.json`` into
-        the folder ``out`` (created); returns their paths in that order."""
+        the folder ``out`` (created); returns their paths in that order. The annotations then
+        carry ``source`` and ``sha256`` of the written ``test_pairs_ps.csv`` (the provenance a
+        score of them records, as if read back from that file)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         ps, st, report = out / PS_CSV, out / ST_CSV, out / REPORT_JSON
         write_test_pairs_ps(self.annotations, ps)
+        self.annotations.source, self.annotations.sha256 = str(ps), file_sha256(ps)
         write_test_pairs_st(self.annotations, st)
         report.write_text(self.report_json(), encoding="utf-8")
         return [ps, st, report]

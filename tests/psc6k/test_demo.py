@@ -18,6 +18,7 @@ from psc6k.data import sample_path
 from psc6k.demo import MARKER, prepare_out, run_demo
 from psc6k.errors import Psc6kError
 from psc6k.formats import read_annotations, read_clicks, read_keypoints_csv
+from psc6k.inputs import file_sha256
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,6 +57,10 @@ def test_demo_end_to_end(demo):
     assert saved["leaderboard"] == result.leaderboard
     assert result.human_agreement["pck@0.10"] > 90
     assert result.timings["total"] > 0
+    # the report's provenance names the annotation file it scored, by its bytes
+    prov = json.loads((out / "report" / "results.json").read_text())["provenance"]
+    assert prov["annotations_sha256"] == file_sha256(out / "annotations" / "test_pairs_ps.csv")
+    assert prov["annotations"] == str(out / "annotations" / "test_pairs_ps.csv")
 
 
 def test_demo_scores_match_psc6k_eval(demo):
@@ -129,6 +134,8 @@ def test_cli_json_and_errors(tmp_path, capsys):
                  "--use-sample-clicks"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["leaderboard"]) == 3 and data["report"].endswith("index.html")
+    prov = json.loads((out / "report" / "results.json").read_text())["provenance"]
+    assert prov["command"].startswith("psc6k ") and prov["annotations_sha256"]
     assert main(["demo", "--out", str(tmp_path / "e"), "--checkpoint", str(tmp_path / "nope.pth")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
     (tmp_path / "busy").mkdir()

@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_missing_dependency_message(name, exc), file=sys.stderr)
         return 2
     args = parser.parse_args(rest)
+    # the command line as the user gave it (also when main() is called with a list), for the
+    # provenance a command records with its results
+    args.command_line = ["psc6k", *argv]
     try:
         status = target.run(args)
     except ModuleNotFoundError as exc:  # also when the import happens inside run (torch in predict / train)

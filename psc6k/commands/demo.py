@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(args.out, checkpoint=args.checkpoint, device=args.device, sample=args.sample,
                       use_sample_clicks=args.use_sample_clicks, seed=args.seed, n_examples=args.examples,
                       max_pairs=args.max_pairs,
-                      progress=not quiet, log=None if quiet else log, command=["psc6k", *sys.argv[1:]])
+                      progress=not quiet, log=None if quiet else log, command=getattr(args, "command_line", None))
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -6,7 +6,6 @@ human-model consistency heatmap when --clicks is given.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from psc6k.commands import add_dataset_arguments, resolve_dataset
@@ -51,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
     clicks = read_clicks(args.clicks) if args.clicks else None
     index = write_report(ann, subs, images, args.out, clicks=clicks, title=args.title, n_examples=args.examples, n_failures=args.failures,
                          allow_partial=args.allow_partial, n_bootstrap=args.bootstrap, progress=not args.no_progress,
-                         protocol=args.protocol, command=["psc6k", *sys.argv[1:]])
+                         protocol=args.protocol, command=getattr(args, "command_line", None))
     print(f"wrote {index}")
     return 0

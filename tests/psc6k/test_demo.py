@@ -135,7 +135,8 @@ def test_cli_json_and_errors(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert len(data["leaderboard"]) == 3 and data["report"].endswith("index.html")
     prov = json.loads((out / "report" / "results.json").read_text())["provenance"]
-    assert prov["command"].startswith("psc6k ") and prov["annotations_sha256"]
+    assert prov["command"] == f"psc6k demo --out {out} --pairs 3 --examples 0 --json --use-sample-clicks"
+    assert prov["annotations_sha256"]
     assert main(["demo", "--out", str(tmp_path / "e"), "--checkpoint", str(tmp_path / "nope.pth")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
     (tmp_path / "busy").mkdir()
